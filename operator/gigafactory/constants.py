@@ -1,0 +1,63 @@
+"""Names shared by the operator, the runner and the CLI: the API group, labels, finalizers, leases.
+
+Everything that two processes must agree on lives here, so that a rename is one edit.
+The protocol these names take part in is described in docs/protocol.md.
+"""
+
+import enum
+from typing import Final
+
+GROUP: Final = "gigafactory.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+AGENTJOB_KIND: Final = "AgentJob"
+AGENTJOB_PLURAL: Final = "agentjobs"
+AGENTJOB_SINGULAR: Final = "agentjob"
+AGENTJOB_SHORT_NAMES: Final = ("aj",)
+
+FACTORY_KIND: Final = "Factory"
+FACTORY_PLURAL: Final = "factories"
+FACTORY_SINGULAR: Final = "factory"
+FACTORY_SHORT_NAMES: Final = ("fac",)
+
+CATEGORY: Final = "gigafactory"
+
+# Labels. A runner watches only the jobs labelled with its own pod name (a label selector),
+# so the operator labels a job when it binds it and removes the label when it unbinds it.
+LABEL_FACTORY: Final = f"{GROUP}/factory"
+LABEL_POD: Final = f"{GROUP}/pod"
+LABEL_JOB: Final = f"{GROUP}/job"
+LABEL_ROLE: Final = f"{GROUP}/role"
+
+# Lease roles (the value of LABEL_ROLE on coordination.k8s.io/v1 Leases).
+ROLE_HEARTBEAT: Final = "heartbeat"
+ROLE_BINDING: Final = "binding"
+ROLE_LEADER: Final = "leader"
+
+FINALIZER_JOB: Final = f"{GROUP}/cleanup"
+FINALIZER_FACTORY: Final = f"{GROUP}/drain"
+
+# Annotations a runner puts on its heartbeat Lease: what the scheduler needs to know of the pod.
+ANNOTATION_SLOTS: Final = f"{GROUP}/slots"
+ANNOTATION_AGENTS: Final = f"{GROUP}/agents"
+ANNOTATION_WARM_REPOS: Final = f"{GROUP}/warm-repos"
+ANNOTATION_RUNNING: Final = f"{GROUP}/running"
+
+# A runner sets these env names itself; a job may not override them (the schema says so too).
+RESERVED_ENV_PREFIXES: Final = ("GIGAFACTORY_", "GIT_")
+# ...and these names, which would let a job steer the runner's own git, ssh or dynamic loader.
+RESERVED_ENV_NAMES: Final = ("SSH_AUTH_SOCK", "SSH_ASKPASS", "LD_PRELOAD", "LD_LIBRARY_PATH")
+
+
+class ConditionType(str, enum.Enum):
+    """Condition types of AgentJob and Factory status."""
+
+    SCHEDULED = "Scheduled"
+    CLAIMED = "Claimed"
+    RUNNING = "Running"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    READY = "Ready"
+    DRAINING = "Draining"
