@@ -55,6 +55,7 @@ class Outcome(str, enum.Enum):
     TIMED_OUT = "TimedOut"  # the agent profile's timeout killed it
     PUSH_FAILED = "PushFailed"  # the agent worked but the branch could not be pushed
     INFRA_ERROR = "InfraError"  # the runner died, the lease expired, no claim came, git fetch failed...
+    REJECTED = "Rejected"  # the runner refused the job for a reason a retry cannot fix (missing Secret, ...)
     STOPPED = "Stopped"  # the operator stopped it: cancel, suspend, deadline, drain
 
 
@@ -264,7 +265,8 @@ class RetryRule(common.Model):
 
 
 class RetryPolicy(common.Model):
-    """How failed attempts are retried. Without rules: InfraError is ignored (retried without counting), every other failure counts."""
+    """How failed attempts are retried. Without rules: Rejected fails the job, InfraError is retried without
+    counting (up to maxUncountedRetries), every other failure counts against maxAttempts."""
 
     max_attempts: Annotated[int, pydantic.Field(ge=1, le=100, description="Attempts that count, including the first.")] = 3
     max_uncounted_retries: Annotated[
@@ -339,6 +341,7 @@ class AttemptRecord(common.Model):
     message: Annotated[str, pydantic.Field(max_length=4096, description="What happened, for people.")] = ""
     exit_code: Annotated[int | None, pydantic.Field(description="The agent's exit code, when it exited.")] = None
     counted: Annotated[bool, pydantic.Field(description="Whether it counted against maxAttempts.")] = True
+    log_ref: Annotated[str | None, pydantic.Field(max_length=512, description="Where the tail of the agent's output is kept.")] = None
 
 
 class DiffStat(common.Model):
@@ -358,6 +361,21 @@ class Result(common.Model):
     summary: Annotated[str, pydantic.Field(max_length=8192, description="The agent's summary, or the tail of its output.")] = ""
 
 
+class AttemptReport(common.Model):
+    """How an attempt ended, as its runner reports it. The operator accepts it only for the current
+    attempt from the pod that holds the binding, then folds it into attempts, result and phase."""
+
+    attempt: Annotated[int, pydantic.Field(ge=1, description="The attempt reported on.")]
+    pod: Annotated[str, pydantic.Field(max_length=253, description="The reporting runner pod.")]
+    outcome: Annotated[Outcome, pydantic.Field(description="How it ended.")]
+    reason: Annotated[str, pydantic.Field(max_length=128, description="A finer CamelCase reason.")] = ""
+    message: Annotated[str, pydantic.Field(max_length=4096, description="What happened, for people.")] = ""
+    exit_code: Annotated[int | None, pydantic.Field(description="The agent's exit code, when it exited.")] = None
+    finished_at: Annotated[datetime.datetime | None, pydantic.Field(description="When it ended.")] = None
+    log_ref: Annotated[str | None, pydantic.Field(max_length=512, description="Where the tail of the agent's output is kept.")] = None
+    result: Annotated[Result | None, pydantic.Field(description="What it produced, when it succeeded.")] = None
+
+
 class AgentJobStatus(common.Model):
     """What the operator and the runner observed. Written through the status subresource only."""
 
@@ -371,6 +389,9 @@ class AgentJobStatus(common.Model):
     start_time: Annotated[datetime.datetime | None, pydantic.Field(description="When the job was first bound.")] = None
     completion_time: Annotated[datetime.datetime | None, pydantic.Field(description="When the job reached a terminal phase.")] = None
     result: Annotated[Result | None, pydantic.Field(description="The outcome of the successful attempt.")] = None
+    report: Annotated[
+        AttemptReport | None, pydantic.Field(description="The runner's report of the current attempt, until the operator folds it in.")
+    ] = None
 
 
 class AgentJob(common.Model):

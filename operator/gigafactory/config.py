@@ -1,0 +1,67 @@
+"""Settings of the operator and of the runner, from the environment (prefix GIGAFACTORY_) or flags.
+
+One class per process; each field says what it is for. Helm values map onto these env names.
+"""
+
+from typing import Literal
+
+import pydantic
+import pydantic_settings
+
+
+class OperatorSettings(pydantic_settings.BaseSettings):
+    """The operator process (`gigafactory operator`)."""
+
+    model_config = pydantic_settings.SettingsConfigDict(env_prefix="GIGAFACTORY_", extra="ignore")
+
+    # Explicit kubeconfig file; unset means the in-cluster service account.
+    kubeconfig: str | None = None
+    # Namespace of the operator's own objects (leader-election Lease).
+    namespace: str = "gigafactory-system"
+    # A binding that no runner claims within this long is undone and the job rebinds elsewhere.
+    claim_timeout_seconds: int = pydantic.Field(default=30, ge=1)
+    # How long a stopped attempt's runner gets to acknowledge before the operator proceeds without it.
+    stop_grace_seconds: int = pydantic.Field(default=60, ge=1)
+    # Coalesce bursts of changes into one scheduling cycle (seconds).
+    schedule_debounce_seconds: float = pydantic.Field(default=0.02, ge=0)
+    # spread: prefer the pod with the most free slots; pack: the one with the fewest (frees whole pods).
+    capacity_strategy: Literal["spread", "pack"] = "spread"
+    # Score plugin weights (0 switches a plugin off).
+    weight_free_capacity: int = pydantic.Field(default=1, ge=0)
+    weight_warm_repo: int = pydantic.Field(default=2, ge=0)
+    weight_preferences: int = pydantic.Field(default=2, ge=0)
+    weight_cost: int = pydantic.Field(default=1, ge=0)
+    weight_success_rate: int = pydantic.Field(default=1, ge=0)
+    weight_repo_spread: int = pydantic.Field(default=1, ge=0)
+    # A waiting job gains one priority point per this many seconds, so no job starves.
+    aging_seconds_per_point: float = pydantic.Field(default=60, gt=0)
+    # Port of /healthz, /readyz and /metrics.
+    http_port: int = pydantic.Field(default=8080, ge=0, le=65535)
+
+
+class RunnerSettings(pydantic_settings.BaseSettings):
+    """The runner process in each factory pod (`gigafactory runner`)."""
+
+    model_config = pydantic_settings.SettingsConfigDict(env_prefix="GIGAFACTORY_RUNNER_", extra="ignore")
+
+    # Explicit kubeconfig file; unset means the in-cluster service account.
+    kubeconfig: str | None = None
+    # This pod's name and namespace (the Downward API sets them in a cluster).
+    pod_name: str
+    namespace: str = "default"
+    # The Factory this pod belongs to.
+    factory: str
+    # Jobs this pod runs at once.
+    slots: int = pydantic.Field(default=1, ge=1, le=64)
+    # Where mirrors and worktrees live.
+    work_dir: str = "/var/lib/gigafactory"
+    # YAML file of agent profiles (name → argv template, env, timeout).
+    profiles_file: str | None = None
+    # Heartbeat Lease duration; renewed every third of it.
+    heartbeat_seconds: int = pydantic.Field(default=15, ge=3)
+    # Binding Lease duration while a job runs; renewed every third of it.
+    binding_lease_seconds: int = pydantic.Field(default=30, ge=3)
+    # On SIGTERM: how long running jobs may go on before they are stopped and released.
+    shutdown_grace_seconds: int = pydantic.Field(default=30, ge=0)
+    # Accept file:// URLs and local paths as repositories (dev mode and tests only).
+    allow_local_repos: bool = False

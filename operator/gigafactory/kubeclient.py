@@ -1,0 +1,440 @@
+"""A small async Kubernetes API client on aiohttp: dicts in, dicts out, errors as typed exceptions.
+
+Why not the official client: it is synchronous (a thread per call) and deserializes every object
+into generated classes; the scheduler's bind path and the runners want many concurrent writes of
+plain dicts, and a watch that survives reconnects and 410 Gone. Credentials still come from the
+official client's kubeconfig loader, so every kubeconfig kubectl understands works here too.
+
+`Informer` is list-then-watch with a local cache, resumed from the last resourceVersion after a
+dropped connection and re-listed after 410 Gone: the building block of every watcher here.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+
+from gigafactory import constants
+
+logger = logging.getLogger(__name__)
+
+Body = dict[str, Any]
+
+PATCH_TYPES = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+}
+
+
+class ApiError(Exception):
+    """A failed API call, with the Status the server answered."""
+
+    def __init__(self, status: int, reason: str, message: str, body: Mapping[str, Any] | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = dict(body or {})
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    """409 Conflict: a stale resourceVersion (someone else wrote first)."""
+
+
+class AlreadyExists(ApiError):
+    """409 AlreadyExists: the name is taken."""
+
+
+class Gone(ApiError):
+    """410 Gone: a watch's resourceVersion is too old; list again."""
+
+
+class Invalid(ApiError):
+    """422 Invalid: the object breaks the schema."""
+
+
+def _error_for(status: int, body: Mapping[str, Any], text: str) -> ApiError:
+    reason = str(body.get("reason") or "")
+    message = str(body.get("message") or text[:500])
+    if status == 404:
+        return NotFound(status, reason or "NotFound", message, body)
+    if status == 409:
+        cls = AlreadyExists if reason == "AlreadyExists" else Conflict
+        return cls(status, reason or "Conflict", message, body)
+    if status == 410:
+        return Gone(status, reason or "Gone", message, body)
+    if status == 422:
+        return Invalid(status, reason or "Invalid", message, body)
+    return ApiError(status, reason or "Error", message, body)
+
+
+@dataclasses.dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the API."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, *, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace is not None:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{name}"
+            if subresource:
+                base += f"/{subresource}"
+        return base
+
+
+AGENTJOBS = Resource(constants.GROUP, constants.VERSION, constants.AGENTJOB_PLURAL, constants.AGENTJOB_KIND)
+FACTORIES = Resource(constants.GROUP, constants.VERSION, constants.FACTORY_PLURAL, constants.FACTORY_KIND, namespaced=False)
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+EVENTS = Resource("", "v1", "events", "Event")
+SECRETS = Resource("", "v1", "secrets", "Secret")
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+PODS = Resource("", "v1", "pods", "Pod")
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    server: str
+    headers: Mapping[str, str]
+    ssl_context: ssl.SSLContext | bool
+
+
+def load_credentials(kubeconfig: str | None = None, *, context: str | None = None) -> Credentials:
+    """Credentials from an explicit kubeconfig file, or the in-cluster service account when None."""
+    from kubernetes import client as k8s_client, config as k8s_config  # only the loaders, for their coverage of auth kinds
+
+    cfg = k8s_client.Configuration()
+    if kubeconfig is None:
+        k8s_config.load_incluster_config(client_configuration=cfg)
+    else:
+        k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg, persist_config=False)
+    headers = {}
+    token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    if token:
+        prefix = (cfg.api_key_prefix or {}).get("authorization")
+        headers["Authorization"] = token if token.lower().startswith("bearer ") or not prefix else f"{prefix} {token}"
+    ssl_context: ssl.SSLContext | bool = False
+    if cfg.host.startswith("https"):
+        if cfg.verify_ssl:
+            ssl_context = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else ssl.create_default_context()
+        else:
+            ssl_context = ssl.create_default_context()
+            ssl_context.check_hostname = False
+            ssl_context.verify_mode = ssl.CERT_NONE
+        if cfg.cert_file and isinstance(ssl_context, ssl.SSLContext):
+            ssl_context.load_cert_chain(cfg.cert_file, cfg.key_file)
+    return Credentials(server=cfg.host.rstrip("/"), headers=headers, ssl_context=ssl_context)
+
+
+class Client:
+    """One aiohttp session to one API server. Create with `Client.from_kubeconfig()`; close with `close()`."""
+
+    def __init__(self, credentials: Credentials, *, max_connections: int = 64, user_agent: str = "gigafactory") -> None:
+        self.credentials = credentials
+        self._max_connections = max_connections
+        self._headers = {**credentials.headers, "User-Agent": user_agent, "Accept": "application/json"}
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: str | None, **kwargs: Any) -> "Client":
+        return cls(load_credentials(kubeconfig), **kwargs)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        # Created lazily, inside the event loop that uses it.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self.credentials.ssl_context)
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Body:
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": content_type} if data is not None else None
+        async with self.session.request(
+            method, self.credentials.server + path, params=params, data=data, headers=headers
+        ) as response:
+            text = await response.text()
+            try:
+                payload = json.loads(text) if text else {}
+            except json.JSONDecodeError:
+                payload = {}
+            if response.status >= 400:
+                raise _error_for(response.status, payload if isinstance(payload, dict) else {}, text)
+            return payload if isinstance(payload, dict) else {}
+
+    async def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> Body:
+        return await self.request("GET", resource.path(namespace=namespace, name=name))
+
+    async def list(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int = 500,
+    ) -> tuple[list[Body], str]:
+        """Every matching object (paging through), and the list's resourceVersion to watch from."""
+        items: list[Body] = []
+        params: dict[str, str] = {"limit": str(page_size)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        while True:
+            page = await self.request("GET", resource.path(namespace=namespace), params=params)
+            for item in page.get("items") or []:
+                # Lists omit apiVersion/kind on items; put them back so an item reads like a GET.
+                item.setdefault("apiVersion", resource.api_version)
+                item.setdefault("kind", resource.kind)
+                items.append(item)
+            meta = page.get("metadata") or {}
+            if not meta.get("continue"):
+                return items, str(meta.get("resourceVersion", ""))
+            params["continue"] = meta["continue"]
+
+    async def create(self, resource: Resource, body: Body, *, namespace: str | None = None) -> Body:
+        namespace = namespace or (body.get("metadata") or {}).get("namespace")
+        return await self.request("POST", resource.path(namespace=namespace), body=body)
+
+    async def patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Any,
+        *,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        patch_type: str = "merge",
+    ) -> Body:
+        """A merge patch by default. Put `metadata.resourceVersion` in it for a precondition (409 if stale)."""
+        return await self.request(
+            "PATCH",
+            resource.path(namespace=namespace, name=name, subresource=subresource),
+            body=patch,
+            content_type=PATCH_TYPES[patch_type],
+        )
+
+    async def replace(
+        self, resource: Resource, name: str, body: Body, *, namespace: str | None = None, subresource: str | None = None
+    ) -> Body:
+        return await self.request("PUT", resource.path(namespace=namespace, name=name, subresource=subresource), body=body)
+
+    async def delete(
+        self,
+        resource: Resource,
+        name: str,
+        *,
+        namespace: str | None = None,
+        resource_version: str | None = None,
+        missing_ok: bool = True,
+    ) -> Body | None:
+        """Delete; a 404 is success when `missing_ok` (deletes are idempotent here)."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if resource_version is not None:
+            body["preconditions"] = {"resourceVersion": resource_version}
+        try:
+            return await self.request("DELETE", resource.path(namespace=namespace, name=name), body=body)
+        except NotFound:
+            if missing_ok:
+                return None
+            raise
+
+    async def watch(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        resource_version: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[Body]:
+        """Watch events from a resourceVersion until the server ends the stream. ERROR events raise."""
+        params = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)
+        async with self.session.get(
+            self.credentials.server + resource.path(namespace=namespace), params=params, timeout=timeout
+        ) as response:
+            if response.status >= 400:
+                text = await response.text()
+                try:
+                    payload = json.loads(text)
+                except json.JSONDecodeError:
+                    payload = {}
+                raise _error_for(response.status, payload if isinstance(payload, dict) else {}, text)
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise _error_for(int(status.get("code") or 500), status, "")
+                yield event
+
+
+def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+EventHandler = Callable[[str, Body], Awaitable[None] | None]
+
+
+class Informer:
+    """List-then-watch of one resource with a local cache, kept current across reconnects.
+
+    `handler(event_type, obj)` is called for every change (ADDED, MODIFIED, DELETED) after the
+    cache is updated; after a re-list, objects that vanished meanwhile come as DELETED. `synced`
+    is set once the first list is in the cache.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        handler: EventHandler | None = None,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.client = client
+        self.resource = resource
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.field_selector = field_selector
+        self.handler = handler
+        self.retry_delay = retry_delay
+        self.cache: dict[tuple[str, str], Body] = {}
+        self.synced = asyncio.Event()
+        self.resource_version: str | None = None
+
+    async def _emit(self, event_type: str, obj: Body) -> None:
+        if self.handler is not None:
+            result = self.handler(event_type, obj)
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def _relist(self) -> None:
+        items, version = await self.client.list(
+            self.resource, namespace=self.namespace, label_selector=self.label_selector, field_selector=self.field_selector
+        )
+        fresh = {object_key(item): item for item in items}
+        gone = [obj for key, obj in self.cache.items() if key not in fresh]
+        self.cache = fresh
+        self.resource_version = version
+        self.synced.set()
+        for obj in gone:
+            await self._emit("DELETED", obj)
+        for obj in items:
+            await self._emit("ADDED", obj)
+
+    async def run(self) -> None:
+        """Run until cancelled. Survives dropped connections and API errors, with a delay between tries."""
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    await self._relist()
+                    need_list = False
+                async for event in self.client.watch(
+                    self.resource,
+                    namespace=self.namespace,
+                    label_selector=self.label_selector,
+                    field_selector=self.field_selector,
+                    resource_version=self.resource_version,
+                ):
+                    obj = event.get("object") or {}
+                    version = (obj.get("metadata") or {}).get("resourceVersion")
+                    if version:
+                        self.resource_version = version
+                    kind = event.get("type")
+                    if kind == "BOOKMARK":
+                        continue
+                    key = object_key(obj)
+                    if kind == "DELETED":
+                        self.cache.pop(key, None)
+                    elif kind in ("ADDED", "MODIFIED"):
+                        obj.setdefault("apiVersion", self.resource.api_version)
+                        obj.setdefault("kind", self.resource.kind)
+                        self.cache[key] = obj
+                    else:
+                        continue
+                    await self._emit(kind, obj)
+            except asyncio.CancelledError:
+                raise
+            except Gone:
+                need_list = True
+            except (aiohttp.ClientError, asyncio.TimeoutError, ApiError, json.JSONDecodeError, ConnectionError) as exc:
+                logger.warning("watch of %s interrupted (%s); resuming", self.resource.plural, exc)
+                await asyncio.sleep(self.retry_delay)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator["Informer"]:
+        """Run in a background task for the duration of the block (after the first sync)."""
+        task = asyncio.create_task(self.run(), name=f"informer:{self.resource.plural}")
+        try:
+            waiter = asyncio.create_task(self.synced.wait())
+            done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                waiter.cancel()
+                task.result()  # raises what killed it
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
