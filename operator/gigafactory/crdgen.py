@@ -1,4 +1,4 @@
-"""Generate the CRDs (crds/*.yaml) and the API reference (docs/api.md) from the pydantic models.
+"""Generate the CRDs (crds/ and the chart's crds/) and the API reference (docs/api.md) from the models.
 
 The models are the one source of truth: `python -m gigafactory.crdgen` writes the files,
 `python -m gigafactory.crdgen --check` fails when the committed files differ from what the models
@@ -263,6 +263,8 @@ def build_api_doc(crds: dict[str, dict[str, Any]]) -> str:
 def generated_files() -> dict[pathlib.Path, str]:
     crds = build_crds()
     files = {REPO_ROOT / "crds" / name: render_yaml(crd) for name, crd in crds.items()}
+    # Helm installs CRDs from the chart's own crds/ directory; it is a copy, kept equal by --check.
+    files.update({REPO_ROOT / "charts" / "gigafactory" / "crds" / name: render_yaml(crd) for name, crd in crds.items()})
     files[REPO_ROOT / "docs" / "api.md"] = build_api_doc(copy.deepcopy(crds))
     return files
 
