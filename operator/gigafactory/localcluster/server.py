@@ -1,0 +1,409 @@
+"""The HTTP layer: aiohttp routes that parse Kubernetes API URLs into calls on the cluster.
+
+Also: discovery/OpenAPI endpoints, Table content negotiation, watch streaming, per-verb request
+counters (`/_gigafactory/requests`), the fault-injection hook, and a last-resort middleware that
+turns any unexpected exception into a 500 Status (tests assert it never fires).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from gigafactory.localcluster import discovery, errors, faults, handling, protobufs, resources, selectors, tables
+
+logger = logging.getLogger(__name__)
+Obj = dict[str, Any]
+_JSON = "application/json"
+_READ_VERBS = {"get", "list", "watch"}
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def respond(obj: Any, status: int = 200, headers: dict[str, str] | None = None,
+            content_type: str = _JSON) -> web.Response:
+    return web.Response(body=_dumps(obj), status=status, headers={"Content-Type": content_type, **(headers or {})})
+
+
+class Server:
+    def __init__(self, cluster: handling.Cluster | None = None, *, bookmark_interval: float = 5.0,
+                 default_watch_timeout: float = 1800.0) -> None:
+        self.cluster = cluster or handling.Cluster()
+        self.bookmark_interval = bookmark_interval
+        self.default_watch_timeout = default_watch_timeout
+        self.faults: Any = faults.NoFaults()
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.internal_errors = 0
+        self.address = "127.0.0.1:0"
+        self.app = web.Application(middlewares=[self._catch_all], client_max_size=64 * 1024 * 1024)
+        self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+
+    @web.middleware
+    async def _catch_all(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except errors.ApiError as e:
+            return respond(e.status, status=e.code, headers=e.headers)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except web.HTTPException:
+            raise
+        except Exception as e:
+            self.internal_errors += 1
+            logger.exception("internal error serving %s %s", request.method, request.path_qs)
+            error = errors.internal(f"{type(e).__name__}: {e}")
+            return respond(error.status, status=500)
+
+    # --- routing ------------------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        parts = [p for p in request.path.split("/") if p]
+        if not parts:
+            return respond({"paths": ["/api", "/api/v1", "/apis", "/openapi/v2", "/openapi/v3", "/version"]})
+        head = parts[0]
+        if head in ("healthz", "livez", "readyz"):
+            return web.Response(text="ok")
+        if head == "_gigafactory":
+            return self._meta(request, parts)
+        if head == "version":
+            return respond(discovery.VERSION)
+        if head == "openapi":
+            return self._openapi(request, parts)
+        if head == "api" and len(parts) >= 2:
+            group, version, rest = "", parts[1], parts[2:]
+        elif head == "apis" and len(parts) >= 3:
+            group, version, rest = parts[1], parts[2], parts[3:]
+        elif head in ("api", "apis"):
+            return self._discovery(request, parts)
+        else:
+            raise errors.not_found_path()
+        if not rest:
+            if request.method != "GET":
+                raise errors.method_not_allowed()
+            found = discovery.api_resource_list(self.cluster.registry, group, version)
+            if found is None:
+                raise errors.not_found_path()
+            return respond(found)
+        return await self._resource_request(request, group, version, rest)
+
+    def _meta(self, request: web.Request, parts: list[str]) -> web.Response:
+        if parts[1:] != ["requests"]:
+            raise errors.not_found_path()
+        if request.method == "DELETE":
+            self.counts.clear()
+            return respond({"total": 0, "counts": []})
+        counts = [{"verb": verb, "resource": resource, "count": n}
+                  for (verb, resource), n in sorted(self.counts.items())]
+        return respond({"total": sum(self.counts.values()), "internalErrors": self.internal_errors,
+                        "counts": counts})
+
+    def _discovery(self, request: web.Request, parts: list[str]) -> web.Response:
+        self.counts[("discovery", request.path)] += 1
+        accept = request.headers.get("Accept", "")
+        if len(parts) == 1:
+            if "as=APIGroupDiscoveryList" in accept and "v=v2" in accept:
+                body = discovery.aggregated(self.cluster.registry, legacy=parts[0] == "api")
+                return respond(body, content_type=discovery.AGGREGATED_V2)
+            if parts[0] == "api":
+                return respond(discovery.api_versions(self.address))
+            return respond(discovery.api_group_list(self.cluster.registry))
+        if parts[0] == "apis" and len(parts) == 2:
+            found = discovery.api_group(self.cluster.registry, parts[1])
+            if found is not None:
+                return respond(found)
+        raise errors.not_found_path()
+
+    def _openapi(self, request: web.Request, parts: list[str]) -> web.Response:
+        self.counts[("openapi", "/".join(parts[:2]))] += 1
+        registry = self.cluster.registry
+        if parts[1:] == ["v2"]:
+            return respond(discovery.openapi_v2(registry))
+        if parts[1:] == ["v3"]:
+            return respond(discovery.openapi_v3_root(registry, self.cluster.schema_version))
+        if len(parts) >= 4 and parts[1] == "v3":
+            if parts[2] == "api" and len(parts) == 4:
+                found = discovery.openapi_v3_group_version(registry, "", parts[3])
+            elif parts[2] == "apis" and len(parts) == 5:
+                found = discovery.openapi_v3_group_version(registry, parts[3], parts[4])
+            else:
+                found = None
+            if found is not None:
+                return respond(found)
+        raise errors.not_found_path()
+
+    async def _resource_request(self, request: web.Request, group: str, version: str,
+                                rest: list[str]) -> web.StreamResponse:
+        watch_path = False
+        if rest[0] == "watch":
+            watch_path, rest = True, rest[1:]
+        namespace: str | None = None
+        if len(rest) >= 3 and rest[0] == "namespaces" and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
+            namespace, rest = rest[1], rest[2:]
+        if not rest or len(rest) > 3:
+            raise errors.not_found_path()
+        plural = rest[0]
+        name = rest[1] if len(rest) > 1 else None
+        subresource = rest[2] if len(rest) > 2 else None
+        resource = self.cluster.registry.get(group, version, plural)
+        if resource is None:
+            raise errors.not_found_path()
+        if (namespace is not None and not resource.namespaced) or (
+                namespace is None and resource.namespaced and name is not None):
+            raise errors.not_found_path()
+        if subresource is not None and not (subresource == "status" and resource.status_subresource):
+            raise errors.not_found_path()
+
+        method = request.method
+        query = request.query
+        is_watch = watch_path or query.get("watch", "").lower() in ("true", "1")
+        if method == "GET":
+            verb = "get" if name is not None and not is_watch else ("watch" if is_watch else "list")
+        elif method == "POST" and name is None:
+            verb = "create"
+        elif method == "PUT" and name is not None:
+            verb = "update"
+        elif method == "PATCH" and name is not None:
+            verb = "patch"
+        elif method == "DELETE":
+            verb = "delete" if name is not None else "deletecollection"
+        else:
+            raise errors.method_not_allowed()
+        if verb not in resource.verbs and verb != "get":
+            raise errors.method_not_allowed()
+        if verb == "create" and resource.namespaced and namespace is None:
+            raise errors.method_not_allowed()
+
+        self.counts[(verb, resource.qualified + ("/" + subresource if subresource else ""))] += 1
+        call = faults.Call(verb=verb, group=group, plural=plural, namespace=namespace, name=name,
+                           subresource=subresource)
+        injected = await self.faults.before(request, call)
+        if injected is not None:
+            return injected
+
+        table = _wants_table(request.headers.get("Accept", ""))
+        if verb not in _READ_VERBS:
+            _check_accept(request.headers.get("Accept", ""))
+        cluster = self.cluster
+        field_validation = query.get("fieldValidation", "Warn") or "Warn"
+        if field_validation not in ("Strict", "Warn", "Ignore"):
+            raise errors.bad_request(f"fieldValidation parameter unsupported: {field_validation}")
+        dry_run = "All" in query.getall("dryRun", [])
+        warnings: list[str] = []
+        if verb == "watch":
+            if name is not None:
+                query = _with_name_selector(query, name)
+            return await self._watch(request, resource, namespace, query, call, table)
+        if verb == "list":
+            listed = cluster.list(resource, namespace, label_selector=query.get("labelSelector"),
+                                  field_selector=query.get("fieldSelector"), limit=_int(query.get("limit")),
+                                  continue_token=query.get("continue"))
+            if table:
+                return respond(tables.table(resource, listed["items"], metadata=listed["metadata"],
+                                            include=query.get("includeObject", "Metadata")))
+            return respond(listed)
+        if verb == "get":
+            obj = cluster.get(resource, namespace, name or "")
+            if table:
+                return respond(tables.table(resource, [obj], metadata={"resourceVersion": obj["metadata"].get(
+                    "resourceVersion", "")}, include=query.get("includeObject", "Metadata")))
+            return respond(obj)
+        if verb == "create":
+            body = await _read_body(request)
+            obj = cluster.create(resource, namespace, body, field_validation=field_validation, dry_run=dry_run,
+                                 warnings=warnings)
+            return respond(obj, status=201, headers=_warning_headers(warnings))
+        if verb == "update":
+            body = await _read_body(request)
+            obj = cluster.update(resource, namespace, name or "", body, subresource=subresource,
+                                 field_validation=field_validation, dry_run=dry_run, warnings=warnings)
+            return respond(obj, headers=_warning_headers(warnings))
+        if verb == "patch":
+            content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
+            raw = await request.read()
+            obj = cluster.patch(resource, namespace, name or "", raw, content_type, subresource=subresource,
+                                field_validation=field_validation, dry_run=dry_run,
+                                field_manager=query.get("fieldManager"), force=query.get("force") == "true",
+                                warnings=warnings)
+            return respond(obj, headers=_warning_headers(warnings))
+        options = await _delete_options(request)
+        if verb == "delete":
+            obj = cluster.delete(resource, namespace, name or "", options, dry_run=dry_run)
+            status = 200
+            if obj["metadata"].get("deletionTimestamp") and options.get("orphanDependents") is False:
+                status = 202
+            return respond(obj, status=status)
+        listed = cluster.delete_collection(resource, namespace, options, label_selector=query.get("labelSelector"),
+                                           field_selector=query.get("fieldSelector"), dry_run=dry_run)
+        return respond(listed)
+
+    # --- watch --------------------------------------------------------------------------------
+
+    async def _watch(self, request: web.Request, resource: resources.Resource, namespace: str | None,
+                     query: Any, call: faults.Call, table: bool) -> web.StreamResponse:
+        cluster = self.cluster
+        labels = selectors.parse_labels(query.get("labelSelector"))
+        fields = selectors.parse_fields(query.get("fieldSelector"), storage=resources.storage_key(resource),
+                                        custom=resource.custom)
+        filtered = bool(labels or fields)
+        rv = query.get("resourceVersion") or ""
+        if rv not in ("", "0"):
+            try:
+                since: int | None = int(rv)
+            except ValueError:
+                raise errors.bad_request(f'invalid resource version "{rv}"')
+        else:
+            since = None
+        timeout = _int(query.get("timeoutSeconds"))
+        deadline = time.monotonic() + (timeout if timeout else self.default_watch_timeout)
+        bookmarks = query.get("allowWatchBookmarks", "").lower() in ("true", "1")
+        include = query.get("includeObject", "Metadata")
+        key = resources.storage_key(resource)
+
+        def matches(obj: Obj | None) -> bool:
+            return obj is not None and selectors.labels_match(labels, obj) and selectors.fields_match(fields, obj)
+
+        response = web.StreamResponse(headers={"Content-Type": _JSON})
+        response.enable_chunked_encoding()
+        try:
+            watcher, backlog = cluster.store.subscribe(key, namespace, since=since)
+        except errors.ApiError as e:
+            # Like the watch cache: HTTP 200, then a single ERROR event carrying the Status.
+            await response.prepare(request)
+            await response.write(_dumps({"type": "ERROR", "object": e.status}) + b"\n")
+            await response.write_eof()
+            return response
+        initial = []
+        if since is None:
+            initial = [o for o in cluster.store.iterate(key, namespace) if matches(o)]
+
+        def encode(kind: str, obj: Obj) -> bytes:
+            obj = cluster.present(resource, obj)
+            if table:
+                obj = tables.table(resource, [obj], metadata={"resourceVersion": obj["metadata"]["resourceVersion"]},
+                                   include=include)
+            return _dumps({"type": kind, "object": obj}) + b"\n"
+
+        def convert(event: Any) -> bytes | None:
+            if not filtered and not table and resource.api_version == event.obj.get("apiVersion"):
+                return event.encoded()
+            now_in, was_in = matches(event.obj), matches(event.old)
+            if event.type == "ADDED":
+                return encode("ADDED", event.obj) if now_in else None
+            if event.type == "DELETED":
+                return encode("DELETED", event.obj) if was_in or now_in else None
+            if now_in and was_in:
+                return encode("MODIFIED", event.obj)
+            if now_in:
+                return encode("ADDED", event.obj)  # it entered the selector's set
+            if was_in:
+                return encode("DELETED", event.obj)  # it left the selector's set
+            return None
+
+        try:
+            await response.prepare(request)
+            for obj in initial:
+                await response.write(encode("ADDED", obj))
+            for event in backlog:
+                line = convert(event)
+                if line is not None:
+                    await response.write(line)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                wait = min(remaining, self.bookmark_interval) if bookmarks else remaining
+                try:
+                    event = await asyncio.wait_for(watcher.queue.get(), timeout=wait)
+                except asyncio.TimeoutError:
+                    if bookmarks and watcher.queue.empty() and deadline - time.monotonic() > 0:
+                        # Safe: every event up to the current resourceVersion has been delivered.
+                        mark = {"kind": resource.kind, "apiVersion": resource.api_version,
+                                "metadata": {"resourceVersion": str(cluster.store.rv)}}
+                        await response.write(_dumps({"type": "BOOKMARK", "object": mark}) + b"\n")
+                    continue
+                if event is None or self.faults.drop_watch(call):
+                    break
+                line = convert(event)
+                if line is not None:
+                    await response.write(line)
+            await response.write_eof()
+        except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            cluster.store.unsubscribe(key, watcher)
+        return response
+
+
+def _wants_table(accept: str) -> bool:
+    return "as=Table" in accept and "g=meta.k8s.io" in accept
+
+
+def _check_accept(accept: str) -> None:
+    if accept and "json" not in accept and "*/*" not in accept and "yaml" not in accept:
+        raise errors.not_acceptable(f"only the following media types are accepted: application/json, "
+                                    f"application/yaml")
+
+
+def _int(value: str | None) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise errors.bad_request(f"invalid integer: {value!r}")
+
+
+def _with_name_selector(query: Any, name: str) -> dict[str, str]:
+    merged = dict(query)
+    extra = f"metadata.name={name}"
+    merged["fieldSelector"] = f"{merged['fieldSelector']},{extra}" if merged.get("fieldSelector") else extra
+    return merged
+
+
+def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
+    if not warnings:
+        return None
+    # aiohttp takes one value per header name here; the texts are joined as HTTP allows.
+    return {"Warning": ", ".join('299 - ' + json.dumps(w) for w in warnings)}
+
+
+async def _read_body(request: web.Request) -> Any:
+    content_type = request.headers.get("Content-Type", _JSON).split(";")[0].strip() or _JSON
+    raw = await request.read()
+    if "protobuf" in content_type:
+        try:
+            return protobufs.decode(raw)
+        except (ValueError, IndexError, UnicodeDecodeError):
+            raise errors.unsupported_media_type(content_type, [_JSON, "application/yaml"])
+    try:
+        if "yaml" in content_type:
+            return yaml.safe_load(raw)
+        return json.loads(raw or b"null")
+    except (ValueError, yaml.YAMLError) as e:
+        raise errors.bad_request(f"the body of the request could not be decoded: {e}")
+
+
+async def _delete_options(request: web.Request) -> Obj:
+    raw = await request.read()
+    options: Obj = {}
+    if raw.strip():
+        try:
+            options = json.loads(raw)
+        except ValueError as e:
+            raise errors.bad_request(f"the DeleteOptions body could not be decoded: {e}")
+        if not isinstance(options, dict):
+            raise errors.bad_request("the DeleteOptions body must be an object")
+    for param in ("propagationPolicy",):
+        if param in request.query:
+            options[param] = request.query[param]
+    if options.get("propagationPolicy") not in (None, "Orphan", "Background", "Foreground"):
+        raise errors.bad_request(f"propagationPolicy {options['propagationPolicy']!r} is not supported")
+    return options
