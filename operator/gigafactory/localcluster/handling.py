@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from gigafactory.localcluster import errors, patching, resources, schemas, selectors, storing
+from gigafactory.localcluster import conversions, errors, patching, resources, schemas, selectors, storing
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,10 @@ class Cluster:
     def present(self, resource: resources.Resource, obj: Obj) -> Obj:
         """The stored object as seen through `resource` (its apiVersion; no conversion otherwise)."""
         if obj.get("apiVersion") != resource.api_version:
+            if resource.group == "events.k8s.io":
+                return conversions.core_to_events(obj)
+            if obj.get("apiVersion") == "events.k8s.io/v1":
+                return conversions.events_to_core(obj)
             return {**obj, "apiVersion": resource.api_version}
         return obj
 

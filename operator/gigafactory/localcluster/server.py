@@ -280,9 +280,15 @@ class Server:
             await response.write(_dumps({"type": "ERROR", "object": e.status}) + b"\n")
             await response.write_eof()
             return response
+        # Streaming lists (client-go's WatchListClient): the current state as ADDED events, then a
+        # bookmark annotated k8s.io/initial-events-end, then the changes.
+        send_initial = query.get("sendInitialEvents", "").lower() == "true"
         initial = []
-        if since is None:
+        if since is None or send_initial:
             initial = [o for o in cluster.store.iterate(key, namespace) if matches(o)]
+            if send_initial:
+                backlog = []
+        initial_rv = cluster.store.rv
 
         def encode(kind: str, obj: Obj) -> bytes:
             obj = cluster.present(resource, obj)
@@ -311,6 +317,11 @@ class Server:
             await response.prepare(request)
             for obj in initial:
                 await response.write(encode("ADDED", obj))
+            if send_initial:
+                mark = {"kind": resource.kind, "apiVersion": resource.api_version,
+                        "metadata": {"resourceVersion": str(initial_rv),
+                                     "annotations": {"k8s.io/initial-events-end": "true"}}}
+                await response.write(_dumps({"type": "BOOKMARK", "object": mark}) + b"\n")
             for event in backlog:
                 line = convert(event)
                 if line is not None:

