@@ -108,3 +108,26 @@ def test_label_values_and_keys_are_validated(core, namespace, labels):
         core.create_namespaced_config_map(namespace, {"metadata": {"name": "c", "labels": labels}})
     assert error.value.status == 422
     assert json.loads(error.value.body)["details"]["causes"][0]["field"] == "metadata.labels"
+
+
+def test_rules_still_run_beside_a_pattern_error(custom, namespace):
+    # kube-apiserver skips CEL only after "blocking" schema errors (type, required, enum, too long/many);
+    # a pattern or bound violation is reported together with the rules' messages.
+    body = widget("w")
+    body["spec"] = {"size": 1, "minReplicas": 3, "maxReplicas": 2, "label": "ABC"}
+    with pytest.raises(kubernetes.client.ApiException) as error:
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    message = json.loads(error.value.body)["message"]
+    assert "should match '^[-a-z]+$'" in message
+    assert "minReplicas must not exceed maxReplicas" in message
+
+
+def test_blocking_schema_error_skips_the_rules(custom, namespace):
+    body = widget("w")
+    body["spec"] = {"size": "big", "minReplicas": 3, "maxReplicas": 2}
+    with pytest.raises(kubernetes.client.ApiException) as error:
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    message = json.loads(error.value.body)["message"]
+    assert "must be of type integer" in message
+    assert "minReplicas must not exceed maxReplicas" not in message
+    assert "some validation rules were not checked" in message

@@ -108,9 +108,25 @@ def default(schema: dict[str, Any], obj: Any) -> Any:
 
 # --- validation -----------------------------------------------------------------------------
 
+# Schema errors after which kube-apiserver does not evaluate CEL rules at all (its hasBlockingErr):
+# the rules could not be trusted to see the types they were written for.
+_BLOCKING = frozenset({"FieldValueNotSupported", "FieldValueRequired", "FieldValueTooLong", "FieldValueTooMany",
+                       "FieldValueTypeInvalid"})
+
+
 def validate(schema: dict[str, Any], obj: Any, old: Any = None) -> list[dict[str, str]]:
     causes: list[dict[str, str]] = []
-    _validate(schema, obj, old, "", causes, root=True)
+    _validate(schema, obj, old, "", causes, root=True, rules=False)
+    if any(cause.get("reason") in _BLOCKING for cause in causes):
+        causes.append(errors.cause("<nil>", "FieldValueInvalid", "Invalid value: \"null\": some validation rules were "
+                                   "not checked because the object was invalid; correct the existing errors to "
+                                   "complete validation"))
+        return causes
+    # Other schema errors (a pattern, a bound) do not stop the rules: both kinds are reported.
+    rule_causes: list[dict[str, str]] = []
+    _validate(schema, obj, old, "", rule_causes, root=True, rules=True)
+    known = {json.dumps(c, sort_keys=True) for c in causes}
+    causes.extend(c for c in rule_causes if json.dumps(c, sort_keys=True) not in known)
     return causes
 
 
@@ -144,10 +160,9 @@ def _check_type(schema: dict[str, Any], value: Any, path: str, causes: list[dict
 
 
 def _validate(schema: dict[str, Any], value: Any, old: Any, path: str, causes: list[dict[str, str]], *,
-              root: bool = False) -> None:
+              root: bool = False, rules: bool = True) -> None:
     if not _check_type(schema, value, path, causes):
         return
-    before = len(causes)
     if "enum" in schema and value not in schema["enum"]:
         supported = ", ".join(render(v) for v in schema["enum"])
         causes.append(errors.cause(path, "FieldValueNotSupported",
@@ -157,11 +172,10 @@ def _validate(schema: dict[str, Any], value: Any, old: Any, path: str, causes: l
     elif isinstance(value, str):
         _validate_string(schema, value, path, causes)
     elif isinstance(value, list):
-        _validate_array(schema, value, old, path, causes)
+        _validate_array(schema, value, old, path, causes, rules=rules)
     elif isinstance(value, dict):
-        _validate_object(schema, value, old, path, causes, root=root)
-    # Like the real server, CEL rules are skipped where the schema already failed.
-    if len(causes) == before and schema.get("x-kubernetes-validations"):
+        _validate_object(schema, value, old, path, causes, root=root, rules=rules)
+    if rules and schema.get("x-kubernetes-validations"):
         _validate_rules(schema["x-kubernetes-validations"], value, old, path, causes)
 
 
@@ -203,7 +217,7 @@ def _validate_string(schema: dict[str, Any], value: str, path: str, causes: list
 
 
 def _validate_array(schema: dict[str, Any], value: list[Any], old: Any, path: str,
-                    causes: list[dict[str, str]]) -> None:
+                    causes: list[dict[str, str]], *, rules: bool) -> None:
     if "maxItems" in schema and len(value) > schema["maxItems"]:
         causes.append(errors.cause(path, "FieldValueTooMany",
                                    f"Too many: {len(value)}: must have at most {schema['maxItems']} items"))
@@ -212,7 +226,7 @@ def _validate_array(schema: dict[str, Any], value: list[Any], old: Any, path: st
     items = schema.get("items")
     if isinstance(items, dict):
         for index, item in enumerate(value):
-            _validate(items, item, None, f"{path}[{index}]", causes)
+            _validate(items, item, None, f"{path}[{index}]", causes, rules=rules)
     if schema.get("x-kubernetes-list-type") == "set" and len({json.dumps(v, sort_keys=True) for v in value}) < len(value):
         seen: list[Any] = []
         for index, item in enumerate(value):
@@ -223,7 +237,7 @@ def _validate_array(schema: dict[str, Any], value: list[Any], old: Any, path: st
 
 
 def _validate_object(schema: dict[str, Any], value: dict[str, Any], old: Any, path: str,
-                     causes: list[dict[str, str]], *, root: bool) -> None:
+                     causes: list[dict[str, str]], *, root: bool, rules: bool) -> None:
     old = old if isinstance(old, dict) else None
     for name in schema.get("required") or []:
         if name not in value:
@@ -233,12 +247,12 @@ def _validate_object(schema: dict[str, Any], value: dict[str, Any], old: Any, pa
         if root and key in _ROOT_KEEP:
             continue
         if key in value:
-            _validate(sub, value[key], old.get(key) if old else None, _join(path, key), causes)
+            _validate(sub, value[key], old.get(key) if old else None, _join(path, key), causes, rules=rules)
     additional = schema.get("additionalProperties")
     if isinstance(additional, dict):
         for key, item in value.items():
             if key not in properties:
-                _validate(additional, item, old.get(key) if old else None, _join(path, key), causes)
+                _validate(additional, item, old.get(key) if old else None, _join(path, key), causes, rules=rules)
     if "maxProperties" in schema and len(value) > schema["maxProperties"]:
         causes.append(errors.cause(path, "FieldValueTooMany",
                                    f"Too many: {len(value)}: must have at most {schema['maxProperties']} items"))
