@@ -64,6 +64,18 @@ class Invalid(ApiError):
     """422 Invalid: the object breaks the schema."""
 
 
+def _parse(text: str) -> Any:
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _error_from_response(status: int, text: str) -> ApiError:
+    payload = _parse(text)
+    return _error_for(status, payload if isinstance(payload, dict) else {}, text)
+
+
 def _error_for(status: int, body: Mapping[str, Any], text: str) -> ApiError:
     reason = str(body.get("reason") or "")
     message = str(body.get("message") or text[:500])
@@ -196,12 +208,9 @@ class Client:
             method, self.credentials.server + path, params=params, data=data, headers=headers
         ) as response:
             text = await response.text()
-            try:
-                payload = json.loads(text) if text else {}
-            except json.JSONDecodeError:
-                payload = {}
             if response.status >= 400:
-                raise _error_for(response.status, payload if isinstance(payload, dict) else {}, text)
+                raise _error_from_response(response.status, text)
+            payload = _parse(text)
             return payload if isinstance(payload, dict) else {}
 
     async def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> Body:
@@ -309,12 +318,7 @@ class Client:
             self.credentials.server + resource.path(namespace=namespace), params=params, timeout=timeout
         ) as response:
             if response.status >= 400:
-                text = await response.text()
-                try:
-                    payload = json.loads(text)
-                except json.JSONDecodeError:
-                    payload = {}
-                raise _error_for(response.status, payload if isinstance(payload, dict) else {}, text)
+                raise _error_from_response(response.status, await response.text())
             async for line in response.content:
                 if not line.strip():
                     continue
