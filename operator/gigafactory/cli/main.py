@@ -3,6 +3,7 @@
 import typer
 
 import gigafactory
+from gigafactory.cli import jobs
 
 app = typer.Typer(
     name="gigafactory",
@@ -21,6 +22,9 @@ def root() -> None:
 def version() -> None:
     """Print the version."""
     typer.echo(gigafactory.__version__)
+
+
+jobs.register(app)
 
 
 def main() -> None:

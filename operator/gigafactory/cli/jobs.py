@@ -1,0 +1,264 @@
+"""User commands of the `gigafactory` CLI: submit, list, get, describe, explain, cancel, factories.
+
+They find the cluster as kubectl does (--kubeconfig, else $KUBECONFIG, else ~/.kube/config, and the
+context's namespace), and turn every API error into one clear line on stderr with exit code 1.
+"""
+
+import asyncio
+import datetime
+import json
+import os
+import pathlib
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import pydantic
+import rich.console
+import rich.table
+import typer
+import yaml
+
+from gigafactory import constants, kubeclient
+from gigafactory.models import agentjobs, factories
+
+T = TypeVar("T")
+
+console = rich.console.Console(highlight=False, soft_wrap=True)
+errors = rich.console.Console(stderr=True, highlight=False, soft_wrap=True)
+
+KubeconfigOption = Annotated[str | None, typer.Option("--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config).")]
+NamespaceOption = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: the context's).")]
+
+
+def fail(message: str) -> NoReturn:
+    errors.print(f"error: {message}", markup=False)
+    raise typer.Exit(1)
+
+
+def _kubeconfig_path(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    env = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    return env or str(pathlib.Path.home() / ".kube" / "config")
+
+
+def _context_namespace(path: str) -> str:
+    try:
+        data = yaml.safe_load(pathlib.Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return "default"
+    current = data.get("current-context")
+    for ctx in data.get("contexts") or []:
+        if ctx.get("name") == current:
+            return (ctx.get("context") or {}).get("namespace") or "default"
+    return "default"
+
+
+def _run(kubeconfig: str | None, action: Callable[[kubeclient.Client], Awaitable[T]]) -> T:
+    path = _kubeconfig_path(kubeconfig)
+    if not pathlib.Path(path).exists():
+        fail(f"no kubeconfig at {path} (use --kubeconfig or set KUBECONFIG)")
+    try:
+        credentials = kubeclient.load_credentials(path)
+    except Exception as exc:  # the loader raises many kinds for a broken file
+        fail(f"cannot use kubeconfig {path}: {exc}")
+
+    async def main() -> T:
+        async with kubeclient.Client(credentials, user_agent="gigafactory-cli") as client:
+            return await action(client)
+
+    try:
+        return asyncio.run(main())
+    except kubeclient.ApiError as exc:
+        fail(exc.message or f"{exc.status} {exc.reason}")
+    except OSError as exc:
+        fail(f"cannot reach the API server at {credentials.server}: {exc}")
+
+
+def _age(timestamp: str | None) -> str:
+    if not timestamp:
+        return ""
+    created = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    seconds = int((datetime.datetime.now(tz=datetime.timezone.utc) - created).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition
+    return {}
+
+
+def _jobs_table(items: list[dict[str, Any]], *, all_namespaces: bool) -> rich.table.Table:
+    table = rich.table.Table(box=None, pad_edge=False)
+    columns = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "PHASE", "QUEUE", "FACTORY", "ATTEMPT", "AGE", "REASON"]
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    for item in sorted(items, key=lambda i: (i["metadata"].get("namespace", ""), i["metadata"]["name"])):
+        status = item.get("status") or {}
+        row = [
+            item["metadata"]["name"],
+            status.get("phase", "Pending"),
+            (item.get("spec") or {}).get("queue", ""),
+            (status.get("assignment") or {}).get("factory", ""),
+            str(status.get("attempt", 0)),
+            _age(item["metadata"].get("creationTimestamp")),
+            _condition(item, constants.ConditionType.SCHEDULED.value).get("reason", ""),
+        ]
+        table.add_row(*(([item["metadata"].get("namespace", "")] if all_namespaces else []) + row))
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add the user commands to the `gigafactory` app."""
+
+    @app.command()
+    def submit(
+        file: Annotated[pathlib.Path | None, typer.Argument(help="An AgentJob manifest (YAML); or use the flags.")] = None,
+        name: Annotated[str | None, typer.Option(help="Job name (with flags).")] = None,
+        repo: Annotated[str | None, typer.Option(help="Repository URL (with flags).")] = None,
+        prompt: Annotated[str | None, typer.Option(help="The task (with flags).")] = None,
+        profile: Annotated[str, typer.Option(help="Agent profile (with flags).")] = "script",
+        queue: Annotated[str, typer.Option(help="Queue (with flags).")] = "default",
+        base_ref: Annotated[str, typer.Option("--base-ref", help="Start from this ref (with flags).")] = "main",
+        namespace: NamespaceOption = None,
+        kubeconfig: KubeconfigOption = None,
+    ) -> None:
+        """Submit an AgentJob from a file or from flags."""
+        if file is not None:
+            try:
+                body = yaml.safe_load(file.read_text())
+            except (OSError, yaml.YAMLError) as exc:
+                fail(f"cannot read {file}: {exc}")
+        elif name and repo and prompt:
+            body = {
+                "apiVersion": constants.API_VERSION, "kind": constants.AGENTJOB_KIND, "metadata": {"name": name},
+                "spec": {"queue": queue, "repo": {"url": repo, "baseRef": base_ref}, "task": {"prompt": prompt}, "agent": {"profile": profile}},
+            }
+        else:
+            fail("give a manifest file, or --name, --repo and --prompt")
+        if not isinstance(body, dict) or body.get("kind") != constants.AGENTJOB_KIND:
+            fail("the manifest is not an AgentJob")
+        try:
+            agentjobs.AgentJob.model_validate(body)  # a clear message before the round trip
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            fail(f"invalid AgentJob: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+        path = _kubeconfig_path(kubeconfig)
+        ns = namespace or (body.get("metadata") or {}).get("namespace") or _context_namespace(path)
+        created = _run(kubeconfig, lambda c: c.create(kubeclient.AGENTJOBS, body, namespace=ns))
+        console.print(f"agentjob {ns}/{created['metadata']['name']} submitted")
+
+    @app.command("list")
+    def list_(
+        namespace: NamespaceOption = None,
+        all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A", help="Jobs of every namespace.")] = False,
+        kubeconfig: KubeconfigOption = None,
+    ) -> None:
+        """List AgentJobs as a table."""
+        ns = None if all_namespaces else (namespace or _context_namespace(_kubeconfig_path(kubeconfig)))
+        items, _ = _run(kubeconfig, lambda c: c.list(kubeclient.AGENTJOBS, namespace=ns))
+        console.print(_jobs_table(items, all_namespaces=all_namespaces))
+
+    @app.command()
+    def get(
+        name: str,
+        output: Annotated[str, typer.Option("--output", "-o", help="table, yaml or json")] = "table",
+        namespace: NamespaceOption = None,
+        kubeconfig: KubeconfigOption = None,
+    ) -> None:
+        """Show one AgentJob."""
+        ns = namespace or _context_namespace(_kubeconfig_path(kubeconfig))
+        obj = _run(kubeconfig, lambda c: c.get(kubeclient.AGENTJOBS, name, namespace=ns))
+        if output == "yaml":
+            sys.stdout.write(yaml.safe_dump(obj, sort_keys=False))
+        elif output == "json":
+            sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+        elif output == "table":
+            console.print(_jobs_table([obj], all_namespaces=False))
+        else:
+            fail(f"unknown output format {output!r} (table, yaml or json)")
+
+    @app.command()
+    def describe(name: str, namespace: NamespaceOption = None, kubeconfig: KubeconfigOption = None) -> None:
+        """Describe an AgentJob: spec, conditions, attempts, result."""
+        ns = namespace or _context_namespace(_kubeconfig_path(kubeconfig))
+        obj = _run(kubeconfig, lambda c: c.get(kubeclient.AGENTJOBS, name, namespace=ns))
+        job = agentjobs.AgentJob.model_validate(obj)
+        spec, status = job.spec, job.status
+        console.print(f"Name:      {ns}/{name}", markup=False)
+        console.print(f"Phase:     {status.phase.value}   attempt {status.attempt}", markup=False)
+        console.print(f"Queue:     {spec.queue}   priority {spec.priority}", markup=False)
+        console.print(f"Repo:      {spec.repo.url} @ {spec.repo.base_ref}", markup=False)
+        console.print(f"Agent:     {spec.agent.profile}", markup=False)
+        if status.assignment:
+            a = status.assignment
+            console.print(f"Bound to:  {a.factory}/{a.pod} (score {a.score})", markup=False)
+        if status.conditions:
+            console.print("Conditions:")
+            for c in status.conditions:
+                console.print(f"  {c.type:<10} {c.status.value:<6} {c.reason:<16} {c.message}", markup=False)
+        if status.attempts:
+            console.print("Attempts:")
+            for rec in status.attempts:
+                where = f"{rec.factory or '-'}/{rec.pod or '-'}"
+                console.print(f"  #{rec.attempt} {rec.outcome.value:<12} {rec.reason:<14} {where} {rec.message}", markup=False)
+        if status.result:
+            r = status.result
+            console.print(f"Result:    {r.branch} @ {r.commit[:12]} ({r.diffstat.files_changed} files, "
+                          f"+{r.diffstat.insertions} -{r.diffstat.deletions})", markup=False)
+
+    @app.command()
+    def explain(name: str, namespace: NamespaceOption = None, kubeconfig: KubeconfigOption = None) -> None:
+        """Why a job waits (counts per reason), or why it landed where it did (the score breakdown)."""
+        ns = namespace or _context_namespace(_kubeconfig_path(kubeconfig))
+        obj = _run(kubeconfig, lambda c: c.get(kubeclient.AGENTJOBS, name, namespace=ns))
+        job = agentjobs.AgentJob.model_validate(obj)
+        status = job.status
+        if status.assignment:
+            a = status.assignment
+            console.print(f"{ns}/{name} is {status.phase.value} on {a.factory}/{a.pod} with score {a.score}/100:", markup=False)
+            table = rich.table.Table("PLUGIN", "SCORE", box=None, pad_edge=False)
+            for plugin, value in sorted(a.scores.items(), key=lambda kv: -kv[1]):
+                table.add_row(plugin, str(value))
+            console.print(table)
+            return
+        scheduled = _condition(obj, constants.ConditionType.SCHEDULED.value)
+        if status.phase in agentjobs.TERMINAL_PHASES:
+            last = status.attempts[-1] if status.attempts else None
+            detail = f": last attempt {last.outcome.value} {last.reason} {last.message}".rstrip() if last else ""
+            console.print(f"{ns}/{name} is {status.phase.value}{detail}", markup=False)
+        elif job.spec.suspend:
+            console.print(f"{ns}/{name} is suspended (spec.suspend): it is not scheduled until resumed.", markup=False)
+        elif scheduled:
+            console.print(f"{ns}/{name} is {status.phase.value}: {scheduled.get('reason', '')}: {scheduled.get('message', '')}", markup=False)
+        else:
+            console.print(f"{ns}/{name} is {status.phase.value}: the operator has not considered it yet.", markup=False)
+
+    @app.command()
+    def cancel(name: str, namespace: NamespaceOption = None, kubeconfig: KubeconfigOption = None) -> None:
+        """Cancel a job: a running attempt is stopped; the job ends Cancelled without retries."""
+        ns = namespace or _context_namespace(_kubeconfig_path(kubeconfig))
+        _run(kubeconfig, lambda c: c.patch(kubeclient.AGENTJOBS, name, {"spec": {"cancel": True}}, namespace=ns))
+        console.print(f"agentjob {ns}/{name} cancel requested", markup=False)
+
+    @app.command("factories")
+    def factories_(kubeconfig: KubeconfigOption = None) -> None:
+        """The fleet: factories, their pods, slots and heartbeats."""
+        items, _ = _run(kubeconfig, lambda c: c.list(kubeclient.FACTORIES))
+        table = rich.table.Table("FACTORY", "PHASE", "POD", "READY", "SLOTS", "RUNNING", "HEARTBEAT", box=None, pad_edge=False)
+        for item in sorted(items, key=lambda i: i["metadata"]["name"]):
+            fac = factories.Factory.model_validate(item)
+            name = item["metadata"]["name"]
+            if not fac.status.pods:
+                table.add_row(name, fac.status.phase.value, "-", "", "", "", "")
+            for pod in fac.status.pods:
+                beat = _age(pod.last_heartbeat.isoformat()) + " ago" if pod.last_heartbeat else "never"
+                table.add_row(name, fac.status.phase.value, pod.name, "yes" if pod.ready else "no",
+                              str(pod.slots), str(pod.running), beat)
+        console.print(table)
