@@ -1,5 +1,9 @@
 """The `gigafactory` command: one typer app; each process or user command registers here."""
 
+import asyncio
+import pathlib
+from typing import Annotated
+
 import typer
 
 import gigafactory
@@ -25,6 +29,26 @@ def version() -> None:
 
 
 jobs.register(app)
+
+
+@app.command()
+def dev(
+    work_dir: Annotated[pathlib.Path, typer.Option(help="Where the sample repository, runner work dirs and logs go.")] = pathlib.Path(".dev"),
+    kubeconfig: Annotated[pathlib.Path | None, typer.Option(help="Write the kubeconfig here (default: WORK_DIR/kubeconfig).")] = None,
+    port: Annotated[int, typer.Option(help="API server port on 127.0.0.1 (0: any free port).")] = 0,
+    runners: Annotated[int, typer.Option(min=1, max=16, help="Local runner processes.")] = 2,
+    slots: Annotated[int, typer.Option(min=1, max=8, help="Slots per runner.")] = 2,
+    examples: Annotated[bool, typer.Option(help="Submit the example jobs.")] = True,
+    exit_when_done: Annotated[bool, typer.Option(help="Stop once the example jobs finished.")] = False,
+) -> None:
+    """Run Gigafactory locally: embedded API server, operator, runners, a sample repo and example jobs."""
+    from gigafactory import devmode  # imports git and the server only for this command
+
+    options = devmode.Options(
+        work_dir=work_dir, kubeconfig=kubeconfig or work_dir / "kubeconfig", port=port, runners=runners,
+        slots=slots, examples=examples, exit_when_done=exit_when_done,
+    )
+    raise typer.Exit(asyncio.run(devmode.run(options)))
 
 
 def main() -> None:
