@@ -32,6 +32,21 @@ jobs.register(app)
 
 
 @app.command()
+def operator(
+    kubeconfig: Annotated[
+        pathlib.Path | None, typer.Option(help="Kubeconfig file to use (unset: the in-cluster service account).")
+    ] = None,
+) -> None:
+    """Run the operator: enroll factories, schedule and bind jobs. Settings from GIGAFACTORY_* env."""
+    from gigafactory import config, operating  # the operator's dependencies load only for this command
+
+    settings = config.OperatorSettings()
+    if kubeconfig is not None:
+        settings = settings.model_copy(update={"kubeconfig": str(kubeconfig)})
+    operating.run(settings)
+
+
+@app.command()
 def dev(
     work_dir: Annotated[pathlib.Path, typer.Option(help="Where the sample repository, runner work dirs and logs go.")] = pathlib.Path(".dev"),
     kubeconfig: Annotated[pathlib.Path | None, typer.Option(help="Write the kubeconfig here (default: WORK_DIR/kubeconfig).")] = None,

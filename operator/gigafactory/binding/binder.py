@@ -1,0 +1,158 @@
+"""The writes of a binding, as docs/protocol.md orders them: assume in the cache, write, forget on
+failure. Every write carries the resourceVersion it was computed from, so two operators (or an
+operator and a runner) racing on one job let exactly one through; the loser re-reads or requeues."""
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from gigafactory import kubeclient, leases
+from gigafactory.binding import patches
+from gigafactory.scheduling import cycle
+
+logger = logging.getLogger(__name__)
+
+Body = dict[str, Any]
+
+
+async def bind(
+    client: kubeclient.Client, *, body: Mapping[str, Any], decision: cycle.Decision, claim_timeout_seconds: int
+) -> bool:
+    """The two writes of a bind. True when both went through; False when the job changed under us
+    (409) or the Lease could not be created (then the assignment is reverted)."""
+    job, pod = decision.job, decision.pod
+    now = leases.now()
+    try:
+        await client.patch(
+            kubeclient.AGENTJOBS, job.name, patches.bind_patch(body=body, decision=decision, now=now),
+            namespace=job.namespace, subresource="status",
+        )
+    except kubeclient.Conflict:
+        logger.info("bind lost a race", extra={"job": f"{job.namespace}/{job.name}", "pod": pod.name})
+        return False
+    except kubeclient.ApiError as exc:
+        logger.warning("bind failed: %s", exc, extra={"job": f"{job.namespace}/{job.name}"})
+        return False
+    lease = leases.build_binding_lease(
+        job_namespace=job.namespace, job_name=job.name, job_uid=job.uid, attempt=decision.attempt,
+        factory=pod.factory, pod=pod.name, pod_namespace=pod.namespace,
+        claim_timeout_seconds=claim_timeout_seconds, moment=now,
+    )
+    try:
+        await client.create(kubeclient.LEASES, lease, namespace=pod.namespace)
+    except kubeclient.AlreadyExists:
+        pass  # a previous try of this very attempt made it: same name, same content
+    except kubeclient.ApiError as exc:
+        logger.warning("binding lease not created, reverting: %s", exc, extra={"job": f"{job.namespace}/{job.name}"})
+        await revert(client, namespace=job.namespace, name=job.name, reason="LeaseCreateFailed", message=str(exc)[:500],
+                     uid=job.uid, attempt=decision.attempt, pod=pod.name)
+        return False
+    return True
+
+
+async def revert(client: kubeclient.Client, *, namespace: str, name: str, reason: str, message: str,
+                 uid: str, attempt: int, pod: str) -> bool:
+    binding = leases.Binding(name="", namespace="", pod=pod, factory="", job_namespace=namespace, job_name=name,
+                             job_uid=uid, attempt=attempt, holder=None, claimed=False, stop=None, expires_at=None,
+                             resource_version=None)
+    return await undo(client, binding=binding, reason=reason, message=message, delete_lease=False)
+
+
+async def _with_fresh_job(
+    client: kubeclient.Client, namespace: str, name: str, write: Callable[[Body], Awaitable[bool]], *, tries: int = 5
+) -> bool:
+    """Read the job, let `write` decide and write with that resourceVersion; on 409 read again."""
+    for _ in range(tries):
+        try:
+            body = await client.get(kubeclient.AGENTJOBS, name, namespace=namespace)
+        except kubeclient.NotFound:
+            return False
+        try:
+            return await write(body)
+        except kubeclient.Conflict:
+            continue
+    return False
+
+
+async def undo(client: kubeclient.Client, *, binding: leases.Binding, reason: str, message: str, delete_lease: bool = True) -> bool:
+    """Claim timeout or lease expiry: record the attempt as InfraError and requeue, if the job still
+    holds this binding; then delete the Lease (a 404 is fine)."""
+
+    async def write(body: Body) -> bool:
+        if not patches.binding_is_current(body, binding):
+            return False
+        patch = patches.undo_patch(body=body, reason=reason, message=message, now=leases.now())
+        await client.patch(kubeclient.AGENTJOBS, binding.job_name, patch, namespace=binding.job_namespace, subresource="status")
+        return True
+
+    done = await _with_fresh_job(client, binding.job_namespace, binding.job_name, write)
+    if delete_lease and binding.name:
+        await client.delete(kubeclient.LEASES, binding.name, namespace=binding.namespace)
+    return done
+
+
+async def fold(client: kubeclient.Client, *, body: Mapping[str, Any]) -> bool:
+    """Fold a matching report into the job, then delete its binding Lease."""
+    meta = body.get("metadata") or {}
+    namespace, name = meta.get("namespace"), meta.get("name")
+    assignment = ((body.get("status") or {}).get("assignment") or {}).copy()
+
+    async def write(fresh: Body) -> bool:
+        if not patches.report_matches(fresh):
+            return False
+        assignment.update((fresh.get("status") or {}).get("assignment") or {})
+        await client.patch(kubeclient.AGENTJOBS, str(name), patches.fold_patch(body=fresh, now=leases.now()),
+                           namespace=namespace, subresource="status")
+        return True
+
+    try:
+        await client.patch(kubeclient.AGENTJOBS, str(name), patches.fold_patch(body=body, now=leases.now()),
+                           namespace=namespace, subresource="status")
+        done = True
+    except kubeclient.Conflict:
+        done = await _with_fresh_job(client, str(namespace), str(name), write)
+    except kubeclient.NotFound:
+        return False
+    if done and assignment.get("lease"):
+        await client.delete(kubeclient.LEASES, assignment["lease"], namespace=assignment.get("leaseNamespace") or assignment.get("podNamespace"))
+    return done
+
+
+async def explain(client: kubeclient.Client, *, body: Mapping[str, Any], message: str) -> bool:
+    """Write Scheduled=False/Unschedulable, only when it says something new. A 409 is left to the
+    next cycle (the job changed, so the cycle will run again anyway)."""
+    patch = patches.unschedulable_patch(body=body, message=message, now=leases.now())
+    if patch is None:
+        return False
+    meta = body.get("metadata") or {}
+    try:
+        await client.patch(kubeclient.AGENTJOBS, meta["name"], patch, namespace=meta.get("namespace"), subresource="status")
+    except (kubeclient.Conflict, kubeclient.NotFound):
+        return False
+    return True
+
+
+async def emit_bind_event(client: kubeclient.Client, *, body: Mapping[str, Any], decision: cycle.Decision) -> None:
+    """Best effort: an Event that does not land must not undo a bind."""
+    event = patches.bind_event(body=body, decision=decision, now=leases.now())
+    try:
+        await client.create(kubeclient.EVENTS, event, namespace=event["metadata"]["namespace"])
+    except kubeclient.ApiError as exc:
+        logger.debug("bind event not written: %s", exc)
+
+
+async def gather_bounded(coros: list[Awaitable[Any]], *, limit: int) -> list[Any]:
+    """Run writes concurrently, at most `limit` in flight (the API server's patience is finite)."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(coro: Awaitable[Any]) -> Any:
+        async with semaphore:
+            return await coro
+
+    return await asyncio.gather(*(one(c) for c in coros), return_exceptions=True)
+
+
+def now() -> datetime.datetime:
+    return leases.now()

@@ -1,0 +1,240 @@
+"""Pure builders of the status patches the binder writes: bind, fold a report, undo a binding,
+the Unschedulable condition, the bind Event. No I/O; `binder` sends them."""
+
+import datetime
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gigafactory import constants, leases
+from gigafactory.binding import retries
+from gigafactory.models import agentjobs
+from gigafactory.scheduling import cycle
+
+Body = dict[str, Any]
+Phase = agentjobs.Phase
+
+REASON_UNSCHEDULABLE = "Unschedulable"
+REASON_BOUND = "Bound"
+
+
+def _stamp(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]] | None,
+    *,
+    type: str,
+    status: str,
+    reason: str,
+    message: str,
+    now: datetime.datetime,
+    generation: int | None,
+) -> list[Body]:
+    """The conditions list with one condition set (a merge patch replaces lists whole).
+    lastTransitionTime moves only when the status flips."""
+    result: list[Body] = []
+    found = False
+    for condition in conditions or ():
+        if condition.get("type") == type:
+            found = True
+            moved = condition.get("status") != status
+            condition = {
+                **condition, "status": status, "reason": reason, "message": message,
+                "lastTransitionTime": _stamp(now) if moved else condition.get("lastTransitionTime") or _stamp(now),
+            }
+            if generation is not None:
+                condition["observedGeneration"] = generation
+        result.append(dict(condition))
+    if not found:
+        condition = {"type": type, "status": status, "reason": reason, "message": message, "lastTransitionTime": _stamp(now)}
+        if generation is not None:
+            condition["observedGeneration"] = generation
+        result.append(condition)
+    return result
+
+
+def condition(body: Mapping[str, Any], type: str) -> Mapping[str, Any] | None:
+    for item in (body.get("status") or {}).get("conditions") or ():
+        if item.get("type") == type:
+            return item
+    return None
+
+
+def bind_patch(*, body: Mapping[str, Any], decision: cycle.Decision, now: datetime.datetime) -> Body:
+    job, pod = decision.job, decision.pod
+    status = body.get("status") or {}
+    meta = body.get("metadata") or {}
+    message = f"bound to pod {pod.namespace}/{pod.name} of factory {pod.factory} (score {decision.score})"
+    patch_status: Body = {
+        "phase": Phase.BOUND.value,
+        "attempt": decision.attempt,
+        "assignment": {
+            "factory": pod.factory,
+            "pod": pod.name,
+            "podNamespace": pod.namespace,
+            "attempt": decision.attempt,
+            "lease": leases.binding_lease_name(job.uid, decision.attempt),
+            "leaseNamespace": pod.namespace,
+            "boundAt": _stamp(now),
+            "score": max(0, min(100, decision.score)),
+            "scores": decision.scores,
+        },
+        "requeueAt": None,
+        "conditions": set_condition(
+            status.get("conditions"), type=constants.ConditionType.SCHEDULED.value, status="True",
+            reason=REASON_BOUND, message=message, now=now, generation=meta.get("generation"),
+        ),
+    }
+    if not status.get("startTime"):
+        patch_status["startTime"] = _stamp(now)
+    return {"metadata": {"resourceVersion": job.resource_version}, "status": patch_status}
+
+
+def unschedulable_patch(*, body: Mapping[str, Any], message: str, now: datetime.datetime) -> Body | None:
+    """Scheduled=False with the reason counts, or None when the job already says exactly that
+    (so a cycle that changes nothing writes nothing)."""
+    current = condition(body, constants.ConditionType.SCHEDULED.value)
+    if current is not None and current.get("status") == "False" and current.get("reason") == REASON_UNSCHEDULABLE \
+            and current.get("message") == message:
+        return None
+    meta = body.get("metadata") or {}
+    conditions = set_condition(
+        (body.get("status") or {}).get("conditions"), type=constants.ConditionType.SCHEDULED.value, status="False",
+        reason=REASON_UNSCHEDULABLE, message=message, now=now, generation=meta.get("generation"),
+    )
+    return {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": {"conditions": conditions}}
+
+
+def report_matches(body: Mapping[str, Any]) -> bool:
+    """The fencing rule of docs/protocol.md: a report of the current attempt, from the bound pod."""
+    status = body.get("status") or {}
+    report = status.get("report")
+    assignment = status.get("assignment") or {}
+    return bool(
+        report
+        and report.get("attempt") == status.get("attempt")
+        and report.get("pod") == assignment.get("pod")
+        and status.get("phase") in (Phase.RUNNING.value, Phase.BOUND.value)
+    )
+
+
+def _finish(
+    *,
+    body: Mapping[str, Any],
+    record: Body,
+    outcome: agentjobs.Outcome,
+    exit_code: int | None,
+    result: Mapping[str, Any] | None,
+    now: datetime.datetime,
+) -> Body:
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    attempts = list(status.get("attempts") or ())
+    verdict = retries.decide(spec=body.get("spec") or {}, attempts=attempts, outcome=outcome, exit_code=exit_code, now=now)
+    record["counted"] = verdict.counted
+    # Keep the newest records if the list would outgrow the schema's bound.
+    attempts = (attempts + [record])[-1200:]
+    conditions = status.get("conditions")
+    generation = meta.get("generation")
+    scheduled = "Requeued" if verdict.phase is Phase.PENDING else "Finished"
+    conditions = set_condition(conditions, type=constants.ConditionType.SCHEDULED.value, status="False",
+                               reason=scheduled, message=f"attempt {record['attempt']} ended {outcome.value}", now=now, generation=generation)
+    for kind in (constants.ConditionType.CLAIMED.value, constants.ConditionType.RUNNING.value):
+        if any(c.get("type") == kind for c in conditions):
+            conditions = set_condition(conditions, type=kind, status="False", reason=outcome.value, message="", now=now, generation=generation)
+    patch_status: Body = {
+        "phase": verdict.phase.value,
+        "attempts": attempts,
+        "assignment": None,
+        "report": None,
+        "requeueAt": _stamp(verdict.requeue_at) if verdict.requeue_at else None,
+    }
+    if result:
+        patch_status["result"] = dict(result)
+    if verdict.phase in agentjobs.TERMINAL_PHASES:
+        patch_status["completionTime"] = _stamp(now)
+        kind = constants.ConditionType.COMPLETE if verdict.phase is Phase.SUCCEEDED else constants.ConditionType.FAILED
+        conditions = set_condition(conditions, type=kind.value, status="True", reason=verdict.reason,
+                                   message=record.get("message") or "", now=now, generation=generation)
+    patch_status["conditions"] = conditions
+    return {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": patch_status}
+
+
+def fold_patch(*, body: Mapping[str, Any], now: datetime.datetime) -> Body:
+    """Fold a matching report (check `report_matches` first) into attempts, result and phase."""
+    status = body.get("status") or {}
+    report = status["report"]
+    assignment = status.get("assignment") or {}
+    outcome = agentjobs.Outcome(report["outcome"])
+    record: Body = {
+        "attempt": report["attempt"],
+        "factory": assignment.get("factory"),
+        "pod": report.get("pod"),
+        "startedAt": assignment.get("boundAt"),
+        "finishedAt": report.get("finishedAt") or _stamp(now),
+        "outcome": outcome.value,
+        "reason": report.get("reason") or "",
+        "message": report.get("message") or "",
+    }
+    if report.get("exitCode") is not None:
+        record["exitCode"] = report["exitCode"]
+    if report.get("logRef"):
+        record["logRef"] = report["logRef"]
+    record = {k: v for k, v in record.items() if v is not None}
+    return _finish(body=body, record=record, outcome=outcome, exit_code=report.get("exitCode"), result=report.get("result"), now=now)
+
+
+def binding_is_current(body: Mapping[str, Any], binding: leases.Binding) -> bool:
+    """Whether the job still holds this binding (so undoing it is right)."""
+    status = body.get("status") or {}
+    assignment = status.get("assignment") or {}
+    return (
+        (body.get("metadata") or {}).get("uid") == binding.job_uid
+        and status.get("phase") in (Phase.BOUND.value, Phase.RUNNING.value)
+        and assignment.get("attempt") == binding.attempt
+        and assignment.get("pod") == binding.pod
+    )
+
+
+def undo_patch(*, body: Mapping[str, Any], reason: str, message: str, now: datetime.datetime) -> Body:
+    """Record the current attempt as InfraError (ClaimTimeout, LeaseExpired, LeaseCreateFailed) and requeue."""
+    status = body.get("status") or {}
+    assignment = status.get("assignment") or {}
+    record = {
+        "attempt": assignment.get("attempt") or status.get("attempt") or 1,
+        "factory": assignment.get("factory"),
+        "pod": assignment.get("pod"),
+        "startedAt": assignment.get("boundAt"),
+        "finishedAt": _stamp(now),
+        "outcome": agentjobs.Outcome.INFRA_ERROR.value,
+        "reason": reason,
+        "message": message,
+    }
+    record = {k: v for k, v in record.items() if v is not None}
+    return _finish(body=body, record=record, outcome=agentjobs.Outcome.INFRA_ERROR, exit_code=None, result=None, now=now)
+
+
+def bind_event(*, body: Mapping[str, Any], decision: cycle.Decision, now: datetime.datetime) -> Body:
+    meta = body.get("metadata") or {}
+    pod = decision.pod
+    breakdown = ", ".join(f"{name}={score}" for name, score in decision.scores.items())
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:12]}", "namespace": meta.get("namespace")},
+        "involvedObject": {
+            "apiVersion": constants.API_VERSION, "kind": constants.AGENTJOB_KIND, "name": meta.get("name"),
+            "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+        },
+        "reason": "Scheduled",
+        "message": f"Bound attempt {decision.attempt} to {pod.namespace}/{pod.name} (factory {pod.factory}), "
+                   f"score {decision.score}: {breakdown}",
+        "type": "Normal",
+        "source": {"component": "gigafactory-operator"},
+        "reportingComponent": "gigafactory-operator",
+        "firstTimestamp": _stamp(now),
+        "lastTimestamp": _stamp(now),
+        "count": 1,
+    }

@@ -1,0 +1,76 @@
+"""The retry policy of docs/protocol.md, as a pure decision: given the past attempts and how the
+latest one ended, is the job done, failed, or waiting for another attempt (and from when)?"""
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gigafactory.models import agentjobs
+
+Outcome = agentjobs.Outcome
+Phase = agentjobs.Phase
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    phase: agentjobs.Phase
+    counted: bool
+    requeue_at: datetime.datetime | None = None
+    reason: str = ""
+
+
+def _matches(rule: agentjobs.RetryRule, outcome: Outcome, exit_code: int | None) -> bool:
+    if outcome not in rule.on_outcomes:
+        return False
+    if rule.on_exit_codes is None:
+        return True
+    if exit_code is None:
+        return False
+    inside = exit_code in rule.on_exit_codes.values
+    return inside if rule.on_exit_codes.operator is agentjobs.ExitCodeOperator.IN else not inside
+
+
+def _default_action(outcome: Outcome) -> agentjobs.RetryAction:
+    if outcome is Outcome.REJECTED:
+        return agentjobs.RetryAction.FAIL_JOB
+    if outcome in (Outcome.INFRA_ERROR, Outcome.STOPPED):
+        return agentjobs.RetryAction.IGNORE
+    return agentjobs.RetryAction.COUNT
+
+
+def backoff_seconds(backoff: agentjobs.Backoff, failures: int) -> float:
+    """initialSeconds × factor^(failures-1), capped at maxSeconds. No jitter: the aging order
+    already staggers retries, and a deterministic delay is easier to read in status."""
+    if failures <= 0:
+        return 0.0
+    return float(min(backoff.max_seconds, backoff.initial_seconds * backoff.factor ** (failures - 1)))
+
+
+def decide(
+    *,
+    spec: Mapping[str, Any],
+    attempts: Sequence[Mapping[str, Any]],
+    outcome: Outcome,
+    exit_code: int | None,
+    now: datetime.datetime,
+) -> Verdict:
+    """`attempts` are the records before this one (status.attempts)."""
+    if spec.get("cancel"):
+        return Verdict(Phase.CANCELLED, counted=False, reason="Cancelled")
+    if outcome is Outcome.SUCCEEDED:
+        return Verdict(Phase.SUCCEEDED, counted=True, reason="Succeeded")
+    policy = agentjobs.RetryPolicy.model_validate(spec.get("retry") or {})
+    rule = next((r for r in policy.rules if _matches(r, outcome, exit_code)), None)
+    action = rule.action if rule is not None else _default_action(outcome)
+    if action is agentjobs.RetryAction.FAIL_JOB:
+        return Verdict(Phase.FAILED, counted=True, reason=outcome.value)
+    uncounted = sum(1 for a in attempts if a.get("counted") is False)
+    if action is agentjobs.RetryAction.IGNORE and uncounted < policy.max_uncounted_retries:
+        # Not the job's fault (a lost runner, a claim nobody made): retry at once, without backoff.
+        return Verdict(Phase.PENDING, counted=False, reason=outcome.value)
+    counted = sum(1 for a in attempts if a.get("counted", True) is not False) + 1
+    if counted >= policy.max_attempts:
+        return Verdict(Phase.FAILED, counted=True, reason="AttemptsExhausted")
+    delay = backoff_seconds(policy.backoff, counted)
+    return Verdict(Phase.PENDING, counted=True, requeue_at=now + datetime.timedelta(seconds=delay), reason=outcome.value)

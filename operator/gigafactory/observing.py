@@ -1,0 +1,93 @@
+"""What the operator shows of itself: /healthz, /readyz and /metrics (Prometheus), and JSON logs.
+
+One registry per process (not the global one) so that tests and two operators in one interpreter
+never collide.
+"""
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+import prometheus_client
+from aiohttp import web
+
+LOG_FIELDS = ("job", "pod", "factory", "lease", "reason", "count", "seconds")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = prometheus_client.CollectorRegistry()
+        r = self.registry
+        self.pending = prometheus_client.Gauge("gigafactory_pending_jobs", "Jobs waiting to be bound.", ["queue"], registry=r)
+        self.unschedulable = prometheus_client.Gauge(
+            "gigafactory_unschedulable_pods", "Over unschedulable jobs of the last cycle: pods excluded, by reason.", ["reason"], registry=r
+        )
+        self.unschedulable_jobs = prometheus_client.Gauge("gigafactory_unschedulable_jobs", "Jobs that fit no pod in the last cycle.", registry=r)
+        self.cycle_seconds = prometheus_client.Histogram(
+            "gigafactory_scheduling_cycle_seconds", "Duration of one scheduling cycle (snapshot to decisions).",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r,
+        )
+        self.bind_latency = prometheus_client.Histogram(
+            "gigafactory_bind_latency_seconds", "From a job's creation (or requeue) to its bind.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800), registry=r,
+        )
+        self.binds = prometheus_client.Counter("gigafactory_binds", "Binds written, by factory.", ["factory"], registry=r)
+        self.bind_conflicts = prometheus_client.Counter("gigafactory_bind_conflicts", "Binds that lost a race or failed.", registry=r)
+        self.undone = prometheus_client.Counter("gigafactory_bindings_undone", "Bindings undone, by reason.", ["reason"], registry=r)
+        self.slots_used = prometheus_client.Gauge("gigafactory_slots_used", "Slots held on ready pods, by factory.", ["factory"], registry=r)
+        self.slots_total = prometheus_client.Gauge("gigafactory_slots_total", "Slots of ready pods, by factory.", ["factory"], registry=r)
+
+    def render(self) -> bytes:
+        return prometheus_client.generate_latest(self.registry)
+
+
+async def serve(*, port: int, metrics: Metrics, ready: Callable[[], bool]) -> tuple[web.AppRunner, int]:
+    """Start the probe and metrics server; returns the runner (to clean up) and the bound port."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.Response(text="ok") if ready() else web.Response(status=503, text="not synced")
+
+    async def metrics_view(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host="0.0.0.0", port=port)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, bound
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for field in LOG_FIELDS:
+            if hasattr(record, field):
+                entry[field] = getattr(record, field)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,421 @@
+"""The operator process: informers feed an in-memory cache, one scheduling loop binds.
+
+Why a plain asyncio process and not kopf handlers: the scheduler must see *all* jobs, pods and
+factories at once (a snapshot), not one object per handler call, and it must stay quiet while
+nothing changes. kopf's per-object machinery (progress annotations, per-object patches, periodic
+re-checks) would put writes on the hot path. kopf stays available for the per-object lifecycle work
+that needs finalizers (job deletion, factory drain), which is not part of this loop.
+
+The loop:
+  informer events ──► wake (debounced) ──► snapshot ──► cycle ──► bind (concurrent, bounded)
+                                                        └──► explain (only changed conditions)
+                                                        └──► factory status (only when changed)
+  binding Lease timers (at leases.expires_at) ──► undo ClaimTimeout / LeaseExpired
+  job with a matching report ──► fold
+
+Restart truth: everything is rebuilt from the API on start (informers list first); bound jobs keep
+their slots because `used` is computed from the jobs' assignments, and a bound job whose Lease is
+missing (a crash between the two writes of a bind) gets it created again.
+"""
+
+import asyncio
+import collections
+import contextlib
+import datetime
+import logging
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+from gigafactory import config, constants, kubeclient, leases, observing
+from gigafactory.binding import binder, patches
+from gigafactory.models import agentjobs
+from gigafactory.scheduling import cycle, framework, plugins, snapshots
+
+logger = logging.getLogger(__name__)
+
+Body = dict[str, Any]
+ACTIVE_PHASES = (agentjobs.Phase.BOUND.value, agentjobs.Phase.RUNNING.value)
+BIND_CONCURRENCY = 32
+
+
+class Operator:
+    def __init__(self, settings: config.OperatorSettings, client: kubeclient.Client) -> None:
+        self.settings = settings
+        self.client = client
+        self.profile = plugins.default_profile(**framework.settings_values(settings))
+        self.metrics = observing.Metrics()
+        self.jobs = kubeclient.Informer(client, kubeclient.AGENTJOBS, handler=self._on_job)
+        self.factories = kubeclient.Informer(client, kubeclient.FACTORIES, handler=self._on_factory)
+        self.heartbeats = kubeclient.Informer(
+            client, kubeclient.LEASES, label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_HEARTBEAT}", handler=self._on_heartbeat
+        )
+        self.bindings = kubeclient.Informer(
+            client, kubeclient.LEASES, label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_BINDING}", handler=self._on_binding
+        )
+        self.informers = (self.jobs, self.factories, self.heartbeats, self.bindings)
+        self.wakeup = asyncio.Event()
+        # Binds decided but not yet seen back from the informer: job uid → (attempt, pod key, repo key).
+        self.assumed: dict[str, tuple[int, snapshots.PodKey, str]] = {}
+        self.job_infos: dict[str, tuple[str, snapshots.JobInfo]] = {}
+        self.beats: dict[tuple[str, str], leases.Heartbeat] = {}
+        self.timers: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
+        self.busy: set[str] = set()  # jobs with a fold or undo in flight
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.success = snapshots.SuccessRatios()
+        self.started = False
+        self.cycles = 0
+
+    # --- informer handlers: cheap, never write; they wake the loop or start a task ---
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _on_job(self, event: str, body: Body) -> None:
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        status = body.get("status") or {}
+        assumed = self.assumed.get(uid)
+        if assumed is not None and (event == "DELETED" or int(status.get("attempt") or 0) >= assumed[0]):
+            del self.assumed[uid]  # the informer now shows what the bind wrote
+        if event == "DELETED":
+            self.job_infos.pop(uid, None)
+        elif self.started and patches.report_matches(body) and uid not in self.busy:
+            self.busy.add(uid)
+            self._spawn(self._fold(body), name=f"fold:{meta.get('name')}")
+        self.wake()
+
+    def _on_factory(self, event: str, body: Body) -> None:
+        self.wake()
+
+    def _on_heartbeat(self, event: str, body: Body) -> None:
+        key = kubeclient.object_key(body)
+        beat = leases.parse_heartbeat(body) if event != "DELETED" else None
+        before = self.beats.pop(key, None)
+        if beat is not None:
+            self.beats[key] = beat
+            if beat.expires_at is not None:
+                self._arm(("heartbeat", *key), beat.expires_at, self.wake)
+        else:
+            self._disarm(("heartbeat", *key))
+        # A renewal of a ready pod changes nothing the scheduler reads: no cycle for it.
+        now = leases.now()
+        if before is not None and beat is not None and _same_announcement(before, beat) and before.is_ready(now) == beat.is_ready(now):
+            return
+        self.wake()
+
+    def _on_binding(self, event: str, body: Body) -> None:
+        key = ("binding", *kubeclient.object_key(body))
+        binding = leases.parse_binding(body)
+        if event == "DELETED" or binding is None:
+            self._disarm(key)
+            self.wake()
+            return
+        if binding.expires_at is not None:
+            self._arm(key, binding.expires_at, lambda: self._on_binding_expired(key[1:]))
+
+    def _arm(self, key: tuple[str, str, str], at: datetime.datetime, callback: Any) -> None:
+        """One timer per object, at the instant it expires; re-armed by every renewal."""
+        self._disarm(key)
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, (at - leases.now()).total_seconds())
+        self.timers[key] = loop.call_at(loop.time() + delay + 0.01, callback)
+
+    def _disarm(self, key: tuple[str, str, str]) -> None:
+        handle = self.timers.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _on_binding_expired(self, key: tuple[str, str]) -> None:
+        self.timers.pop(("binding", *key), None)
+        lease = self.bindings.cache.get(key)
+        binding = leases.parse_binding(lease) if lease else None
+        if binding is None:
+            return
+        if binding.expires_at is not None and binding.expires_at > leases.now():
+            self._arm(("binding", *key), binding.expires_at, lambda: self._on_binding_expired(key))
+            return
+        if binding.job_uid in self.busy:
+            # A fold or undo is running; look again shortly rather than race it.
+            asyncio.get_running_loop().call_later(0.5, self._on_binding_expired, key)
+            return
+        self.busy.add(binding.job_uid)
+        self._spawn(self._expire(binding), name=f"expire:{binding.name}")
+
+    # --- tasks started by handlers ---
+
+    async def _fold(self, body: Body) -> None:
+        uid = str(body["metadata"].get("uid"))
+        try:
+            assignment = (body.get("status") or {}).get("assignment") or {}
+            report = (body.get("status") or {}).get("report") or {}
+            if await binder.fold(self.client, body=body):
+                self.success.record(str(assignment.get("factory")), succeeded=report.get("outcome") == agentjobs.Outcome.SUCCEEDED.value)
+                logger.info("report folded", extra={"job": _name(body), "reason": report.get("outcome")})
+        except Exception:
+            logger.exception("fold failed", extra={"job": _name(body)})
+        finally:
+            self.busy.discard(uid)
+            self.wake()
+
+    async def _expire(self, binding: leases.Binding) -> None:
+        reason = "LeaseExpired" if binding.claimed else "ClaimTimeout"
+        message = (
+            f"runner pod {binding.pod} stopped renewing the binding Lease" if binding.claimed
+            else f"runner pod {binding.pod} did not claim the binding within {self.settings.claim_timeout_seconds}s"
+        )
+        try:
+            job = self.jobs.cache.get((binding.job_namespace, binding.job_name))
+            if job is not None and patches.report_matches(job):
+                return  # the report came in time; the fold handles it
+            if await binder.undo(self.client, binding=binding, reason=reason, message=message):
+                self.metrics.undone.labels(reason=reason).inc()
+                self.success.record(binding.factory, succeeded=False)
+                logger.info("binding undone", extra={"job": f"{binding.job_namespace}/{binding.job_name}", "pod": binding.pod, "reason": reason})
+        except Exception:
+            logger.exception("undo failed", extra={"lease": binding.name})
+        finally:
+            self.busy.discard(binding.job_uid)
+            self.wake()
+
+    # --- the loop ---
+
+    async def recover(self) -> None:
+        """After the first sync: fold reports that came while we were away, and give bound jobs
+        whose Lease is missing (crash between the two writes) their Lease back."""
+        for body in list(self.jobs.cache.values()):
+            status = body.get("status") or {}
+            uid = str((body.get("metadata") or {}).get("uid"))
+            if patches.report_matches(body):
+                self.busy.add(uid)
+                self._spawn(self._fold(body), name="fold")
+                continue
+            assignment = status.get("assignment") or {}
+            if status.get("phase") != agentjobs.Phase.BOUND.value or not assignment.get("lease"):
+                continue
+            namespace = assignment.get("leaseNamespace") or assignment.get("podNamespace") or ""
+            if (namespace, assignment["lease"]) in self.bindings.cache:
+                continue
+            meta = body["metadata"]
+            lease = leases.build_binding_lease(
+                job_namespace=meta["namespace"], job_name=meta["name"], job_uid=uid, attempt=int(assignment["attempt"]),
+                factory=assignment["factory"], pod=assignment["pod"], pod_namespace=namespace,
+                claim_timeout_seconds=self.settings.claim_timeout_seconds, moment=leases.now(),
+            )
+            with contextlib.suppress(kubeclient.AlreadyExists):
+                await self.client.create(kubeclient.LEASES, lease, namespace=namespace)
+                logger.info("binding lease restored", extra={"job": _name(body), "lease": assignment["lease"]})
+        self.started = True
+
+    def snapshot(self) -> tuple[snapshots.Snapshot, dict[str, Body]]:
+        now = leases.now()
+        factories = {f.name: f for f in (snapshots.factory_from_body(b) for b in self.factories.cache.values())}
+        pods = [snapshots.PodInfo.from_heartbeat(beat, at=now) for beat in self.beats.values()]
+        used: dict[snapshots.PodKey, int] = collections.defaultdict(int)
+        repos: dict[snapshots.PodKey, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        pending: list[snapshots.JobInfo] = []
+        bodies: dict[str, Body] = {}
+        for body in self.jobs.cache.values():
+            meta = body.get("metadata") or {}
+            uid = str(meta.get("uid") or "")
+            rv = str(meta.get("resourceVersion") or "")
+            cached = self.job_infos.get(uid)
+            if cached is None or cached[0] != rv:
+                cached = (rv, snapshots.job_from_body(body))
+                self.job_infos[uid] = cached
+            info = cached[1]
+            status = body.get("status") or {}
+            assignment = status.get("assignment")
+            if assignment and status.get("phase") in ACTIVE_PHASES:
+                key = (assignment.get("podNamespace") or "", assignment.get("pod") or "")
+                used[key] += 1
+                if info.repo_key:
+                    repos[key][info.repo_key] += 1
+            elif uid in self.assumed:
+                _, key, repo = self.assumed[uid]
+                used[key] += 1
+                if repo:
+                    repos[key][repo] += 1
+            elif snapshots.is_pending(body) and uid not in self.busy and not meta.get("deletionTimestamp"):
+                pending.append(info)
+                bodies[uid] = body
+        snap = snapshots.Snapshot(
+            now=now, jobs=pending, pods=pods, factories=factories, used=dict(used), repos_on_pod=dict(repos),
+            success_ratio=self.success.as_dict(),
+        )
+        return snap, bodies
+
+    async def run_once(self) -> cycle.CycleResult:
+        snap, bodies = self.snapshot()
+        used_before = dict(snap.used)
+        with self.metrics.cycle_seconds.time():
+            result = cycle.run(snap, self.profile)
+        self.cycles += 1
+        self._observe(snap, result)
+        for decision in result.decisions:
+            self.assumed[decision.job.uid] = (decision.attempt, decision.pod.key, decision.job.repo_key)
+        writes = [self._bind(bodies[d.job.uid], d) for d in result.decisions]
+        writes += [self._explain(bodies[e.job.uid], e) for e in result.unschedulable]
+        writes += self._factory_status_writes(snap, used_before)
+        if writes:
+            for outcome in await binder.gather_bounded(writes, limit=BIND_CONCURRENCY):
+                if isinstance(outcome, Exception):
+                    logger.warning("write failed: %s", outcome)
+        self._schedule_requeues(result)
+        return result
+
+    async def _bind(self, body: Body, decision: cycle.Decision) -> None:
+        job = decision.job
+        ok = False
+        try:
+            ok = await binder.bind(self.client, body=body, decision=decision, claim_timeout_seconds=self.settings.claim_timeout_seconds)
+        finally:
+            if not ok:
+                # Forget the assumption; the job is pending again in the next cycle.
+                self.assumed.pop(job.uid, None)
+                self.metrics.bind_conflicts.inc()
+                self.wake()
+        if not ok:
+            return
+        self.metrics.binds.labels(factory=decision.pod.factory).inc()
+        since = job.requeue_at or job.created_at
+        if since is not None:
+            self.metrics.bind_latency.observe(max(0.0, (leases.now() - since).total_seconds()))
+        logger.info("bound", extra={"job": f"{job.namespace}/{job.name}", "pod": decision.pod.name, "factory": decision.pod.factory})
+        await binder.emit_bind_event(self.client, body=body, decision=decision)
+
+    async def _explain(self, body: Body, explanation: cycle.Explanation) -> None:
+        # The persisted message leaves out the queue position: it moves with every bind ahead of
+        # the job, and writing it would rewrite every waiting job on every cycle.
+        await binder.explain(self.client, body=body, message=explanation.message)
+
+    def _observe(self, snap: snapshots.Snapshot, result: cycle.CycleResult) -> None:
+        per_queue: collections.Counter[str] = collections.Counter(j.queue for j in snap.jobs)
+        for decision in result.decisions:
+            per_queue[decision.job.queue] -= 1
+        self.metrics.pending.clear()
+        for queue, count in per_queue.items():
+            self.metrics.pending.labels(queue=queue).set(count)
+        reasons: collections.Counter[str] = collections.Counter()
+        for explanation in result.unschedulable:
+            reasons.update(explanation.reasons)
+        self.metrics.unschedulable.clear()
+        for reason, count in reasons.items():
+            self.metrics.unschedulable.labels(reason=reason).set(count)
+        self.metrics.unschedulable_jobs.set(len(result.unschedulable))
+
+    def _schedule_requeues(self, result: cycle.CycleResult) -> None:
+        """Wake when the earliest backoff ends (one timer, not one per job)."""
+        now = leases.now()
+        times = [j.requeue_at for j in result.skipped if j.requeue_at is not None and j.requeue_at > now and not j.suspended and not j.cancelled]
+        if times:
+            self._arm(("requeue", "", ""), min(times), self.wake)
+
+    def _factory_status_writes(self, snap: snapshots.Snapshot, used: Mapping[snapshots.PodKey, int]) -> list[Any]:
+        by_factory: dict[str, list[snapshots.PodInfo]] = collections.defaultdict(list)
+        for pod in snap.pods:
+            by_factory[pod.factory].append(pod)
+        writes = []
+        for body in self.factories.cache.values():
+            name = body["metadata"]["name"]
+            info = snap.factories.get(name)
+            if info is None:
+                continue
+            pods = sorted(by_factory.get(name, []), key=lambda p: (p.namespace, p.name))
+            ready = [p for p in pods if p.ready]
+            desired = {
+                "phase": ("Draining" if info.unschedulable or info.deleting else "Ready" if ready else "Offline"),
+                "readyPods": len(ready),
+                "slotsTotal": sum(snap.capacity(p) for p in ready),
+                "slotsUsed": sum(min(used.get(p.key, 0), snap.capacity(p)) for p in ready),
+                # No lastHeartbeat here: it would change with every renewal and rewrite the Factory.
+                "pods": [
+                    {"name": p.name, "namespace": p.namespace, "ready": p.ready, "slots": snap.capacity(p),
+                     "running": used.get(p.key, 0), "warmRepos": len(p.warm_repos)}
+                    for p in pods
+                ],
+            }
+            self.metrics.slots_total.labels(factory=name).set(desired["slotsTotal"])
+            self.metrics.slots_used.labels(factory=name).set(desired["slotsUsed"])
+            current = body.get("status") or {}
+            if all(current.get(k) == v for k, v in desired.items()):
+                continue
+            generation = body["metadata"].get("generation")
+            patch = {"status": {**desired, "observedGeneration": generation}}
+            writes.append(self._patch_factory(name, patch))
+        return writes
+
+    async def _patch_factory(self, name: str, patch: Body) -> None:
+        try:
+            await self.client.patch(kubeclient.FACTORIES, name, patch, subresource="status")
+        except kubeclient.NotFound:
+            pass
+
+    async def loop(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            # Coalesce a burst of events into one cycle.
+            await asyncio.sleep(self.settings.schedule_debounce_seconds)
+            self.wakeup.clear()
+            try:
+                await self.run_once()
+            except Exception:
+                logger.exception("scheduling cycle failed")
+                await asyncio.sleep(1)
+                self.wake()
+
+    def ready(self) -> bool:
+        return self.started and all(i.synced.is_set() for i in self.informers)
+
+    async def run(self) -> None:
+        http, port = await observing.serve(port=self.settings.http_port, metrics=self.metrics, ready=self.ready)
+        logger.info("serving probes and metrics", extra={"count": port})
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for informer in self.informers:
+                    await stack.enter_async_context(informer.running())
+                await self.recover()
+                self.wake()
+                logger.info("operator started")
+                await self.loop()
+        finally:
+            for handle in self.timers.values():
+                handle.cancel()
+            for task in list(self.tasks):
+                task.cancel()
+            await http.cleanup()
+
+
+def _same_announcement(a: leases.Heartbeat, b: leases.Heartbeat) -> bool:
+    return (a.factory, a.slots, a.agents, a.warm_repos, a.draining) == (b.factory, b.slots, b.agents, b.warm_repos, b.draining)
+
+
+def _name(body: Mapping[str, Any]) -> str:
+    meta = body.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+async def main(settings: config.OperatorSettings) -> None:
+    client = kubeclient.Client.from_kubeconfig(settings.kubeconfig, user_agent="gigafactory-operator")
+    operator = Operator(settings, client)
+    task = asyncio.create_task(operator.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        logger.info("operator stopped")
+    finally:
+        await client.close()
+
+
+def run(settings: config.OperatorSettings) -> None:
+    observing.setup_logging()
+    asyncio.run(main(settings))

@@ -1,0 +1,168 @@
+"""Test doubles and helpers: the operator as a real subprocess, a stub runner that speaks the
+protocol of docs/protocol.md by hand (announce, claim, report), and a small synchronous API."""
+
+import asyncio
+import contextlib
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from gigafactory import constants, kubeclient, leases
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+class Api:
+    """Synchronous calls through gigafactory.kubeclient (one short-lived client per call)."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        async def go() -> Any:
+            async with kubeclient.Client.from_kubeconfig(self.kubeconfig) as client:
+                return await getattr(client, method)(*args, **kwargs)
+
+        return asyncio.run(go())
+
+    def job(self, namespace: str, name: str) -> dict:
+        return self.call("get", kubeclient.AGENTJOBS, name, namespace=namespace)
+
+    def jobs(self, namespace: str) -> list[dict]:
+        return self.call("list", kubeclient.AGENTJOBS, namespace=namespace)[0]
+
+    def bindings(self, namespace: str) -> list[dict]:
+        return self.call("list", kubeclient.LEASES, namespace=namespace, label_selector="gigafactory.dev/role=binding")[0]
+
+    def create_job(self, namespace: str, name: str, **spec: Any) -> dict:
+        body = {
+            "apiVersion": constants.API_VERSION, "kind": constants.AGENTJOB_KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"repo": {"url": "https://git.example/app.git"}, "task": {"prompt": "fix it"},
+                     "agent": {"profile": "script"}, **spec},
+        }
+        return self.call("create", kubeclient.AGENTJOBS, body, namespace=namespace)
+
+    def create_factory(self, name: str, namespace: str, **spec: Any) -> dict:
+        body = {
+            "apiVersion": constants.API_VERSION, "kind": constants.FACTORY_KIND, "metadata": {"name": name},
+            # Only this test's namespace: factories are cluster-scoped and outlive the test.
+            "spec": {"agents": ["script"], "namespaces": [namespace], **spec},
+        }
+        return self.call("create", kubeclient.FACTORIES, body)
+
+
+class StubRunner:
+    """One runner pod, driven step by step by the test."""
+
+    def __init__(self, api: Api, *, pod: str, namespace: str, factory: str, slots: int = 1,
+                 agents: tuple[str, ...] = ("script",), warm_repos: tuple[str, ...] = ()) -> None:
+        self.api, self.pod, self.namespace, self.factory = api, pod, namespace, factory
+        self.slots, self.agents, self.warm_repos = slots, agents, warm_repos
+
+    def announce(self, *, duration_seconds: int = 120) -> None:
+        body = leases.build_heartbeat_lease(
+            pod=self.pod, namespace=self.namespace, factory=self.factory, slots=self.slots, agents=self.agents,
+            warm_repos=self.warm_repos, duration_seconds=duration_seconds, moment=leases.now(),
+        )
+        self.api.call("create", kubeclient.LEASES, body, namespace=self.namespace)
+
+    def bindings(self) -> list[dict]:
+        return self.api.call("list", kubeclient.LEASES, namespace=self.namespace,
+                             label_selector=f"gigafactory.dev/role=binding,gigafactory.dev/pod={self.pod}")[0]
+
+    def claim(self, lease: dict, *, duration_seconds: int = 30) -> dict:
+        """Steps 1–3 of the claim in docs/protocol.md."""
+        binding = leases.parse_binding(lease)
+        job = self.api.job(binding.job_namespace, binding.job_name)
+        status = job["status"]
+        assert status["phase"] == "Bound" and status["assignment"]["pod"] == self.pod
+        assert status["assignment"]["attempt"] == binding.attempt
+        now = leases.now()
+        self.api.call("patch", kubeclient.LEASES, binding.name, leases.claim_patch(
+            pod=self.pod, duration_seconds=duration_seconds, moment=now, resource_version=binding.resource_version,
+        ), namespace=self.namespace)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        patch = {"metadata": {"resourceVersion": job["metadata"]["resourceVersion"]},
+                 "status": {"phase": "Running", "assignment": {"claimedAt": stamp}}}
+        return self.api.call("patch", kubeclient.AGENTJOBS, binding.job_name, patch,
+                             namespace=binding.job_namespace, subresource="status")
+
+    def report(self, job_namespace: str, job_name: str, *, outcome: str, **extra: Any) -> dict:
+        job = self.api.job(job_namespace, job_name)
+        report = {"attempt": job["status"]["attempt"], "pod": self.pod, "outcome": outcome,
+                  "finishedAt": leases.now().strftime("%Y-%m-%dT%H:%M:%SZ"), **extra}
+        patch = {"metadata": {"resourceVersion": job["metadata"]["resourceVersion"]}, "status": {"report": report}}
+        return self.api.call("patch", kubeclient.AGENTJOBS, job_name, patch, namespace=job_namespace, subresource="status")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class OperatorProcess:
+    """`gigafactory operator` as a real subprocess."""
+
+    def __init__(self, kubeconfig: str, log: pathlib.Path, **env: str) -> None:
+        self.kubeconfig, self.log = kubeconfig, log
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
+            "GIGAFACTORY_CLAIM_TIMEOUT_SECONDS": "2",
+            "GIGAFACTORY_HTTP_PORT": str(self.port),
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "OperatorProcess":
+        handle = open(self.log, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gigafactory.cli.main", "operator", "--kubeconfig", self.kubeconfig],
+            env=self.env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        handle.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no clean-up."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@contextlib.contextmanager
+def operators(kubeconfig: str, tmp_path: pathlib.Path, count: int = 1, **env: str) -> Iterator[list[OperatorProcess]]:
+    procs = [OperatorProcess(kubeconfig, tmp_path / f"operator-{i}.log", **env).start() for i in range(count)]
+    try:
+        yield procs
+    except BaseException:
+        for proc in procs:
+            sys.stderr.write(f"--- {proc.log.name} ---\n{proc.logs()[-6000:]}\n")
+        raise
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"

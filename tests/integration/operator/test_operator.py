@@ -1,0 +1,176 @@
+"""The operator as a real process against a real API server, with stub runners speaking the protocol."""
+
+import collections
+import threading
+import urllib.request
+
+import pytest
+
+from gigafactory import kubeclient
+from tests.conftest import wait_for
+from tests.integration.operator import stubs
+
+pytestmark = pytest.mark.xdist_group("operator")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def crds(install_crds) -> None:
+    install_crds(stubs.ROOT / "crds")
+
+
+@pytest.fixture()
+def api(kubeconfig) -> stubs.Api:
+    return stubs.Api(kubeconfig)
+
+
+def phase(api, namespace, name):
+    return (api.job(namespace, name).get("status") or {}).get("phase")
+
+
+def scheduled(job):
+    return next((c for c in (job.get("status") or {}).get("conditions") or () if c["type"] == "Scheduled"), None)
+
+
+def test_jobs_bind_where_they_fit_and_an_unfit_job_explains_itself_until_capacity_appears(api, kubeconfig, namespace, tmp_path) -> None:
+    cpu, gpu = stubs.unique("cpu"), stubs.unique("gpu")
+    api.create_factory(cpu, namespace, capabilities=["python"])
+    api.create_factory(gpu, namespace, capabilities=["gpu"], subscriptions=["backend"], slotsPerPod=2)
+    stubs.StubRunner(api, pod=f"{cpu}-0", namespace=namespace, factory=cpu).announce()
+    stubs.StubRunner(api, pod=f"{gpu}-0", namespace=namespace, factory=gpu, slots=2).announce()
+    api.create_job(namespace, "train", queue="backend", requirements={"capabilities": ["gpu"]})
+    api.create_job(namespace, "pinned", targetFactory=cpu, priority=10)
+    api.create_job(namespace, "waiting")  # queue default: only the cpu factory, whose one slot the pinned job takes
+
+    with stubs.operators(kubeconfig, tmp_path) as (proc,):
+        wait_for(lambda: phase(api, namespace, "train") == "Bound" and phase(api, namespace, "pinned") == "Bound",
+                 timeout=15, message="train and pinned bound")
+        train, pinned = api.job(namespace, "train"), api.job(namespace, "pinned")
+        assert train["status"]["assignment"]["pod"] == f"{gpu}-0"
+        assert pinned["status"]["assignment"]["pod"] == f"{cpu}-0"
+        assignment = pinned["status"]["assignment"]
+        assert assignment["attempt"] == 1 and assignment["factory"] == cpu and assignment["leaseNamespace"] == namespace
+        assert set(assignment["scores"]) >= {"FreeCapacity", "WarmRepo", "Cost"}
+        assert scheduled(pinned)["status"] == "True"
+        # The binding Lease the runner watches, named and labelled per the protocol.
+        lease = next(b for b in api.bindings(namespace) if b["metadata"]["name"] == assignment["lease"])
+        assert lease["metadata"]["labels"]["gigafactory.dev/pod"] == f"{cpu}-0"
+        assert lease["spec"]["leaseDurationSeconds"] == 2
+
+        condition = wait_for(lambda: scheduled(api.job(namespace, "waiting")), timeout=10, message="explanation")
+        assert condition["status"] == "False" and condition["reason"] == "Unschedulable"
+        assert condition["message"] == "0/2 factory pods fit: 1 full, 1 not subscribed to queue default"
+
+        # Capacity appears: a second cpu pod. The waiting job binds to it.
+        stubs.StubRunner(api, pod=f"{cpu}-1", namespace=namespace, factory=cpu).announce()
+        wait_for(lambda: phase(api, namespace, "waiting") == "Bound", timeout=10, message="waiting job bound")
+        assert api.job(namespace, "waiting")["status"]["assignment"]["pod"] == f"{cpu}-1"
+
+        events = api.call("list", kubeclient.EVENTS, namespace=namespace)[0]
+        assert any(e.get("reason") == "Scheduled" and "score" in e.get("message", "") for e in events)
+        factory = api.call("get", kubeclient.FACTORIES, cpu)
+        wait_for(lambda: (api.call("get", kubeclient.FACTORIES, cpu).get("status") or {}).get("readyPods") == 2,
+                 timeout=10, message="factory status aggregated")
+        status = api.call("get", kubeclient.FACTORIES, cpu)["status"]
+        assert status["phase"] == "Ready" and status["slotsTotal"] == 2
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/metrics", timeout=5).read().decode()
+        assert f'gigafactory_binds_total{{factory="{cpu}"}}' in metrics
+        assert "gigafactory_scheduling_cycle_seconds_count" in metrics
+        assert urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/readyz", timeout=5).status == 200
+        del factory
+
+
+def test_claim_report_fold_and_claim_timeout_rebinds(api, kubeconfig, namespace, tmp_path) -> None:
+    pool = stubs.unique("pool")
+    api.create_factory(pool, namespace, slotsPerPod=2)
+    runner = stubs.StubRunner(api, pod=f"{pool}-0", namespace=namespace, factory=pool, slots=2)
+    runner.announce()
+    api.create_job(namespace, "done")
+    api.create_job(namespace, "ignored")
+    with stubs.operators(kubeconfig, tmp_path):
+        wait_for(lambda: len(runner.bindings()) == 2, timeout=15, message="two bindings")
+        lease = next(b for b in runner.bindings() if b["metadata"]["annotations"]["gigafactory.dev/job-name"] == "done")
+        runner.claim(lease)
+        runner.report(namespace, "done", outcome="Succeeded",
+                      result={"branch": "agent/done", "commit": "abc123"})
+        wait_for(lambda: phase(api, namespace, "done") == "Succeeded", timeout=10, message="report folded")
+        job = api.job(namespace, "done")
+        assert job["status"]["result"]["branch"] == "agent/done"
+        assert [a["outcome"] for a in job["status"]["attempts"]] == ["Succeeded"]
+        assert "report" not in job["status"] and "assignment" not in job["status"]
+        wait_for(lambda: not any(b["metadata"]["name"] == lease["metadata"]["name"] for b in api.bindings(namespace)),
+                 timeout=10, message="binding lease deleted")
+
+        # Nobody claims "ignored": after the 2 s claim timeout it is undone and bound again.
+        def rebound():
+            status = api.job(namespace, "ignored").get("status") or {}
+            return status.get("attempt") == 2 and status.get("phase") == "Bound" and status
+        status = wait_for(rebound, timeout=15, message="rebind after claim timeout")
+        assert status["attempts"][0]["outcome"] == "InfraError" and status["attempts"][0]["reason"] == "ClaimTimeout"
+        assert status["attempts"][0]["counted"] is False
+        names = {b["metadata"]["name"] for b in api.bindings(namespace)}
+        assert status["assignment"]["lease"] in names and not any(n.endswith("-1") and "ignored" in n for n in names)
+
+
+def test_claimed_binding_whose_lease_expires_is_recorded_as_lease_expired(api, kubeconfig, namespace, tmp_path) -> None:
+    pool = stubs.unique("pool")
+    api.create_factory(pool, namespace)
+    runner = stubs.StubRunner(api, pod=f"{pool}-0", namespace=namespace, factory=pool)
+    runner.announce()
+    api.create_job(namespace, "lost")
+    with stubs.operators(kubeconfig, tmp_path):
+        lease = wait_for(lambda: next(iter(runner.bindings()), None), timeout=15, message="binding")
+        runner.claim(lease, duration_seconds=2)  # ...and never renews: the runner died
+        def recorded():
+            attempts = (api.job(namespace, "lost").get("status") or {}).get("attempts") or []
+            return attempts and attempts[0]
+        record = wait_for(recorded, timeout=15, message="lease expiry recorded")
+        assert (record["outcome"], record["reason"], record["pod"]) == ("InfraError", "LeaseExpired", f"{pool}-0")
+
+
+def _assert_each_job_bound_once(api, namespace, jobs, slots_per_pod):
+    by_job = collections.Counter(b["metadata"]["annotations"]["gigafactory.dev/job-name"] for b in api.bindings(namespace))
+    assert by_job == {name: 1 for name in jobs}
+    bound = [j for j in api.jobs(namespace) if j["metadata"]["name"] in jobs]
+    per_pod = collections.Counter(j["status"]["assignment"]["pod"] for j in bound)
+    assert max(per_pod.values()) <= slots_per_pod
+    assert all(j["status"]["attempt"] == 1 and not j["status"].get("attempts") for j in bound)
+
+
+def test_two_operators_racing_never_bind_a_job_twice(api, kubeconfig, namespace, tmp_path) -> None:
+    pool = stubs.unique("pool")
+    api.create_factory(pool, namespace, slotsPerPod=4)
+    for i in range(6):
+        stubs.StubRunner(api, pod=f"{pool}-{i}", namespace=namespace, factory=pool, slots=4).announce()
+    with stubs.operators(kubeconfig, tmp_path, count=2, GIGAFACTORY_CLAIM_TIMEOUT_SECONDS="60"):
+        jobs = [f"j{i}" for i in range(20)]
+        for name in jobs:
+            api.create_job(namespace, name)
+        wait_for(lambda: all((j.get("status") or {}).get("phase") == "Bound" for j in api.jobs(namespace)) and len(api.bindings(namespace)) == 20,
+                 timeout=20, message="all 20 bound")
+        by_job = collections.Counter(b["metadata"]["annotations"]["gigafactory.dev/job-name"] for b in api.bindings(namespace))
+        assert by_job == {name: 1 for name in jobs}
+        assert all(j["status"]["attempt"] == 1 for j in api.jobs(namespace))
+
+
+def test_restart_in_the_middle_of_a_burst_loses_and_duplicates_nothing(api, kubeconfig, namespace, tmp_path) -> None:
+    pool = stubs.unique("pool")
+    api.create_factory(pool, namespace, slotsPerPod=3)
+    for i in range(10):
+        stubs.StubRunner(api, pod=f"{pool}-{i}", namespace=namespace, factory=pool, slots=3).announce()
+    jobs = [f"j{i}" for i in range(40)]  # 30 slots: ten must wait
+    env = {"GIGAFACTORY_CLAIM_TIMEOUT_SECONDS": "60"}
+    creator = threading.Thread(target=lambda: [api.create_job(namespace, name) for name in jobs])
+    with stubs.operators(kubeconfig, tmp_path, **env) as (first,):
+        creator.start()
+        wait_for(lambda: len(api.bindings(namespace)) >= 5, timeout=15, message="some bound")
+        first.kill()  # while jobs are still being created and bound
+    creator.join(30)
+    with stubs.operators(kubeconfig, tmp_path, **env):
+        def settled():
+            items = api.jobs(namespace)
+            bound = [j for j in items if (j.get("status") or {}).get("phase") == "Bound"]
+            waiting = [j for j in items if scheduled(j) and scheduled(j)["reason"] == "Unschedulable"]
+            return len(bound) == 30 and len(waiting) == 10 and len(api.bindings(namespace)) == 30
+        wait_for(settled, timeout=20, message="30 bound, 10 explained")
+        bound = [j["metadata"]["name"] for j in api.jobs(namespace) if j["status"].get("phase") == "Bound"]
+        _assert_each_job_bound_once(api, namespace, bound, slots_per_pod=3)
