@@ -1,12 +1,13 @@
 """The operator as a real process against a real API server, with stub runners speaking the protocol."""
 
 import collections
+import time
 import threading
 import urllib.request
 
 import pytest
 
-from gigafactory import kubeclient
+from gigafactory import kubeclient, leases
 from tests.conftest import wait_for
 from tests.integration.operator import stubs
 
@@ -174,3 +175,32 @@ def test_restart_in_the_middle_of_a_burst_loses_and_duplicates_nothing(api, kube
         wait_for(settled, timeout=20, message="30 bound, 10 explained")
         bound = [j["metadata"]["name"] for j in api.jobs(namespace) if j["status"].get("phase") == "Bound"]
         _assert_each_job_bound_once(api, namespace, bound, slots_per_pod=3)
+
+
+def test_an_idle_fleet_costs_no_writes_and_renewals_rewrite_nothing(api, kubeconfig, namespace, tmp_path) -> None:
+    pool = stubs.unique("pool")
+    api.create_factory(pool, namespace)
+    runner = stubs.StubRunner(api, pod=f"{pool}-0", namespace=namespace, factory=pool)
+    runner.announce()
+    api.create_job(namespace, "runs")
+    api.create_job(namespace, "waits", priority=0)
+    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_CLAIM_TIMEOUT_SECONDS="60"):
+        def settled():
+            jobs = {j["metadata"]["name"]: j for j in api.jobs(namespace)}
+            factory = api.call("get", kubeclient.FACTORIES, pool)
+            return (len(api.bindings(namespace)) == 1 and all(scheduled(j) for j in jobs.values())
+                    and (factory.get("status") or {}).get("slotsUsed") == 1)
+        wait_for(settled, timeout=15, message="one bound, one explained, factory status written")
+
+        def versions():
+            rvs = {j["metadata"]["name"]: j["metadata"]["resourceVersion"] for j in api.jobs(namespace)}
+            rvs["factory"] = api.call("get", kubeclient.FACTORIES, pool)["metadata"]["resourceVersion"]
+            return rvs
+
+        before = versions()
+        lease = api.call("get", kubeclient.LEASES, f"{pool}-0", namespace=namespace)
+        for _ in range(3):  # heartbeat renewals, as a runner sends them
+            lease = api.call("patch", kubeclient.LEASES, f"{pool}-0", leases.renew_patch(
+                moment=leases.now(), resource_version=lease["metadata"]["resourceVersion"]), namespace=namespace)
+            time.sleep(0.3)  # an observation window: nothing may be written in it
+        assert versions() == before
