@@ -4,7 +4,7 @@
 2. order    — pending jobs by effective priority, round-robin across queues (queues.order);
 3. filter   — factory filters once per job *shape* and factory, pod filters once per shape and pod,
               the free-slot filter per job (it changes as the cycle assumes bindings);
-4. score    — every Score plugin on up to `max_pods_to_score` feasible pods: the job's warm pods
+4. score    — every Score plugin on up to `max_pods_to_score` (32) feasible pods: the job's warm pods
               first, then the others in rotating order;
 5. normalize— each plugin's scores over the candidates, then the weighted 0–100 sum;
 6. pick     — the highest score (ties: the earlier candidate, so rotation spreads them);
@@ -150,8 +150,13 @@ class Cycle:
         picked: list[snapshots.PodInfo] = []
         seen: set[snapshots.PodKey] = set()
 
+        dynamic, snapshot = self.dynamic_pod_filters, self.snapshot
+
         def passes(pod: snapshots.PodInfo) -> bool:
-            return all(f.filter(job, pod, self.snapshot).ok for f in self.dynamic_pod_filters)
+            for pod_filter in dynamic:
+                if not pod_filter.filter(job, pod, snapshot).ok:
+                    return False
+            return True
 
         if job.repo_key:
             warm = shape.warm.get(job.repo_key)
@@ -193,12 +198,7 @@ class Cycle:
                 continue
             raw = [plugin.score(job, pod, factories[pod.factory], self.snapshot) for pod in pods]
             columns[plugin.name] = plugin.normalize(raw)
-        best, best_index, best_parts = -1, 0, {}
-        for index in range(len(pods)):
-            total, parts = framework.combine(self.profile, columns, index)
-            if total > best:
-                best, best_index, best_parts = total, index, parts
-        return best_index, best, best_parts
+        return framework.combine(self.profile, columns)
 
     def run(self) -> CycleResult:
         result = CycleResult()

@@ -89,21 +89,29 @@ class Profile:
     aging_seconds_per_point: float = 60.0
     # Score at most this many feasible pods per job (kube-scheduler's percentageOfNodesToScore):
     # the job's warm pods always, then pods in rotating order so that ties spread.
-    max_pods_to_score: int = 64
+    max_pods_to_score: int = 32
 
     @property
     def total_weight(self) -> int:
         return sum(plugin.weight for plugin in self.scorers)
 
 
-def combine(profile: Profile, columns: dict[str, list[int]], index: int) -> tuple[int, dict[str, int]]:
-    """The weighted 0–100 score of one candidate, and each plugin's normalized score."""
-    total = profile.total_weight
-    parts = {plugin.name: columns[plugin.name][index] for plugin in profile.scorers if plugin.weight}
-    if not total:
-        return 0, parts
-    weighted = sum(plugin.weight * parts[plugin.name] for plugin in profile.scorers if plugin.weight)
-    return round(weighted / total), parts
+def combine(profile: Profile, columns: dict[str, list[int]]) -> tuple[int, int, dict[str, int]]:
+    """Weigh the normalized columns into one 0–100 score per candidate; return the best candidate's
+    index, its score and each plugin's normalized score for it. Ties go to the earlier candidate."""
+    weights = {plugin.name: plugin.weight for plugin in profile.scorers if plugin.weight}
+    total = sum(weights.values())
+    count = len(next(iter(columns.values()))) if columns else 0
+    if not count:
+        return 0, 0, {}
+    sums = [0] * count
+    for name, weight in weights.items():
+        column = columns[name]
+        for index in range(count):
+            sums[index] += weight * column[index]
+    best = max(range(count), key=sums.__getitem__)  # max() keeps the first of equal values
+    parts = {name: columns[name][best] for name in weights}
+    return best, (round(sums[best] / total) if total else 0), parts
 
 
 def settings_values(settings: Any) -> dict[str, Any]:

@@ -211,7 +211,7 @@ def default_profile(
     weight_success_rate: int = 1,
     weight_repo_spread: int = 1,
     aging_seconds_per_point: float = 60.0,
-    max_pods_to_score: int = 64,
+    max_pods_to_score: int = 32,
 ) -> framework.Profile:
     """The operator's profile; the keywords are OperatorSettings' fields (see framework.settings_values)."""
     return framework.Profile(

@@ -118,8 +118,18 @@ class Snapshot:
     # Recent success ratio per factory, 0..1 (decayed; see SuccessRatios). Unknown → 0.5.
     success_ratio: dict[str, float] = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Read millions of times in a big cycle: computed once.
+        self._capacity: dict[PodKey, int] = {}
+        for pod in self.pods:
+            factory = self.factories.get(pod.factory)
+            self._capacity[pod.key] = min(pod.slots, factory.slots_per_pod) if factory is not None else pod.slots
+
     def capacity(self, pod: PodInfo) -> int:
         """Slots of a pod: what it announced, capped by its factory's slotsPerPod."""
+        known = self._capacity.get(pod.key)
+        if known is not None:
+            return known
         factory = self.factories.get(pod.factory)
         return min(pod.slots, factory.slots_per_pod) if factory is not None else pod.slots
 
