@@ -340,12 +340,17 @@ class Operator:
                     for p in pods
                 ],
             }
+            current = body.get("status") or {}
+            generation = body["metadata"].get("generation")
+            ready_status, ready_reason, ready_message = _ready_condition(desired["phase"], len(ready), len(pods))
+            desired["conditions"] = patches.set_condition(
+                current.get("conditions"), type=constants.ConditionType.READY.value, status=ready_status,
+                reason=ready_reason, message=ready_message, now=snap.now, generation=generation,
+            )
             self.metrics.slots_total.labels(factory=name).set(desired["slotsTotal"])
             self.metrics.slots_used.labels(factory=name).set(desired["slotsUsed"])
-            current = body.get("status") or {}
             if all(current.get(k) == v for k, v in desired.items()):
                 continue
-            generation = body["metadata"].get("generation")
             patch = {"status": {**desired, "observedGeneration": generation}}
             writes.append(self._patch_factory(name, patch))
         return writes
@@ -389,6 +394,16 @@ class Operator:
             for task in list(self.tasks):
                 task.cancel()
             await http.cleanup()
+
+
+def _ready_condition(phase: str, ready: int, total: int) -> tuple[str, str, str]:
+    if phase == "Draining":
+        return "False", "Draining", "cordoned or being deleted: no new bindings"
+    if ready:
+        return "True", "PodsReady", f"{ready}/{total} runner pods ready"
+    if total:
+        return "False", "NoReadyPods", f"0/{total} runner pods ready (heartbeats stale or draining)"
+    return "False", "NoPods", "no runner pod has announced itself"
 
 
 def _same_announcement(a: leases.Heartbeat, b: leases.Heartbeat) -> bool:

@@ -68,16 +68,16 @@ def test_jobs_bind_where_they_fit_and_an_unfit_job_explains_itself_until_capacit
 
         events = api.call("list", kubeclient.EVENTS, namespace=namespace)[0]
         assert any(e.get("reason") == "Scheduled" and "score" in e.get("message", "") for e in events)
-        factory = api.call("get", kubeclient.FACTORIES, cpu)
         wait_for(lambda: (api.call("get", kubeclient.FACTORIES, cpu).get("status") or {}).get("readyPods") == 2,
                  timeout=10, message="factory status aggregated")
         status = api.call("get", kubeclient.FACTORIES, cpu)["status"]
         assert status["phase"] == "Ready" and status["slotsTotal"] == 2
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"], ready["message"]) == ("True", "PodsReady", "2/2 runner pods ready")
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/metrics", timeout=5).read().decode()
         assert f'gigafactory_binds_total{{factory="{cpu}"}}' in metrics
         assert "gigafactory_scheduling_cycle_seconds_count" in metrics
         assert urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/readyz", timeout=5).status == 200
-        del factory
 
 
 def test_claim_report_fold_and_claim_timeout_rebinds(api, kubeconfig, namespace, tmp_path) -> None:
@@ -204,3 +204,18 @@ def test_an_idle_fleet_costs_no_writes_and_renewals_rewrite_nothing(api, kubecon
                 moment=leases.now(), resource_version=lease["metadata"]["resourceVersion"]), namespace=namespace)
             time.sleep(0.3)  # an observation window: nothing may be written in it
         assert versions() == before
+
+
+def test_a_pod_whose_heartbeat_lapses_takes_no_jobs_and_its_factory_goes_offline(api, kubeconfig, namespace, tmp_path) -> None:
+    pool = stubs.unique("pool")
+    api.create_factory(pool, namespace)
+    stubs.StubRunner(api, pod=f"{pool}-0", namespace=namespace, factory=pool).announce(duration_seconds=2)
+    with stubs.operators(kubeconfig, tmp_path):
+        wait_for(lambda: (api.call("get", kubeclient.FACTORIES, pool).get("status") or {}).get("phase") == "Ready",
+                 timeout=10, message="factory ready")
+        # No renewal comes: the operator notices at the expiry instant, without any new event.
+        wait_for(lambda: (api.call("get", kubeclient.FACTORIES, pool).get("status") or {}).get("phase") == "Offline",
+                 timeout=10, message="factory offline")
+        api.create_job(namespace, "nowhere")
+        condition = wait_for(lambda: scheduled(api.job(namespace, "nowhere")), timeout=10, message="explanation")
+        assert condition["message"] == "0/1 factory pods fit: 1 heartbeat stale"

@@ -209,3 +209,17 @@ def test_parse_raw_job_and_factory() -> None:
         "q", 3, "script", {"gpu"}, (("ssd", 4),), "f", True, 1)
     fac = snapshots.factory_from_body({"metadata": {"name": "f", "deletionTimestamp": "x"}, "spec": {"agents": ["script"], "costWeight": 0}})
     assert fac.deleting and fac.cost_weight == 0 and fac.subscribes("anything")
+
+
+def test_weights_come_from_operator_settings(monkeypatch) -> None:
+    from gigafactory import config
+    from gigafactory.scheduling import framework
+
+    monkeypatch.setenv("GIGAFACTORY_WEIGHT_WARM_REPO", "0")
+    monkeypatch.setenv("GIGAFACTORY_CAPACITY_STRATEGY", "pack")
+    profile = plugins.default_profile(**framework.settings_values(config.OperatorSettings()))
+    snap = snapshots.Snapshot(now=NOW, jobs=[job("a", repo_key="r")], pods=pods("pool", 1), factories={"pool": factory("pool")})
+    decision = cycle.run(snap, profile).decisions[0]
+    # A weight of 0 switches the plugin off: it is not even in the breakdown.
+    assert "WarmRepo" not in decision.scores
+    assert next(p for p in profile.scorers if p.name == "FreeCapacity").strategy == "pack"
