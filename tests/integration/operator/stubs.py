@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -132,6 +133,13 @@ class OperatorProcess:
         handle.close()
         return self
 
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
     def kill(self) -> None:
         """SIGKILL: a crash, no clean-up."""
         if self.process is not None and self.process.poll() is None:
@@ -152,7 +160,7 @@ class OperatorProcess:
 
 @contextlib.contextmanager
 def operators(kubeconfig: str, tmp_path: pathlib.Path, count: int = 1, **env: str) -> Iterator[list[OperatorProcess]]:
-    procs = [OperatorProcess(kubeconfig, tmp_path / f"operator-{i}.log", **env).start() for i in range(count)]
+    procs = [OperatorProcess(kubeconfig, tmp_path / f"operator-{uuid.uuid4().hex[:4]}-{i}.log", **env).start() for i in range(count)]
     try:
         yield procs
     except BaseException:
