@@ -224,3 +224,25 @@ def test_a_pod_whose_heartbeat_lapses_takes_no_jobs_and_its_factory_goes_offline
         api.create_job(namespace, "nowhere")
         condition = wait_for(lambda: scheduled(api.job(namespace, "nowhere")), timeout=10, message="explanation")
         assert condition["message"] == "0/1 factory pods fit: 1 heartbeat stale"
+
+
+def test_a_failed_attempt_backs_off_then_binds_again(api, kubeconfig, namespace, tmp_path) -> None:
+    pool = stubs.unique("pool")
+    api.create_factory(pool, namespace)
+    runner = stubs.StubRunner(api, pod=f"{pool}-0", namespace=namespace, factory=pool)
+    runner.announce()
+    api.create_job(namespace, "flaky", retry={"maxAttempts": 2, "backoff": {"initialSeconds": 1, "maxSeconds": 1}})
+    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_CLAIM_TIMEOUT_SECONDS="60"):
+        runner.claim(wait_for(lambda: next(iter(runner.bindings()), None), timeout=15, message="binding"))
+        runner.report(namespace, "flaky", outcome="AgentFailed", exitCode=3)
+        status = wait_for(lambda: (s := api.job(namespace, "flaky")["status"]).get("requeueAt") and s, timeout=10, message="backoff")
+        assert status["phase"] == "Pending" and status["attempts"][0]["exitCode"] == 3
+        # The end of the backoff wakes the scheduler by itself (no event announces it).
+        wait_for(lambda: api.job(namespace, "flaky")["status"].get("attempt") == 2 and phase(api, namespace, "flaky") == "Bound",
+                 timeout=10, message="second attempt bound")
+        second = lambda: next((b for b in runner.bindings() if b["metadata"]["annotations"]["gigafactory.dev/attempt"] == "2"), None)  # noqa: E731
+        runner.claim(wait_for(second, timeout=10, message="second binding"))
+        runner.report(namespace, "flaky", outcome="AgentFailed", exitCode=3)
+        wait_for(lambda: phase(api, namespace, "flaky") == "Failed", timeout=10, message="attempts exhausted")
+        failed = next(c for c in api.job(namespace, "flaky")["status"]["conditions"] if c["type"] == "Failed")
+        assert failed["reason"] == "AttemptsExhausted"
