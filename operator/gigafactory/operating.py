@@ -85,9 +85,23 @@ class Operator:
             del self.assumed[uid]  # the informer now shows what the bind wrote
         if event == "DELETED":
             self.job_infos.pop(uid, None)
-        elif self.started and patches.report_matches(body) and uid not in self.busy:
+        elif self.started:
+            self._maybe_fold(body)
+        self.wake()
+
+    def _maybe_fold(self, body: Body) -> None:
+        """Start a fold for a job with a matching report, unless a fold or undo of it is running
+        (that task looks again when it ends, so a report arriving meanwhile is not missed)."""
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        if patches.report_matches(body) and uid not in self.busy:
             self.busy.add(uid)
-            self._spawn(self._fold(body), name=f"fold:{meta.get('name')}")
+            self._spawn(self._fold(body), name=f"fold:{_name(body)}")
+
+    def _release(self, uid: str, key: tuple[str, str]) -> None:
+        self.busy.discard(uid)
+        body = self.jobs.cache.get(key)
+        if body is not None and self.started:
+            self._maybe_fold(body)
         self.wake()
 
     def _on_factory(self, event: str, body: Body) -> None:
@@ -160,8 +174,7 @@ class Operator:
         except Exception:
             logger.exception("fold failed", extra={"job": _name(body)})
         finally:
-            self.busy.discard(uid)
-            self.wake()
+            self._release(uid, kubeclient.object_key(body))
 
     async def _expire(self, binding: leases.Binding) -> None:
         reason = "LeaseExpired" if binding.claimed else "ClaimTimeout"
@@ -180,8 +193,7 @@ class Operator:
         except Exception:
             logger.exception("undo failed", extra={"lease": binding.name})
         finally:
-            self.busy.discard(binding.job_uid)
-            self.wake()
+            self._release(binding.job_uid, (binding.job_namespace, binding.job_name))
 
     # --- the loop ---
 
@@ -192,8 +204,7 @@ class Operator:
             status = body.get("status") or {}
             uid = str((body.get("metadata") or {}).get("uid"))
             if patches.report_matches(body):
-                self.busy.add(uid)
-                self._spawn(self._fold(body), name="fold")
+                self._maybe_fold(body)
                 continue
             assignment = status.get("assignment") or {}
             if status.get("phase") != agentjobs.Phase.BOUND.value or not assignment.get("lease"):
@@ -232,6 +243,7 @@ class Operator:
             status = body.get("status") or {}
             assignment = status.get("assignment")
             if assignment and status.get("phase") in ACTIVE_PHASES:
+                self._check_orphan(body, assignment, now)
                 key = (assignment.get("podNamespace") or "", assignment.get("pod") or "")
                 used[key] += 1
                 if info.repo_key:
@@ -249,6 +261,40 @@ class Operator:
             success_ratio=self.success.as_dict(),
         )
         return snap, bodies
+
+    def _check_orphan(self, body: Body, assignment: Mapping[str, Any], now: datetime.datetime) -> None:
+        """A bound job whose binding Lease never appeared (a bind that failed between its two writes
+        in a way we could not revert, or a Lease deleted by hand): past the claim timeout it is undone
+        like an unclaimed binding. The timer fires at that instant; nothing polls."""
+        status = body.get("status") or {}
+        if status.get("phase") != agentjobs.Phase.BOUND.value:
+            return
+        namespace = assignment.get("leaseNamespace") or assignment.get("podNamespace") or ""
+        if (namespace, assignment.get("lease") or "") in self.bindings.cache:
+            self._disarm(("orphan", *kubeclient.object_key(body)))
+            return
+        bound_at = leases.parse_time(assignment.get("boundAt"))
+        if bound_at is None:
+            return
+        # Twice the claim timeout: a Lease still on its way through the informer is not an orphan.
+        deadline = bound_at + datetime.timedelta(seconds=2 * self.settings.claim_timeout_seconds)
+        key = ("orphan", *kubeclient.object_key(body))
+        if deadline > now:
+            if key not in self.timers:
+                self._arm(key, deadline, self.wake)
+            return
+        uid = str(body["metadata"].get("uid"))
+        if uid in self.busy:
+            return
+        self.timers.pop(key, None)
+        binding = leases.Binding(
+            name=str(assignment.get("lease") or ""), namespace=namespace, pod=str(assignment.get("pod") or ""),
+            factory=str(assignment.get("factory") or ""), job_namespace=body["metadata"]["namespace"],
+            job_name=body["metadata"]["name"], job_uid=uid, attempt=int(assignment.get("attempt") or 0),
+            holder=None, claimed=False, stop=None, expires_at=deadline, resource_version=None,
+        )
+        self.busy.add(uid)
+        self._spawn(self._expire(binding), name=f"orphan:{binding.name}")
 
     async def run_once(self) -> cycle.CycleResult:
         snap, bodies = self.snapshot()

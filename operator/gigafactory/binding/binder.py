@@ -44,7 +44,7 @@ async def bind(
         await client.create(kubeclient.LEASES, lease, namespace=pod.namespace)
     except kubeclient.AlreadyExists:
         pass  # a previous try of this very attempt made it: same name, same content
-    except kubeclient.ApiError as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure: the job must not stay bound without a Lease
         logger.warning("binding lease not created, reverting: %s", exc, extra={"job": f"{job.namespace}/{job.name}"})
         await revert(client, namespace=job.namespace, name=job.name, reason="LeaseCreateFailed", message=str(exc)[:500],
                      uid=job.uid, attempt=decision.attempt, pod=pod.name)
@@ -81,7 +81,8 @@ async def undo(client: kubeclient.Client, *, binding: leases.Binding, reason: st
     holds this binding; then delete the Lease (a 404 is fine)."""
 
     async def write(body: Body) -> bool:
-        if not patches.binding_is_current(body, binding):
+        # A matching report wins over the timeout: the fold records what really happened.
+        if not patches.binding_is_current(body, binding) or patches.report_matches(body):
             return False
         patch = patches.undo_patch(body=body, reason=reason, message=message, now=leases.now())
         await client.patch(kubeclient.AGENTJOBS, binding.job_name, patch, namespace=binding.job_namespace, subresource="status")

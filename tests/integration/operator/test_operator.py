@@ -246,3 +246,23 @@ def test_a_failed_attempt_backs_off_then_binds_again(api, kubeconfig, namespace,
         wait_for(lambda: phase(api, namespace, "flaky") == "Failed", timeout=10, message="attempts exhausted")
         failed = next(c for c in api.job(namespace, "flaky")["status"]["conditions"] if c["type"] == "Failed")
         assert failed["reason"] == "AttemptsExhausted"
+
+
+def test_after_a_crash_between_the_two_writes_the_restarted_operator_restores_the_lease(api, kubeconfig, namespace, tmp_path) -> None:
+    pool = stubs.unique("pool")
+    api.create_factory(pool, namespace)
+    runner = stubs.StubRunner(api, pod=f"{pool}-0", namespace=namespace, factory=pool)
+    runner.announce()
+    api.create_job(namespace, "half")
+    env = {"GIGAFACTORY_CLAIM_TIMEOUT_SECONDS": "60"}
+    with stubs.operators(kubeconfig, tmp_path, **env) as (first,):
+        lease = wait_for(lambda: next(iter(runner.bindings()), None), timeout=15, message="binding")
+        first.kill()
+    # What a crash after the status patch and before the Lease leaves behind: a bound job, no Lease.
+    api.call("delete", kubeclient.LEASES, lease["metadata"]["name"], namespace=namespace)
+    with stubs.operators(kubeconfig, tmp_path, **env):
+        restored = wait_for(lambda: next(iter(runner.bindings()), None), timeout=15, message="lease restored")
+        assert restored["metadata"]["name"] == lease["metadata"]["name"]
+        runner.claim(restored)  # the runner can go on as if nothing happened
+        assert phase(api, namespace, "half") == "Running"
+        assert api.job(namespace, "half")["status"]["attempt"] == 1
