@@ -35,6 +35,11 @@ class OperatorSettings(pydantic_settings.BaseSettings):
     weight_repo_spread: int = pydantic.Field(default=1, ge=0)
     # A waiting job gains one priority point per this many seconds, so no job starves.
     aging_seconds_per_point: float = pydantic.Field(default=60, gt=0)
+    # Score at most this many feasible pods per job (warm pods first, then in rotation): bounds a
+    # cycle's cost on a large fleet, as kube-scheduler's percentageOfNodesToScore does.
+    max_pods_to_score: int = pydantic.Field(default=32, ge=1)
+    # Binds (and explanation writes) in flight at once, so a burst does not flood the API server.
+    bind_concurrency: int = pydantic.Field(default=32, ge=1)
     # Port of /healthz, /readyz and /metrics.
     http_port: int = pydantic.Field(default=8080, ge=0, le=65535)
 

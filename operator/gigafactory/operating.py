@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 Body = dict[str, Any]
 ACTIVE_PHASES = (agentjobs.Phase.BOUND.value, agentjobs.Phase.RUNNING.value)
-BIND_CONCURRENCY = 32
 
 
 class Operator:
@@ -299,8 +298,10 @@ class Operator:
     async def run_once(self) -> cycle.CycleResult:
         snap, bodies = self.snapshot()
         used_before = dict(snap.used)
+        # In a worker thread: a big cycle takes a good part of a second, and the probes, timers and
+        # informers must not wait for it. The cycle touches only its own snapshot, never the caches.
         with self.metrics.cycle_seconds.time():
-            result = cycle.run(snap, self.profile)
+            result = await asyncio.to_thread(cycle.run, snap, self.profile)
         self.cycles += 1
         self._observe(snap, result)
         for decision in result.decisions:
@@ -309,7 +310,7 @@ class Operator:
         writes += [self._explain(bodies[e.job.uid], e) for e in result.unschedulable]
         writes += self._factory_status_writes(snap, used_before)
         if writes:
-            for outcome in await binder.gather_bounded(writes, limit=BIND_CONCURRENCY):
+            for outcome in await binder.gather_bounded(writes, limit=self.settings.bind_concurrency):
                 if isinstance(outcome, Exception):
                     logger.warning("write failed: %s", outcome)
         self._schedule_requeues(result)

@@ -127,5 +127,6 @@ def settings_values(settings: Any) -> dict[str, Any]:
             "weight_success_rate",
             "weight_repo_spread",
             "aging_seconds_per_point",
+            "max_pods_to_score",
         )
     }
