@@ -426,7 +426,7 @@ class Operator:
 
     async def run(self) -> None:
         http, port = await observing.serve(port=self.settings.http_port, metrics=self.metrics, ready=self.ready)
-        logger.info("serving probes and metrics", extra={"count": port})
+        logger.info("serving probes and metrics", extra={"port": port})
         try:
             async with contextlib.AsyncExitStack() as stack:
                 for informer in self.informers:
