@@ -339,7 +339,9 @@ class Operator:
     async def _explain(self, body: Body, explanation: cycle.Explanation) -> None:
         # The persisted message leaves out the queue position: it moves with every bind ahead of
         # the job, and writing it would rewrite every waiting job on every cycle.
-        await binder.explain(self.client, body=body, message=explanation.message)
+        if await binder.explain(self.client, body=body, message=explanation.message):
+            job = explanation.job
+            logger.info("unschedulable", extra={"job": f"{job.namespace}/{job.name}", "reason": explanation.message_with_position})
 
     def _observe(self, snap: snapshots.Snapshot, result: cycle.CycleResult) -> None:
         per_queue: collections.Counter[str] = collections.Counter(j.queue for j in snap.jobs)
