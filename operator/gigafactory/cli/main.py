@@ -47,6 +47,33 @@ def operator(
 
 
 @app.command()
+def runner(
+    kubeconfig: Annotated[
+        pathlib.Path | None, typer.Option(help="Kubeconfig file to use (unset: the in-cluster service account).")
+    ] = None,
+) -> None:
+    """Run a factory runner: heartbeat, claim bound jobs, run agents in worktrees, push, report.
+    Settings from GIGAFACTORY_RUNNER_* env (pod name, namespace, factory, slots, work dir, profiles file)."""
+    import logging
+
+    import pydantic
+
+    from gigafactory import config
+    from gigafactory.runner import running
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = config.RunnerSettings()
+    except pydantic.ValidationError as exc:
+        missing = ", ".join("GIGAFACTORY_RUNNER_" + str(e["loc"][0]).upper() for e in exc.errors())
+        typer.echo(f"error: runner settings missing or invalid: {missing}", err=True)
+        raise typer.Exit(2) from None
+    if kubeconfig is not None:
+        settings = settings.model_copy(update={"kubeconfig": str(kubeconfig)})
+    asyncio.run(running.main(settings))
+
+
+@app.command()
 def dev(
     work_dir: Annotated[pathlib.Path, typer.Option(help="Where the sample repository, runner work dirs and logs go.")] = pathlib.Path(".dev"),
     kubeconfig: Annotated[pathlib.Path | None, typer.Option(help="Write the kubeconfig here (default: WORK_DIR/kubeconfig).")] = None,

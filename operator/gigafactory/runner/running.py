@@ -1,0 +1,448 @@
+"""The runner process: heartbeat, watch own bindings, claim, run, push, report, release.
+
+Every step follows docs/protocol.md. An attempt's binding Lease is released in a `finally`, so
+every exit path (success, failure, exception, stop, shutdown) gives the slot back.
+"""
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import logging
+import os
+import pathlib
+import signal
+import tempfile
+from typing import Any
+
+from gigafactory import config, constants, kubeclient, leases
+from gigafactory.models import agentjobs
+from gigafactory.runner import executing, profiles, worktrees
+
+logger = logging.getLogger(__name__)
+
+LOG_CONFIGMAP_BYTES = 256 * 1024 - 1024  # stays well under the 1 MiB object limit
+
+
+def _stamp(moment: datetime.datetime | None = None) -> str:
+    return (moment or leases.now()).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class AttemptFailed(Exception):
+    """A classified end of an attempt before or after the agent ran."""
+
+    def __init__(self, outcome: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome, self.reason, self.message = outcome, reason, message
+
+
+class Attempt:
+    """One claimed binding being worked on."""
+
+    def __init__(self, binding: leases.Binding) -> None:
+        self.binding = binding
+        self.stop = asyncio.Event()
+        self.stop_reason: str | None = None
+        self.lost = False
+        self.lease_version = binding.resource_version
+        self.lease_claimed = False
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.binding.job_uid}-{self.binding.attempt}"
+
+
+class Runner:
+    def __init__(self, settings: config.RunnerSettings, client: kubeclient.Client) -> None:
+        self.settings = settings
+        self.client = client
+        self.workspace = worktrees.Workspace(pathlib.Path(settings.work_dir))
+        self.profiles = profiles.load(settings.profiles_file)
+        self.attempts: dict[str, Attempt] = {}  # binding lease name → attempt
+        self.seen: set[str] = set()
+        self.draining = False
+        self.heartbeat_version: str | None = None
+        self.announced_repos: list[str] = []
+        self.wake = asyncio.Event()
+
+    # --- heartbeat ---
+
+    def _heartbeat_body(self) -> dict[str, Any]:
+        return leases.build_heartbeat_lease(
+            pod=self.settings.pod_name, namespace=self.settings.namespace, factory=self.settings.factory,
+            slots=self.settings.slots, agents=self.profiles.keys(), warm_repos=self.announced_repos,
+            duration_seconds=self.settings.heartbeat_seconds, moment=leases.now(), draining=self.draining,
+        )
+
+    async def announce(self) -> None:
+        self.announced_repos = self.workspace.warm_repos()
+        body = self._heartbeat_body()
+        try:
+            created = await self.client.create(kubeclient.LEASES, body)
+        except kubeclient.AlreadyExists:
+            current = await self.client.get(kubeclient.LEASES, self.settings.pod_name, namespace=self.settings.namespace)
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            created = await self.client.replace(kubeclient.LEASES, self.settings.pod_name, body, namespace=self.settings.namespace)
+        self.heartbeat_version = created["metadata"]["resourceVersion"]
+
+    async def renew_heartbeat(self) -> None:
+        repos = self.workspace.warm_repos()
+        patch: dict[str, Any] = leases.renew_patch(moment=leases.now(), resource_version=self.heartbeat_version or "")
+        if repos != self.announced_repos:  # annotations change only when what they say changes
+            patch["metadata"]["annotations"] = {constants.ANNOTATION_WARM_REPOS: ",".join(repos)}
+        try:
+            updated = await self.client.patch(kubeclient.LEASES, self.settings.pod_name, patch, namespace=self.settings.namespace)
+            self.heartbeat_version = updated["metadata"]["resourceVersion"]
+            self.announced_repos = repos
+        except (kubeclient.Conflict, kubeclient.NotFound):
+            await self.announce()
+
+    async def heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds / 3)
+            try:
+                await self.renew_heartbeat()
+            except (kubeclient.ApiError, OSError) as exc:
+                logger.warning("heartbeat renewal failed: %s", exc)
+
+    # --- bindings ---
+
+    def on_binding(self, kind: str, lease: dict[str, Any]) -> None:
+        binding = leases.parse_binding(lease)
+        if binding is None or binding.pod != self.settings.pod_name:
+            return
+        attempt = self.attempts.get(binding.name)
+        if kind == "DELETED":
+            self.seen.discard(binding.name)
+            if attempt is not None and not attempt.stop.is_set():
+                attempt.lost = True  # the operator moved on: stop, report nothing
+                attempt.stop.set()
+            return
+        if attempt is not None:
+            if binding.resource_version:
+                attempt.lease_version = binding.resource_version
+            if binding.stop and not attempt.stop.is_set():
+                attempt.stop_reason = binding.stop
+                attempt.stop.set()
+            return
+        if binding.name in self.seen or binding.claimed or binding.stop or binding.holder != self.settings.pod_name:
+            return
+        if self.draining or len(self.attempts) >= self.settings.slots:
+            return  # unclaimed: the operator's claim timeout moves it elsewhere
+        self.seen.add(binding.name)
+        attempt = Attempt(binding)
+        self.attempts[binding.name] = attempt
+        attempt.task = asyncio.create_task(self.handle(attempt), name=f"attempt:{binding.name}")
+
+    async def _read_job(self, binding: leases.Binding) -> dict[str, Any]:
+        return await self.client.get(kubeclient.AGENTJOBS, binding.job_name, namespace=binding.job_namespace)
+
+    def _mine(self, job: dict[str, Any], binding: leases.Binding) -> bool:
+        status = job.get("status") or {}
+        assignment = status.get("assignment") or {}
+        return (job["metadata"].get("uid") == binding.job_uid and status.get("attempt") == binding.attempt
+                and assignment.get("pod") == self.settings.pod_name)
+
+    async def claim(self, attempt: Attempt) -> dict[str, Any] | None:
+        """Steps 1–3 of the claim; None when the binding is no longer ours."""
+        binding = attempt.binding
+        for _ in range(5):
+            try:
+                job = await self._read_job(binding)
+            except kubeclient.NotFound:
+                return None
+            if not self._mine(job, binding) or (job.get("status") or {}).get("phase") != agentjobs.Phase.BOUND.value:
+                return None
+            now = leases.now()
+            if not attempt.lease_claimed:
+                try:
+                    lease = await self.client.patch(kubeclient.LEASES, binding.name, leases.claim_patch(
+                        pod=self.settings.pod_name, duration_seconds=self.settings.binding_lease_seconds, moment=now,
+                        resource_version=attempt.lease_version or ""), namespace=binding.namespace)
+                except (kubeclient.Conflict, kubeclient.NotFound):
+                    return None  # the operator changed it first (a stop, an undo): not ours to run
+                attempt.lease_version = lease["metadata"]["resourceVersion"]
+                attempt.lease_claimed = True
+            conditions = [c for c in (job["status"].get("conditions") or []) if c.get("type") not in ("Claimed", "Running")]
+            conditions += [
+                {"type": "Claimed", "status": "True", "reason": "Claimed", "message": f"claimed by {self.settings.pod_name}",
+                 "lastTransitionTime": _stamp(now), "observedGeneration": job["metadata"].get("generation")},
+                {"type": "Running", "status": "True", "reason": "AgentRunning", "message": "the agent is running",
+                 "lastTransitionTime": _stamp(now), "observedGeneration": job["metadata"].get("generation")},
+            ]
+            patch = {"metadata": {"resourceVersion": job["metadata"]["resourceVersion"]},
+                     "status": {"phase": agentjobs.Phase.RUNNING.value, "assignment": {"claimedAt": _stamp(now)},
+                                "conditions": conditions}}
+            try:
+                return await self.client.patch(kubeclient.AGENTJOBS, binding.job_name, patch,
+                                               namespace=binding.job_namespace, subresource="status")
+            except kubeclient.Conflict:
+                continue  # re-read: go on only while the assignment still names us
+        return None
+
+    async def renew_loop(self, attempt: Attempt) -> None:
+        binding = attempt.binding
+        while not attempt.stop.is_set():
+            await asyncio.sleep(self.settings.binding_lease_seconds / 3)
+            try:
+                lease = await self.client.patch(kubeclient.LEASES, binding.name, leases.renew_patch(
+                    moment=leases.now(), resource_version=attempt.lease_version or ""), namespace=binding.namespace)
+                attempt.lease_version = lease["metadata"]["resourceVersion"]
+            except kubeclient.Conflict:
+                try:
+                    lease = await self.client.get(kubeclient.LEASES, binding.name, namespace=binding.namespace)
+                except kubeclient.NotFound:
+                    lease = None
+                if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.settings.pod_name:
+                    attempt.lost = True
+                    attempt.stop.set()
+                    return
+                attempt.lease_version = lease["metadata"]["resourceVersion"]
+                parsed = leases.parse_binding(lease)
+                stop = parsed.stop if parsed else None
+                if stop:
+                    attempt.stop_reason = stop
+                    attempt.stop.set()
+            except kubeclient.NotFound:
+                attempt.lost = True
+                attempt.stop.set()
+            except (kubeclient.ApiError, OSError) as exc:
+                logger.warning("renewing %s failed: %s", binding.name, exc)
+
+    async def _secret(self, job: dict[str, Any]) -> worktrees.Credentials:
+        name = ((job.get("spec") or {}).get("repo") or {}).get("credentialsSecret")
+        if not name:
+            return worktrees.Credentials()
+        try:
+            secret = await self.client.get(kubeclient.SECRETS, name, namespace=job["metadata"]["namespace"])
+        except kubeclient.NotFound:
+            raise AttemptFailed("Rejected", "SecretNotFound", f"Secret {name} not found in namespace {job['metadata']['namespace']}") from None
+        data = {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.get("data") or {}).items()}
+        data.update(secret.get("stringData") or {})
+        return worktrees.credentials_from_secret(data)
+
+    async def _prompt(self, job: dict[str, Any], spec: agentjobs.AgentJobSpec) -> str:
+        if spec.task.prompt is not None:
+            return spec.task.prompt
+        ref = spec.task.prompt_from.config_map_key_ref  # type: ignore[union-attr]
+        try:
+            cm = await self.client.get(kubeclient.CONFIGMAPS, ref.name, namespace=job["metadata"]["namespace"])
+        except kubeclient.NotFound:
+            raise AttemptFailed("Rejected", "PromptNotFound", f"ConfigMap {ref.name} not found") from None
+        text = (cm.get("data") or {}).get(ref.key)
+        if text is None:
+            raise AttemptFailed("Rejected", "PromptNotFound", f"ConfigMap {ref.name} has no key {ref.key}")
+        return text
+
+    async def execute(self, attempt: Attempt, job: dict[str, Any]) -> dict[str, Any]:
+        """Prepare, run the agent, push; returns the report (without attempt/pod/finishedAt)."""
+        spec = agentjobs.AgentJob.model_validate(job).spec
+        profile = self.profiles.get(spec.agent.profile)
+        if profile is None:
+            raise AttemptFailed("Rejected", "ProfileUnknown", f"agent profile {spec.agent.profile!r} is not offered by this runner")
+        for env in spec.agent.env:  # the schema refuses these too; a runner does not rely on it
+            if env.name.startswith(constants.RESERVED_ENV_PREFIXES) or env.name in constants.RESERVED_ENV_NAMES:
+                raise AttemptFailed("Rejected", "ReservedEnv", f"env name {env.name} is reserved")
+        try:
+            worktrees.check_url(spec.repo.url, allow_local=self.settings.allow_local_repos)
+        except worktrees.GitFailure as exc:
+            raise AttemptFailed(exc.outcome, exc.reason, exc.message) from None
+        credentials = await self._secret(job)
+        prompt = await self._prompt(job, spec)
+        branch = spec.repo.branch or f"agent/{job['metadata']['name']}"
+        label = f"{job['metadata']['namespace']}/{job['metadata']['name']}#{attempt.binding.attempt}"
+        mirror = None
+        try:
+            mirror = await self.workspace.sync_mirror(spec.repo.url, credentials)
+            workdir, base = await self.workspace.add_worktree(mirror, name=attempt.name, base_ref=spec.repo.base_ref)
+            with tempfile.TemporaryDirectory(prefix="gf-task-", dir=self.workspace.root) as tmp:
+                prompt_file = pathlib.Path(tmp) / "prompt.md"
+                prompt_file.write_text(prompt)
+                argv = profile.render(prompt_file=prompt_file, workdir=workdir, job=job["metadata"]["name"],
+                                      branch=branch, extra_args=spec.agent.args)
+                env = {**worktrees.clean_env(), **profile.env, **{e.name: e.value for e in spec.agent.env},
+                       "GIGAFACTORY_JOB": job["metadata"]["name"], "GIGAFACTORY_BRANCH": branch, "GIT_TERMINAL_PROMPT": "0"}
+                if "GIGAFACTORY_SCRIPT_MARKER" in os.environ:  # the script agent's execution counter (tests)
+                    env["GIGAFACTORY_SCRIPT_MARKER"] = os.environ["GIGAFACTORY_SCRIPT_MARKER"]
+                try:
+                    result = await executing.run(argv, cwd=str(workdir), env=env, timeout=profile.timeout_seconds,
+                                                 stop=attempt.stop, label=label,
+                                                 stdin=prompt.encode() if profile.stdin == "prompt" else None)
+                except OSError as exc:
+                    raise AttemptFailed("Rejected", "AgentNotRunnable", f"cannot start the agent: {exc}") from None
+            log_ref = await self.save_log(attempt, job, result.tail)
+            report: dict[str, Any] = {"outcome": result.outcome, "exitCode": result.exit_code, "logRef": log_ref}
+            if result.outcome == "Stopped" and attempt.stop_reason == "RunnerShutdown":
+                report.update(outcome="InfraError", reason="RunnerShutdown", message="the runner shut down before the agent finished")
+                return report
+            if result.outcome == "Stopped":
+                report["reason"] = attempt.stop_reason or "Stopped"
+                report["message"] = f"stopped by the operator ({attempt.stop_reason})"
+                return report
+            if result.outcome == "TimedOut":
+                report["reason"] = "AgentTimeout"
+                report["message"] = f"the agent ran longer than {profile.timeout_seconds}s and was killed"
+                return report
+            if result.outcome == "AgentFailed":
+                report["reason"] = "AgentExit"
+                report["message"] = f"the agent exited with code {result.exit_code}: {result.tail[-300:].strip()}"
+                return report
+            await self.workspace.commit_leftovers(workdir, f"{job['metadata']['name']}: agent changes")
+            await self.workspace.push(workdir, url=spec.repo.url, branch=branch, credentials=credentials)
+            described = await self.workspace.describe(workdir, base)
+            summary_file = workdir / "SUMMARY.md"
+            summary = summary_file.read_text(errors="replace")[:8000] if summary_file.exists() else result.tail[-2000:]
+            report["result"] = {"branch": branch, **described, "summary": summary}
+            report["message"] = f"pushed {branch} at {described['commit'][:12]}"
+            return report
+        except worktrees.GitFailure as exc:
+            raise AttemptFailed(exc.outcome, exc.reason, exc.message) from None
+        finally:
+            if mirror is not None:
+                await self.workspace.remove_worktree(mirror, attempt.name)
+
+    async def save_log(self, attempt: Attempt, job: dict[str, Any], tail: str) -> str | None:
+        """The output's tail in a size-capped ConfigMap beside the runner; its name goes in the report."""
+        name = f"gf-log-{attempt.name}"
+        body = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": self.settings.namespace,
+                             "labels": {constants.LABEL_ROLE: "log", constants.LABEL_POD: self.settings.pod_name},
+                             "annotations": {constants.LABEL_JOB: f"{job['metadata']['namespace']}/{job['metadata']['name']}"}},
+                "data": {"output": tail[-LOG_CONFIGMAP_BYTES:]}}
+        try:
+            with contextlib.suppress(kubeclient.AlreadyExists):
+                await self.client.create(kubeclient.CONFIGMAPS, body)
+        except (kubeclient.ApiError, OSError) as exc:
+            logger.warning("could not keep the log of %s: %s", attempt.name, exc)
+            return None
+        return f"configmap/{self.settings.namespace}/{name}"
+
+    async def report(self, attempt: Attempt, report: dict[str, Any]) -> None:
+        """status.report, only while the job's current attempt is still ours (precondition on a fresh read)."""
+        binding = attempt.binding
+        body = {"attempt": binding.attempt, "pod": self.settings.pod_name, "finishedAt": _stamp(), **report}
+        body = {k: v for k, v in body.items() if v is not None}
+        for _ in range(5):
+            try:
+                job = await self._read_job(binding)
+            except kubeclient.NotFound:
+                return
+            if not self._mine(job, binding):
+                return  # a newer attempt or an undo: a stale report would change nothing, so send none
+            patch = {"metadata": {"resourceVersion": job["metadata"]["resourceVersion"]}, "status": {"report": body}}
+            try:
+                await self.client.patch(kubeclient.AGENTJOBS, binding.job_name, patch, namespace=binding.job_namespace,
+                                        subresource="status")
+                return
+            except kubeclient.Conflict:
+                continue
+
+    async def release(self, attempt: Attempt) -> None:
+        binding = attempt.binding
+        for _ in range(3):
+            try:
+                lease = await self.client.get(kubeclient.LEASES, binding.name, namespace=binding.namespace)
+            except kubeclient.NotFound:
+                return
+            if (lease.get("spec") or {}).get("holderIdentity") != self.settings.pod_name:
+                return
+            try:
+                await self.client.patch(kubeclient.LEASES, binding.name, leases.release_patch(
+                    resource_version=lease["metadata"]["resourceVersion"]), namespace=binding.namespace)
+                return
+            except (kubeclient.Conflict, kubeclient.NotFound):
+                continue
+
+    async def handle(self, attempt: Attempt) -> None:
+        binding = attempt.binding
+        renewer: asyncio.Task[None] | None = None
+        try:
+            job = await self.claim(attempt)
+            if job is None:
+                logger.info("binding %s is no longer ours; not running it", binding.name)
+                return
+            logger.info("claimed %s/%s attempt %d", binding.job_namespace, binding.job_name, binding.attempt)
+            renewer = asyncio.create_task(self.renew_loop(attempt))
+            try:
+                report = await self.execute(attempt, job)
+            except AttemptFailed as exc:
+                report = {"outcome": exc.outcome, "reason": exc.reason, "message": exc.message[:4000]}
+            except Exception as exc:  # a runner bug must not take the other slots down
+                logger.exception("attempt %s failed inside the runner", binding.name)
+                report = {"outcome": "InfraError", "reason": "RunnerError", "message": f"{type(exc).__name__}: {exc}"[:4000]}
+            if attempt.lost:
+                logger.info("lost the lease of %s; not reporting", binding.name)
+                return
+            logger.info("%s/%s attempt %d: %s %s", binding.job_namespace, binding.job_name, binding.attempt,
+                        report["outcome"], report.get("reason", ""))
+            await self.report(attempt, report)
+        except (kubeclient.ApiError, OSError) as exc:
+            logger.warning("attempt %s: API trouble: %s", binding.name, exc)
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+            with contextlib.suppress(kubeclient.ApiError, OSError):
+                await self.release(attempt)
+            self.attempts.pop(binding.name, None)
+            self.wake.set()
+
+    # --- process ---
+
+    async def shutdown(self) -> None:
+        self.draining = True
+        with contextlib.suppress(kubeclient.ApiError, OSError):
+            await self.client.patch(kubeclient.LEASES, self.settings.pod_name,
+                                    {"metadata": {"annotations": {leases.ANNOTATION_DRAINING: "true"}}},
+                                    namespace=self.settings.namespace)
+        tasks = [a.task for a in self.attempts.values() if a.task is not None]
+        if tasks:
+            logger.info("draining: %d running jobs get %ds to finish", len(tasks), self.settings.shutdown_grace_seconds)
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_seconds)
+            for attempt in list(self.attempts.values()):
+                attempt.stop_reason = "RunnerShutdown"
+                attempt.stop.set()
+            if pending:
+                await asyncio.wait(pending, timeout=executing.KILL_GRACE_SECONDS + 10)
+        with contextlib.suppress(kubeclient.ApiError, OSError):
+            await self.client.delete(kubeclient.LEASES, self.settings.pod_name, namespace=self.settings.namespace)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        swept = self.workspace.sweep()
+        if swept:
+            logger.info("start-up sweep removed: %s", ", ".join(swept))
+        await self.announce()
+        informer = kubeclient.Informer(
+            self.client, kubeclient.LEASES, namespace=self.settings.namespace,
+            label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_BINDING},{constants.LABEL_POD}={self.settings.pod_name}",
+            handler=self.on_binding,
+        )
+        heartbeat = asyncio.create_task(self.heartbeat_loop())
+        async with informer.running():
+            logger.info("runner %s of factory %s ready with %d slots", self.settings.pod_name, self.settings.factory, self.settings.slots)
+            while not stop.is_set():
+                self.wake.clear()
+                # A slot freed up: bindings skipped while full are offered again.
+                for lease in list(informer.cache.values()):
+                    self.on_binding("MODIFIED", lease)
+                waiter = asyncio.create_task(self.wake.wait())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+            heartbeat.cancel()
+            await self.shutdown()
+
+
+async def main(settings: config.RunnerSettings) -> None:
+    client = kubeclient.Client.from_kubeconfig(settings.kubeconfig)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await Runner(settings, client).run(stop)
+    finally:
+        await client.close()

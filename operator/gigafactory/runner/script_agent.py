@@ -1,0 +1,48 @@
+"""The `script` agent: a small deterministic agent for tests and the demo.
+
+With no options it records the task prompt in .gigafactory/task.md and commits it. Tests steer it:
+`--exit N` exits with N (after doing nothing), `--hang` never returns, and the env variable
+GIGAFACTORY_SCRIPT_MARKER names a file that gets one line per execution, so a test can count
+exactly how often each job ran.
+"""
+
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prompt-file", required=True)
+    parser.add_argument("--exit", type=int, default=None, dest="exit_code")
+    parser.add_argument("--hang", action="store_true")
+    args = parser.parse_args(argv)
+    prompt = pathlib.Path(args.prompt_file).read_text()
+    marker = os.environ.get("GIGAFACTORY_SCRIPT_MARKER")
+    if marker:
+        with open(marker, "a") as handle:
+            handle.write(f"{os.getcwd()}\n")
+    print(f"script agent: task of {len(prompt)} characters", flush=True)
+    if args.hang:
+        while True:
+            time.sleep(3600)
+    if args.exit_code is not None:
+        print(f"script agent: exiting with {args.exit_code}", flush=True)
+        return args.exit_code
+    target = pathlib.Path(".gigafactory") / "task.md"
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(prompt if prompt.endswith("\n") else prompt + "\n")
+    pathlib.Path("SUMMARY.md").write_text("Recorded the task in .gigafactory/task.md.\n")
+    env = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
+    identity = ["-c", "user.name=Script Agent", "-c", "user.email=script@gigafactory.invalid"]
+    subprocess.run(["git", "add", str(target)], check=True, env=env)
+    subprocess.run(["git", *identity, "commit", "-q", "-m", "Record the task"], check=True, env=env)
+    print("script agent: committed .gigafactory/task.md", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Git on the runner: a bare mirror per repository, a worktree and branch per attempt, push, sweep.
+
+Same-repo jobs on one pod never share a worktree path or a local branch (both carry the job's uid
+and the attempt), and every mirror fetch holds that mirror's lock. Credentials reach git only
+through the environment of the git child (an askpass helper or an ssh key file), never argv,
+config or logs. Git runs in threads so the runner's event loop stays free.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import pathlib
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator, Mapping
+
+import git
+
+from gigafactory import leases
+
+BRANCH_PREFIX = "gf/"
+_ASKPASS = """#!/bin/sh
+case "$1" in
+  Username*) printf '%s\\n' "$GIGAFACTORY_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$GIGAFACTORY_GIT_PASSWORD" ;;
+esac
+"""
+_REMOTE_HELPER = re.compile(r"^[A-Za-z0-9+.-]+::")
+_SAFE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+
+
+class GitFailure(Exception):
+    """A git step failed; `outcome`/`reason` classify it for the report. Messages never hold secrets."""
+
+    def __init__(self, outcome: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.reason = reason
+        self.message = message
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text[-2000:]
+
+
+def check_url(url: str, *, allow_local: bool) -> None:
+    """Refuse remote helpers always, local repositories unless allowed (dev mode, tests)."""
+    if url.startswith("-") or _REMOTE_HELPER.match(url):
+        raise GitFailure("Rejected", "RepoNotAllowed", f"repository URL {url!r} names a git remote helper or an option")
+    local = url.startswith("file://") or url.startswith("/")
+    if local and not allow_local:
+        raise GitFailure("Rejected", "RepoNotAllowed", f"local repositories are not allowed on this runner: {url!r}")
+    if not local and not re.match(r"^(https?|ssh|git)://|^[A-Za-z0-9._-]+@[^:/]+:", url):
+        raise GitFailure("Rejected", "RepoNotAllowed", f"unsupported repository URL {url!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """What the job's Secret holds: an HTTPS token (and user name) or an SSH key."""
+
+    username: str = "x-access-token"
+    token: str = ""
+    ssh_key: str = ""
+    known_hosts: str = ""
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.token, self.ssh_key)
+
+
+@dataclasses.dataclass
+class Workspace:
+    """Mirrors and worktrees under one directory."""
+
+    root: pathlib.Path
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "mirrors").mkdir(exist_ok=True)
+        (self.root / "worktrees").mkdir(exist_ok=True)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.askpass = self.root / "askpass.sh"
+        self.askpass.write_text(_ASKPASS)
+        self.askpass.chmod(stat.S_IRWXU)
+
+    def mirror_path(self, url: str) -> pathlib.Path:
+        return self.root / "mirrors" / f"{leases.repo_key(url)}.git"
+
+    def warm_repos(self) -> list[str]:
+        return sorted(p.name.removesuffix(".git") for p in (self.root / "mirrors").glob("*.git"))
+
+    @contextlib.contextmanager
+    def git_env(self, credentials: Credentials) -> Iterator[dict[str, str]]:
+        """Environment for one git child: no prompts, credentials only through askpass or a key file."""
+        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": str(self.askpass), "SSH_ASKPASS": str(self.askpass),
+               "GIT_CONFIG_NOSYSTEM": "1"}
+        keydir = None
+        try:
+            if credentials.token:
+                env["GIGAFACTORY_GIT_USERNAME"] = credentials.username
+                env["GIGAFACTORY_GIT_PASSWORD"] = credentials.token
+            if credentials.ssh_key:
+                keydir = tempfile.mkdtemp(prefix="gf-ssh-", dir=self.root)
+                key = pathlib.Path(keydir) / "key"
+                key.touch(mode=0o600)
+                key.write_text(credentials.ssh_key if credentials.ssh_key.endswith("\n") else credentials.ssh_key + "\n")
+                hosts = pathlib.Path(keydir) / "known_hosts"
+                hosts.write_text(credentials.known_hosts)
+                checking = "yes" if credentials.known_hosts else "accept-new"
+                env["GIT_SSH_COMMAND"] = (f"ssh -i {key} -o IdentitiesOnly=yes -o UserKnownHostsFile={hosts} "
+                                          f"-o StrictHostKeyChecking={checking} -o BatchMode=yes")
+            yield env
+        finally:
+            if keydir:
+                shutil.rmtree(keydir, ignore_errors=True)
+
+    async def _git(self, cwd: pathlib.Path | None, args: list[str], credentials: Credentials, *,
+                   failure: tuple[str, str]) -> str:
+        def call() -> str:
+            with self.git_env(credentials) as env:
+                try:
+                    return git.Git(str(cwd) if cwd else None).execute(["git", *args], env=env)
+                except git.GitCommandError as exc:
+                    detail = _scrub(str(exc.stderr or exc).strip(), credentials.secrets)
+                    raise GitFailure(failure[0], failure[1], detail) from None
+
+        return await asyncio.to_thread(call)
+
+    async def sync_mirror(self, url: str, credentials: Credentials) -> pathlib.Path:
+        """Clone the bare mirror once, fetch it on every attempt, under the mirror's lock."""
+        path = self.mirror_path(url)
+        lock = self._locks.setdefault(str(path), asyncio.Lock())
+        async with lock:
+            if not (path / "HEAD").exists():
+                shutil.rmtree(path, ignore_errors=True)
+                try:
+                    await self._git(None, ["clone", "--mirror", "--", url, str(path)], credentials,
+                                    failure=("Rejected", "RepoNotFound"))
+                except GitFailure as exc:
+                    shutil.rmtree(path, ignore_errors=True)
+                    if "Authentication failed" in exc.message or "could not read Username" in exc.message \
+                            or "Permission denied" in exc.message:
+                        raise GitFailure("Rejected", "BadCredentials", f"authentication to {url} failed") from None
+                    raise
+            else:
+                await self._git(path, ["fetch", "--prune", "origin"], credentials, failure=("InfraError", "FetchFailed"))
+        return path
+
+    async def add_worktree(self, mirror: pathlib.Path, *, name: str, base_ref: str) -> tuple[pathlib.Path, str]:
+        """A fresh worktree on a fresh branch gf/<name> at baseRef; returns its path and the base commit."""
+        if not _SAFE_REF.match(base_ref):
+            raise GitFailure("Rejected", "BaseRefNotFound", f"baseRef {base_ref!r} is not a valid ref")
+        none = Credentials()
+        try:
+            base = (await self._git(mirror, ["rev-parse", "--verify", "--quiet", f"{base_ref}^{{commit}}"], none,
+                                    failure=("Rejected", "BaseRefNotFound"))).strip()
+        except GitFailure:
+            raise GitFailure("Rejected", "BaseRefNotFound", f"baseRef {base_ref!r} does not exist in the repository") from None
+        path = self.root / "worktrees" / name
+        await self._git(mirror, ["worktree", "add", "-b", f"{BRANCH_PREFIX}{name}", str(path), base], none,
+                        failure=("InfraError", "WorktreeFailed"))
+        return path, base
+
+    async def commit_leftovers(self, worktree: pathlib.Path, message: str) -> None:
+        """Agents that edit without committing still get their work pushed."""
+        none = Credentials()
+        if (await self._git(worktree, ["status", "--porcelain"], none, failure=("InfraError", "GitFailed"))).strip():
+            await self._git(worktree, ["add", "-A"], none, failure=("InfraError", "GitFailed"))
+            await self._git(worktree, ["-c", "user.name=Gigafactory", "-c", "user.email=runner@gigafactory.invalid",
+                                       "commit", "-q", "-m", message], none, failure=("InfraError", "GitFailed"))
+
+    async def push(self, worktree: pathlib.Path, *, url: str, branch: str, credentials: Credentials) -> None:
+        """Push HEAD to a new branch; an existing branch on the remote is never overwritten."""
+        if not _SAFE_REF.match(branch):
+            raise GitFailure("Rejected", "InvalidBranch", f"branch {branch!r} is not a valid ref")
+        existing = await self._git(worktree, ["ls-remote", "--heads", "--", url, f"refs/heads/{branch}"], credentials,
+                                   failure=("PushFailed", "PushRejected"))
+        if existing.strip():
+            raise GitFailure("PushFailed", "BranchExists", f"branch {branch} already exists on the remote")
+        await self._git(worktree, ["push", "--porcelain", "--", url, f"HEAD:refs/heads/{branch}"], credentials,
+                        failure=("PushFailed", "PushRejected"))
+
+    async def describe(self, worktree: pathlib.Path, base: str) -> dict:
+        none = Credentials()
+        head = (await self._git(worktree, ["rev-parse", "HEAD"], none, failure=("InfraError", "GitFailed"))).strip()
+        names = await self._git(worktree, ["diff", "--name-only", base, head], none, failure=("InfraError", "GitFailed"))
+        numstat = await self._git(worktree, ["diff", "--numstat", base, head], none, failure=("InfraError", "GitFailed"))
+        insertions = deletions = 0
+        for line in numstat.splitlines():
+            added, removed, _ = (line.split("\t", 2) + ["", ""])[:3]
+            insertions += int(added) if added.isdigit() else 0
+            deletions += int(removed) if removed.isdigit() else 0
+        files = [n for n in names.splitlines() if n]
+        return {"commit": head, "baseCommit": base, "changedFiles": files[:1000],
+                "diffstat": {"filesChanged": len(files), "insertions": insertions, "deletions": deletions}}
+
+    async def remove_worktree(self, mirror: pathlib.Path, name: str) -> None:
+        """Remove one attempt's worktree and local branch (idempotent)."""
+        def call() -> None:
+            repo = git.Git(str(mirror))
+            path = self.root / "worktrees" / name
+            with contextlib.suppress(git.GitCommandError):
+                repo.execute(["git", "worktree", "remove", "--force", str(path)])
+            shutil.rmtree(path, ignore_errors=True)
+            with contextlib.suppress(git.GitCommandError):
+                repo.execute(["git", "worktree", "prune"])
+            with contextlib.suppress(git.GitCommandError):
+                repo.execute(["git", "branch", "-D", f"{BRANCH_PREFIX}{name}"])
+
+        await asyncio.to_thread(call)
+
+    def sweep(self, live: set[str] = frozenset()) -> list[str]:
+        """Remove every worktree and gf/* branch that belongs to no live attempt; returns what went."""
+        removed: list[str] = []
+        for path in (self.root / "worktrees").iterdir():
+            if path.name not in live:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(f"worktree {path.name}")
+        for mirror in (self.root / "mirrors").glob("*.git"):
+            repo = git.Git(str(mirror))
+            with contextlib.suppress(git.GitCommandError):
+                repo.execute(["git", "worktree", "prune"])
+            try:
+                branches = repo.execute(["git", "for-each-ref", "--format=%(refname:short)", f"refs/heads/{BRANCH_PREFIX}"])
+            except git.GitCommandError:
+                continue
+            for branch in branches.splitlines():
+                if branch.removeprefix(BRANCH_PREFIX) not in live:
+                    with contextlib.suppress(git.GitCommandError):
+                        repo.execute(["git", "branch", "-D", branch])
+                        removed.append(f"branch {branch}")
+        for leftover in self.root.glob("gf-ssh-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        return removed
+
+
+def credentials_from_secret(data: Mapping[str, str]) -> Credentials:
+    """Secret data (already base64-decoded) → Credentials; unknown keys are ignored."""
+    return Credentials(
+        username=data.get("username") or "x-access-token",
+        token=data.get("token") or data.get("password") or "",
+        ssh_key=data.get("ssh-privatekey") or "",
+        known_hosts=data.get("known_hosts") or "",
+    )
+
+
+def clean_env() -> dict[str, str]:
+    """The runner's environment minus anything git-related, for the agent process."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "GIGAFACTORY_", "SSH_"))}

@@ -1,0 +1,191 @@
+"""The runner's git and process handling on real repositories and real process groups."""
+
+import asyncio
+import os
+import pathlib
+import signal
+import sys
+import time
+
+import git
+import pytest
+
+from gigafactory.runner import executing, profiles, worktrees
+
+
+@pytest.fixture()
+def remote(tmp_path: pathlib.Path) -> pathlib.Path:
+    work = tmp_path / "src"
+    repo = git.Repo.init(work, initial_branch="main")
+    (work / "a.txt").write_text("a\n")
+    repo.index.add(["a.txt"])
+    actor = git.Actor("t", "t@example.invalid")
+    repo.index.commit("one", author=actor, committer=actor)
+    bare = tmp_path / "remote.git"
+    git.Repo.init(bare, bare=True, initial_branch="main")
+    repo.create_remote("origin", str(bare)).push("main:main")
+    return bare
+
+
+@pytest.fixture()
+def workspace(tmp_path: pathlib.Path) -> worktrees.Workspace:
+    return worktrees.Workspace(tmp_path / "work")
+
+
+def _agent(workdir: pathlib.Path, name: str) -> None:
+    (workdir / f"{name}.txt").write_text(name + "\n")
+    repo = git.Repo(workdir)
+    repo.index.add([f"{name}.txt"])
+    actor = git.Actor("agent", "agent@example.invalid")
+    repo.index.commit(name, author=actor, committer=actor)
+
+
+async def test_two_same_repo_attempts_work_side_by_side(workspace, remote) -> None:
+    none = worktrees.Credentials()
+    mirror_a, mirror_b = await asyncio.gather(workspace.sync_mirror(str(remote), none), workspace.sync_mirror(str(remote), none))
+    assert mirror_a == mirror_b  # one mirror per repository
+    (wa, base), (wb, _) = await asyncio.gather(
+        workspace.add_worktree(mirror_a, name="uid1-1", base_ref="main"),
+        workspace.add_worktree(mirror_a, name="uid2-1", base_ref="main"),
+    )
+    assert wa != wb
+    _agent(wa, "first")
+    _agent(wb, "second")
+    await asyncio.gather(
+        workspace.push(wa, url=str(remote), branch="agent/first", credentials=none),
+        workspace.push(wb, url=str(remote), branch="agent/second", credentials=none),
+    )
+    heads = {h.name: h.commit for h in git.Repo(remote).heads}
+    assert {"agent/first", "agent/second"} <= set(heads)
+    assert [p for p in heads["agent/first"].stats.files] == ["first.txt"]
+    assert [p for p in heads["agent/second"].stats.files] == ["second.txt"]
+    result = await workspace.describe(wa, base)
+    assert result["changedFiles"] == ["first.txt"] and result["diffstat"]["insertions"] == 1
+    await workspace.remove_worktree(mirror_a, "uid1-1")
+    assert not wa.exists()
+    assert "gf/uid1-1" not in [h.name for h in git.Repo(mirror_a).heads]
+
+
+async def test_existing_branch_is_never_overwritten(workspace, remote) -> None:
+    none = worktrees.Credentials()
+    mirror = await workspace.sync_mirror(str(remote), none)
+    path, _ = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
+    _agent(path, "x")
+    with pytest.raises(worktrees.GitFailure) as info:
+        await workspace.push(path, url=str(remote), branch="main", credentials=none)
+    assert (info.value.outcome, info.value.reason) == ("PushFailed", "BranchExists")
+
+
+async def test_missing_base_ref_and_repo_are_rejected(workspace, remote, tmp_path) -> None:
+    none = worktrees.Credentials()
+    mirror = await workspace.sync_mirror(str(remote), none)
+    with pytest.raises(worktrees.GitFailure) as info:
+        await workspace.add_worktree(mirror, name="u-2", base_ref="no-such-branch")
+    assert (info.value.outcome, info.value.reason) == ("Rejected", "BaseRefNotFound")
+    with pytest.raises(worktrees.GitFailure) as info:
+        await workspace.sync_mirror(str(tmp_path / "nothing-here.git"), none)
+    assert info.value.reason == "RepoNotFound"
+
+
+@pytest.mark.parametrize(
+    "url, allow_local, reason",
+    [
+        pytest.param("ext::sh -c touch% /tmp/x", True, "RepoNotAllowed", id="remote-helper"),
+        pytest.param("--upload-pack=touch", True, "RepoNotAllowed", id="option"),
+        pytest.param("file:///srv/repo.git", False, "RepoNotAllowed", id="file-url-not-allowed"),
+        pytest.param("/srv/repo.git", False, "RepoNotAllowed", id="local-path-not-allowed"),
+        pytest.param("/srv/repo.git", True, None, id="local-path-allowed"),
+        pytest.param("https://git.example.com/a.git", False, None, id="https"),
+        pytest.param("git@git.example.com:a/b.git", False, None, id="scp-like"),
+    ],
+)
+def test_url_policy(url: str, allow_local: bool, reason: str | None) -> None:
+    if reason is None:
+        worktrees.check_url(url, allow_local=allow_local)
+    else:
+        with pytest.raises(worktrees.GitFailure) as info:
+            worktrees.check_url(url, allow_local=allow_local)
+        assert info.value.reason == reason
+
+
+async def test_sweep_removes_what_no_live_attempt_owns(workspace, remote) -> None:
+    none = worktrees.Credentials()
+    mirror = await workspace.sync_mirror(str(remote), none)
+    keep, _ = await workspace.add_worktree(mirror, name="live-1", base_ref="main")
+    stray, _ = await workspace.add_worktree(mirror, name="dead-1", base_ref="main")
+    removed = workspace.sweep({"live-1"})
+    assert keep.exists() and not stray.exists()
+    assert "branch gf/dead-1" in removed
+    branches = [h.name for h in git.Repo(mirror).heads]
+    assert "gf/live-1" in branches and "gf/dead-1" not in branches
+
+
+async def test_bad_token_fails_without_leaking_it(workspace) -> None:
+    # Nothing listens on this port: git fails, and the message must not carry the token.
+    creds = worktrees.Credentials(token="s3cr3t-t0ken-value")
+    with pytest.raises(worktrees.GitFailure) as info:
+        await workspace.sync_mirror("http://127.0.0.1:9/none.git", creds)
+    assert "s3cr3t-t0ken-value" not in info.value.message
+    assert not any("s3cr3t" in p.read_text(errors="ignore") for p in workspace.root.rglob("*") if p.is_file())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_timeout_kills_the_whole_process_group(tmp_path) -> None:
+    # The agent starts a grandchild that would outlive a plain kill of the agent.
+    script = "import subprocess,sys,time; p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)']); print(p.pid, flush=True); time.sleep(60)"
+    result = await executing.run([sys.executable, "-c", script], cwd=str(tmp_path), env=dict(os.environ), timeout=1.0,
+                                 stop=asyncio.Event(), label="t")
+    assert result.outcome == "TimedOut"
+    grandchild = int(result.tail.split()[0])
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not _alive(grandchild)
+
+
+@pytest.mark.parametrize(
+    "code, outcome", [pytest.param(0, "Succeeded", id="ok"), pytest.param(3, "AgentFailed", id="exit-3")]
+)
+async def test_exit_codes_become_outcomes(tmp_path, code, outcome) -> None:
+    result = await executing.run([sys.executable, "-c", f"print('hi'); raise SystemExit({code})"], cwd=str(tmp_path),
+                                 env=dict(os.environ), timeout=10, stop=asyncio.Event(), label="t")
+    assert (result.outcome, result.exit_code) == (outcome, code)
+    assert "hi" in result.tail
+
+
+async def test_stop_request_stops_the_agent(tmp_path) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.3, stop.set)
+    result = await executing.run([sys.executable, "-c", "import time; time.sleep(60)"], cwd=str(tmp_path),
+                                 env=dict(os.environ), timeout=30, stop=stop, label="t")
+    assert result.outcome == "Stopped"
+
+
+def test_tail_keeps_the_last_part() -> None:
+    tail = executing.Tail(limit=10)
+    for i in range(100):
+        tail.add(f"{i}\n".encode())
+    assert tail.text().endswith("99\n") and len(tail.text()) <= 10
+
+
+def test_shipped_profiles_load_and_render_without_a_shell(tmp_path) -> None:
+    loaded = profiles.load()
+    assert {"script", "claude-code", "codex", "aider"} <= set(loaded)
+    argv = loaded["aider"].render(prompt_file=tmp_path / "p; rm -rf /", workdir=tmp_path, job="j", branch="b",
+                                  extra_args=["--model", "x"])
+    assert argv[:3] == ["aider", "--message-file", str(tmp_path / "p; rm -rf /")]
+    assert argv[-2:] == ["--model", "x"]
+
+
+def test_bad_profiles_file_is_a_clear_error(tmp_path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text("profiles:\n  x: {argv: []}\n")
+    with pytest.raises(ValueError, match="cannot load agent profiles"):
+        profiles.load(bad)
