@@ -18,8 +18,7 @@ $(STAMP): requirements.lock pyproject.toml
 venv: $(STAMP)
 
 dev: $(STAMP)
-	mkdir -p .dev
-	$(BIN)/python -m gigafactory.localcluster --port 0 --kubeconfig .dev/kubeconfig --crds crds --apply examples $(ARGS)
+	$(BIN)/gigafactory dev $(ARGS)
 
 # pytest's exit code 5 (no tests collected) is a failure here, as every non-zero code is.
 test: $(STAMP)

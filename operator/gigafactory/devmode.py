@@ -107,8 +107,9 @@ def _table(jobs: dict[tuple[str, str], dict[str, Any]]) -> rich.table.Table:
     for (_, name), job in sorted(jobs.items()):
         status = job.get("status") or {}
         result = status.get("result") or {}
-        table.add_row(name, status.get("phase", "Pending"), str(status.get("attempt", 0)),
-                      (status.get("assignment") or {}).get("pod", ""), result.get("branch", ""))
+        last = (status.get("attempts") or [{}])[-1]
+        runner = (status.get("assignment") or {}).get("pod") or last.get("pod", "")
+        table.add_row(name, status.get("phase", "Pending"), str(status.get("attempt", 0)), runner, result.get("branch", ""))
     return table
 
 
@@ -168,7 +169,9 @@ async def run(options: Options) -> int:
                     )
                     if done and not reported:
                         reported = True
+                        live.update(_table(informer.cache))
                         live.stop()
+                        console.print()
                         branches = [h.name for h in git.Repo(remote).heads if h.name != "main"]
                         console.print(f"all example jobs finished; branches pushed to {remote}: {', '.join(branches) or 'none'}")
                         if options.exit_when_done:

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import pathlib
 import signal
 from collections.abc import Mapping, Sequence
 
@@ -48,13 +49,16 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 async def run(argv: Sequence[str], *, cwd: str, env: Mapping[str, str], timeout: float, stop: asyncio.Event,
-              label: str, stdin: bytes | None = None) -> Execution:
+              label: str, stdin: bytes | None = None, pid_file: pathlib.Path | None = None) -> Execution:
     """Run argv to its end, its timeout, or `stop`; the whole process group goes in the latter two."""
     process = await asyncio.create_subprocess_exec(
         *argv, cwd=cwd, env=dict(env), start_new_session=True,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
+    if pid_file is not None:
+        # Written so that a runner restarted after a crash can end agents the crash orphaned.
+        pid_file.write_text(str(process.pid))
     tail = Tail()
 
     async def pump() -> None:
@@ -86,7 +90,24 @@ async def run(argv: Sequence[str], *, cwd: str, env: Mapping[str, str], timeout:
     stopper.cancel()
     with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
         await asyncio.wait_for(reader, 2)
+    if pid_file is not None:
+        pid_file.unlink(missing_ok=True)
     code = process.returncode
     if outcome is None:
         outcome = "Succeeded" if code == 0 else "AgentFailed"
     return Execution(outcome=outcome, exit_code=code, tail=tail.text(), pid=process.pid)
+
+
+def kill_orphans(directory: pathlib.Path) -> list[int]:
+    """Kill the process groups of agents whose pid files a crashed runner left behind."""
+    killed = []
+    for pid_file in directory.glob("*.pid"):
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            pid = 0
+        if pid > 1:
+            _signal_group(pid, signal.SIGKILL)
+            killed.append(pid)
+        pid_file.unlink(missing_ok=True)
+    return killed

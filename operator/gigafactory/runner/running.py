@@ -65,6 +65,8 @@ class Runner:
         self.heartbeat_version: str | None = None
         self.announced_repos: list[str] = []
         self.wake = asyncio.Event()
+        self.pids = self.workspace.root / "agents"
+        self.pids.mkdir(exist_ok=True)
 
     # --- heartbeat ---
 
@@ -268,7 +270,8 @@ class Runner:
                 try:
                     result = await executing.run(argv, cwd=str(workdir), env=env, timeout=profile.timeout_seconds,
                                                  stop=attempt.stop, label=label,
-                                                 stdin=prompt.encode() if profile.stdin == "prompt" else None)
+                                                 stdin=prompt.encode() if profile.stdin == "prompt" else None,
+                                                 pid_file=self.pids / f"{attempt.name}.pid")
                 except OSError as exc:
                     raise AttemptFailed("Rejected", "AgentNotRunnable", f"cannot start the agent: {exc}") from None
             log_ref = await self.save_log(attempt, job, result.tail)
@@ -288,11 +291,10 @@ class Runner:
                 report["reason"] = "AgentExit"
                 report["message"] = f"the agent exited with code {result.exit_code}: {result.tail[-300:].strip()}"
                 return report
+            summary = await self.workspace.take_summary(workdir) or result.tail[-2000:]
             await self.workspace.commit_leftovers(workdir, f"{job['metadata']['name']}: agent changes")
             await self.workspace.push(workdir, url=spec.repo.url, branch=branch, credentials=credentials)
             described = await self.workspace.describe(workdir, base)
-            summary_file = workdir / "SUMMARY.md"
-            summary = summary_file.read_text(errors="replace")[:8000] if summary_file.exists() else result.tail[-2000:]
             report["result"] = {"branch": branch, **described, "summary": summary}
             report["message"] = f"pushed {branch} at {described['commit'][:12]}"
             return report
@@ -410,6 +412,9 @@ class Runner:
             await self.client.delete(kubeclient.LEASES, self.settings.pod_name, namespace=self.settings.namespace)
 
     async def run(self, stop: asyncio.Event) -> None:
+        orphans = executing.kill_orphans(self.pids)
+        if orphans:
+            logger.info("start-up: killed agents a previous run left behind: %s", orphans)
         swept = self.workspace.sweep()
         if swept:
             logger.info("start-up sweep removed: %s", ", ".join(swept))

@@ -167,6 +167,19 @@ class Workspace:
                         failure=("InfraError", "WorktreeFailed"))
         return path, base
 
+    async def take_summary(self, worktree: pathlib.Path) -> str | None:
+        """SUMMARY.md is the agent's note to the runner: read it, and keep it out of the change unless
+        the agent committed it on purpose."""
+        path = worktree / "SUMMARY.md"
+        if not path.is_file():
+            return None
+        text = path.read_text(errors="replace")[:8000]
+        status = await self._git(worktree, ["status", "--porcelain", "--", "SUMMARY.md"], Credentials(),
+                                 failure=("InfraError", "GitFailed"))
+        if status.startswith("??"):
+            path.unlink()
+        return text
+
     async def commit_leftovers(self, worktree: pathlib.Path, message: str) -> None:
         """Agents that edit without committing still get their work pushed."""
         none = Credentials()

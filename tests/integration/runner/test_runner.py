@@ -1,0 +1,233 @@
+"""The real runner and the real operator over the embedded API server, with real git remotes:
+what a job's owner sees after each kind of attempt, and what a runner leaves on disk."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import git
+import pytest
+
+from tests.conftest import wait_for
+from tests.integration.operator import stubs
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+PROFILES = """
+profiles:
+  script:
+    argv: ["{python}", "-m", "gigafactory.runner.script_agent", "--prompt-file", "{prompt_file}"]
+    timeoutSeconds: 3
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def crds(install_crds) -> None:
+    install_crds(ROOT / "crds")
+
+
+@pytest.fixture()
+def api(kubeconfig) -> stubs.Api:
+    return stubs.Api(kubeconfig)
+
+
+@pytest.fixture()
+def remote(tmp_path) -> pathlib.Path:
+    work = tmp_path / "src"
+    repo = git.Repo.init(work, initial_branch="main")
+    (work / "README.md").write_text("hello\n")
+    repo.index.add(["README.md"])
+    actor = git.Actor("t", "t@example.invalid")
+    repo.index.commit("init", author=actor, committer=actor)
+    bare = tmp_path / "remote.git"
+    git.Repo.init(bare, bare=True, initial_branch="main")
+    repo.create_remote("origin", str(bare)).push("main:main")
+    return bare
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as handle:  # a zombie is dead for our purposes
+        return handle.read().split(")")[-1].split()[0] != "Z"
+
+
+class RunnerProcess:
+    def __init__(self, kubeconfig: str, tmp_path: pathlib.Path, *, pod: str, namespace: str, factory: str, slots: int = 1) -> None:
+        self.kubeconfig, self.pod = kubeconfig, pod
+        self.work_dir = tmp_path / f"work-{pod}"
+        self.marker = tmp_path / "executions.txt"
+        self.log = tmp_path / f"{pod}.log"
+        profiles = tmp_path / "profiles.yaml"
+        profiles.write_text(PROFILES)
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
+            "GIGAFACTORY_RUNNER_POD_NAME": pod, "GIGAFACTORY_RUNNER_NAMESPACE": namespace,
+            "GIGAFACTORY_RUNNER_FACTORY": factory, "GIGAFACTORY_RUNNER_SLOTS": str(slots),
+            "GIGAFACTORY_RUNNER_WORK_DIR": str(self.work_dir), "GIGAFACTORY_RUNNER_PROFILES_FILE": str(profiles),
+            "GIGAFACTORY_RUNNER_ALLOW_LOCAL_REPOS": "true", "GIGAFACTORY_RUNNER_HEARTBEAT_SECONDS": "6",
+            "GIGAFACTORY_RUNNER_BINDING_LEASE_SECONDS": "3", "GIGAFACTORY_RUNNER_SHUTDOWN_GRACE_SECONDS": "1",
+            "GIGAFACTORY_SCRIPT_MARKER": str(self.marker),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "RunnerProcess":
+        with open(self.log, "ab") as handle:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gigafactory.cli.main", "runner", "--kubeconfig", self.kubeconfig],
+                env=self.env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+        return self
+
+    def executions(self) -> int:
+        return len(self.marker.read_text().splitlines()) if self.marker.exists() else 0
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@pytest.fixture()
+def fleet(api, kubeconfig, namespace, tmp_path):
+    """An operator, a factory of this test, and a way to start runners in it."""
+    factory = stubs.unique("fac")
+    api.create_factory(factory, namespace)
+    runners: list[RunnerProcess] = []
+
+    def start_runner(pod: str = "runner-0", slots: int = 1) -> RunnerProcess:
+        runner = RunnerProcess(kubeconfig, tmp_path, pod=pod, namespace=namespace, factory=factory, slots=slots).start()
+        runners.append(runner)
+        return runner
+
+    with stubs.operators(kubeconfig, tmp_path) as _:
+        try:
+            yield start_runner
+        except BaseException:
+            for runner in runners:
+                sys.stderr.write(f"--- {runner.log.name} ---\n{runner.log.read_text(errors='replace')[-6000:]}\n")
+            raise
+        finally:
+            for runner in runners:
+                runner.stop(signal.SIGKILL)
+            api.call("delete", stubs.kubeclient.FACTORIES, factory)
+
+
+def _submit(api, namespace, name, remote, **spec):
+    spec.setdefault("repo", {"url": str(remote)})
+    return api.create_job(namespace, name, **spec)
+
+
+def _final(api, namespace, name, timeout=30.0):
+    def done():
+        status = api.job(namespace, name).get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed", "Cancelled") else None
+
+    return wait_for(done, timeout=timeout, message=f"job {name} did not finish")
+
+
+def test_success_end_to_end(api, namespace, fleet, remote) -> None:
+    runner = fleet()
+    _submit(api, namespace, "fix", remote, task={"prompt": "Fix the flaky test"})
+    status = _final(api, namespace, "fix")
+    assert status["phase"] == "Succeeded"
+    result = status["result"]
+    assert result["branch"] == "agent/fix" and result["changedFiles"] == [".gigafactory/task.md"]
+    pushed = git.Repo(remote).heads["agent/fix"].commit
+    assert pushed.hexsha == result["commit"]
+    assert (pushed.tree / ".gigafactory" / "task.md").data_stream.read().decode() == "Fix the flaky test\n"
+    assert status["attempts"][-1]["outcome"] == "Succeeded" and status["attempts"][-1]["pod"] == "runner-0"
+    assert runner.executions() == 1
+    # The binding is gone and nothing stays on the runner's disk.
+    wait_for(lambda: not api.bindings(namespace), timeout=10, message="binding lease left behind")
+    assert list((runner.work_dir / "worktrees").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, outcome, reason",
+    [
+        pytest.param(["--exit", "1"], "AgentFailed", "AgentExit", id="agent-exit-1"),
+        pytest.param(["--hang"], "TimedOut", "AgentTimeout", id="agent-hangs"),
+    ],
+)
+def test_failed_attempts_are_classified(api, namespace, fleet, remote, args, outcome, reason) -> None:
+    fleet()
+    _submit(api, namespace, "job", remote, agent={"profile": "script", "args": args},
+            retry={"maxAttempts": 1})
+    status = _final(api, namespace, "job")
+    assert status["phase"] == "Failed"
+    attempt = status["attempts"][-1]
+    assert (attempt["outcome"], attempt["reason"]) == (outcome, reason)
+    if outcome == "AgentFailed":
+        assert attempt["exitCode"] == 1
+
+
+def test_existing_branch_is_a_push_failure(api, namespace, fleet, remote) -> None:
+    fleet()
+    _submit(api, namespace, "job", remote, repo={"url": str(remote), "branch": "main"}, retry={"maxAttempts": 1})
+    status = _final(api, namespace, "job")
+    assert (status["attempts"][-1]["outcome"], status["attempts"][-1]["reason"]) == ("PushFailed", "BranchExists")
+
+
+@pytest.mark.parametrize(
+    "spec, reason",
+    [
+        pytest.param({"repo": {"url": "/nowhere/at/all.git"}}, "RepoNotFound", id="no-such-repo"),
+        pytest.param({"repo": {"url": "REMOTE", "baseRef": "nope"}}, "BaseRefNotFound", id="no-such-base-ref"),
+        pytest.param({"repo": {"url": "REMOTE", "credentialsSecret": "missing"}}, "SecretNotFound", id="no-secret"),
+    ],
+)
+def test_bad_input_fails_the_job_and_the_runner_serves_on(api, namespace, fleet, remote, spec, reason) -> None:
+    fleet()
+    spec["repo"]["url"] = spec["repo"]["url"].replace("REMOTE", str(remote))
+    api.create_job(namespace, "bad", **spec)
+    status = _final(api, namespace, "bad")
+    assert status["phase"] == "Failed"
+    assert (status["attempts"][-1]["outcome"], status["attempts"][-1]["reason"]) == ("Rejected", reason)
+    _submit(api, namespace, "good", remote)
+    assert _final(api, namespace, "good")["phase"] == "Succeeded"
+
+
+def test_two_jobs_of_one_repo_on_one_runner_both_succeed(api, namespace, fleet, remote) -> None:
+    runner = fleet(slots=2)
+    _submit(api, namespace, "one", remote, task={"prompt": "first"})
+    _submit(api, namespace, "two", remote, task={"prompt": "second"})
+    one, two = _final(api, namespace, "one"), _final(api, namespace, "two")
+    assert one["phase"] == two["phase"] == "Succeeded"
+    heads = git.Repo(remote).heads
+    assert heads["agent/one"].commit != heads["agent/two"].commit
+    assert (heads["agent/two"].commit.tree / ".gigafactory" / "task.md").data_stream.read() == b"second\n"
+    assert runner.executions() == 2  # each ran exactly once
+
+
+def test_kill_minus_9_leaves_nothing_the_next_start_does_not_sweep(api, namespace, fleet, remote) -> None:
+    runner = fleet()
+    _submit(api, namespace, "long", remote, agent={"profile": "script", "args": ["--hang"]})
+    wait_for(lambda: runner.executions() >= 1, timeout=20, message="the agent never started")
+    worktrees = runner.work_dir / "worktrees"
+    assert len(list(worktrees.iterdir())) == 1
+    runner.stop(signal.SIGKILL)
+    mirror = next((runner.work_dir / "mirrors").glob("*.git"))
+    assert [h.name for h in git.Repo(mirror).heads if h.name.startswith("gf/")]  # left behind by the crash
+    orphan = int(next((runner.work_dir / "agents").glob("*.pid")).read_text())
+    assert _alive(orphan)  # the agent has its own process group: a crashed runner does not take it along
+    restarted = RunnerProcess(runner.kubeconfig, runner.work_dir.parent, pod="runner-0", namespace=namespace,
+                              factory=runner.env["GIGAFACTORY_RUNNER_FACTORY"])
+    restarted.log = runner.work_dir.parent / "runner-0-restarted.log"
+    restarted.start()
+    try:
+        wait_for(lambda: "ready with" in restarted.log.read_text(errors="replace") if restarted.log.exists() else False,
+                 timeout=20, message="restarted runner never became ready")
+        assert "start-up sweep removed" in restarted.log.read_text(errors="replace")
+        swept_names = restarted.log.read_text(errors="replace")
+        assert "worktree" in swept_names and "branch gf/" in swept_names
+        assert not _alive(orphan)
+    finally:
+        restarted.stop(signal.SIGKILL)
