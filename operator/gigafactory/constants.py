@@ -23,8 +23,8 @@ FACTORY_SHORT_NAMES: Final = ("fac",)
 
 CATEGORY: Final = "gigafactory"
 
-# Labels. A runner watches only the jobs labelled with its own pod name (a label selector),
-# so the operator labels a job when it binds it and removes the label when it unbinds it.
+# Labels, on Leases: a runner watches only the binding Leases labelled with its own pod name
+# (a label selector); heartbeat Leases carry the factory's name (docs/protocol.md).
 LABEL_FACTORY: Final = f"{GROUP}/factory"
 LABEL_POD: Final = f"{GROUP}/pod"
 LABEL_JOB: Final = f"{GROUP}/job"
@@ -42,7 +42,6 @@ FINALIZER_FACTORY: Final = f"{GROUP}/drain"
 ANNOTATION_SLOTS: Final = f"{GROUP}/slots"
 ANNOTATION_AGENTS: Final = f"{GROUP}/agents"
 ANNOTATION_WARM_REPOS: Final = f"{GROUP}/warm-repos"
-ANNOTATION_RUNNING: Final = f"{GROUP}/running"
 
 # A runner sets these env names itself; a job may not override them (the schema says so too).
 RESERVED_ENV_PREFIXES: Final = ("GIGAFACTORY_", "GIT_")
