@@ -231,3 +231,23 @@ def test_kill_minus_9_leaves_nothing_the_next_start_does_not_sweep(api, namespac
         assert not _alive(orphan)
     finally:
         restarted.stop(signal.SIGKILL)
+
+
+def test_sigterm_stops_claiming_releases_and_requeues(api, namespace, fleet, remote) -> None:
+    runner = fleet()
+    _submit(api, namespace, "long", remote, agent={"profile": "script", "args": ["--hang"]})
+    wait_for(lambda: runner.executions() >= 1, timeout=20, message="the agent never started")
+    runner.stop(signal.SIGTERM)
+    assert runner.process.returncode == 0
+
+    def requeued():
+        status = api.job(namespace, "long").get("status") or {}
+        attempts = status.get("attempts") or []
+        return attempts[-1] if attempts else None
+
+    attempt = wait_for(requeued, timeout=20, message="the stopped attempt was never recorded")
+    assert (attempt["outcome"], attempt["reason"]) == ("InfraError", "RunnerShutdown")
+    heartbeats = api.call("list", stubs.kubeclient.LEASES, namespace=namespace,
+                          label_selector="gigafactory.dev/role=heartbeat")[0]
+    assert heartbeats == []  # the pod said goodbye
+    assert list((runner.work_dir / "worktrees").iterdir()) == []
