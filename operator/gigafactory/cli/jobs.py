@@ -19,8 +19,9 @@ import rich.table
 import typer
 import yaml
 
-from gigafactory import constants, kubeclient
+from gigafactory import config, constants, kubeclient
 from gigafactory.models import agentjobs, factories
+from gigafactory.scheduling import queues, snapshots
 
 T = TypeVar("T")
 
@@ -112,6 +113,23 @@ def _jobs_table(items: list[dict[str, Any]], *, all_namespaces: bool) -> rich.ta
         ]
         table.add_row(*(([item["metadata"].get("namespace", "")] if all_namespaces else []) + row))
     return table
+
+
+def queue_position(job: dict[str, Any], pending: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """(position, length) of a pending job in its queue, by the scheduler's own ordering.
+
+    Computed on demand from the pending jobs rather than stored in every job's status, which would
+    rewrite every waiting job whenever one ahead of it moved.
+    """
+    infos = [snapshots.job_from_body(body) for body in pending if snapshots.is_pending(body)]
+    aging = config.OperatorSettings.model_fields["aging_seconds_per_point"].default
+    entries = queues.order(infos, now=datetime.datetime.now(tz=datetime.timezone.utc), aging_seconds_per_point=aging)
+    key = (job["metadata"].get("namespace", ""), job["metadata"]["name"])
+    mine = [e for e in entries if e.job.queue == (job.get("spec") or {}).get("queue", "default")]
+    for entry in mine:
+        if entry.job.key == key:
+            return entry.position, len(mine)
+    return None
 
 
 def register(app: typer.Typer) -> None:
@@ -235,10 +253,21 @@ def register(app: typer.Typer) -> None:
             console.print(f"{ns}/{name} is {status.phase.value}{detail}", markup=False)
         elif job.spec.suspend:
             console.print(f"{ns}/{name} is suspended (spec.suspend): it is not scheduled until resumed.", markup=False)
-        elif scheduled:
-            console.print(f"{ns}/{name} is {status.phase.value}: {scheduled.get('reason', '')}: {scheduled.get('message', '')}", markup=False)
         else:
-            console.print(f"{ns}/{name} is {status.phase.value}: the operator has not considered it yet.", markup=False)
+            if scheduled:
+                console.print(f"{ns}/{name} is {status.phase.value}: {scheduled.get('reason', '')}: {scheduled.get('message', '')}", markup=False)
+            else:
+                console.print(f"{ns}/{name} is {status.phase.value}: the operator has not considered it yet.", markup=False)
+
+            async def pending_jobs(client: kubeclient.Client) -> list[dict[str, Any]]:
+                try:  # the whole queue spans namespaces; fall back to this one without the right to list them all
+                    return (await client.list(kubeclient.AGENTJOBS))[0]
+                except kubeclient.ApiError:
+                    return (await client.list(kubeclient.AGENTJOBS, namespace=ns))[0]
+
+            place = queue_position(obj, _run(kubeconfig, pending_jobs))
+            if place is not None:
+                console.print(f"position {place[0]} of {place[1]} in queue {job.spec.queue}", markup=False)
 
     @app.command()
     def cancel(name: str, namespace: NamespaceOption = None, kubeconfig: KubeconfigOption = None) -> None:

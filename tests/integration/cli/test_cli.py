@@ -123,3 +123,13 @@ def test_missing_kubeconfig_is_a_clear_error(tmp_path) -> None:
     result = CliRunner().invoke(main.app, ["list", "--kubeconfig", str(tmp_path / "none.yaml")])
     assert result.exit_code == 1
     assert "no kubeconfig at" in result.output and "Traceback" not in result.output
+
+
+def test_explain_tells_the_position_in_the_queue(gf, api_client, namespace) -> None:
+    api = kubernetes.client.CustomObjectsApi(api_client)
+    for name, priority in (("low", 0), ("high", 500), ("mid", 100)):
+        gf("submit", "--name", name, "--repo", "https://git.example.com/a.git", "--prompt", "p", "--queue", "ordered", "-n", namespace)
+        api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "agentjobs", name, {"spec": {"priority": priority}})
+    assert "position 1 of 3 in queue ordered" in gf("explain", "high", "-n", namespace)
+    assert "position 2 of 3 in queue ordered" in gf("explain", "mid", "-n", namespace)
+    assert "position 3 of 3 in queue ordered" in gf("explain", "low", "-n", namespace)
