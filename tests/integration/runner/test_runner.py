@@ -10,6 +10,7 @@ import sys
 import git
 import pytest
 
+from tests import gitrepos
 from tests.conftest import wait_for
 from tests.integration.operator import stubs
 
@@ -34,16 +35,7 @@ def api(kubeconfig) -> stubs.Api:
 
 @pytest.fixture()
 def remote(tmp_path) -> pathlib.Path:
-    work = tmp_path / "src"
-    repo = git.Repo.init(work, initial_branch="main")
-    (work / "README.md").write_text("hello\n")
-    repo.index.add(["README.md"])
-    actor = git.Actor("t", "t@example.invalid")
-    repo.index.commit("init", author=actor, committer=actor)
-    bare = tmp_path / "remote.git"
-    git.Repo.init(bare, bare=True, initial_branch="main")
-    repo.create_remote("origin", str(bare)).push("main:main")
-    return bare
+    return gitrepos.make_remote(tmp_path)
 
 
 def _alive(pid: int) -> bool:

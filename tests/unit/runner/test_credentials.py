@@ -7,10 +7,10 @@ import pathlib
 import subprocess
 import threading
 
-import git
 import pytest
 
 from gigafactory.runner import worktrees
+from tests import gitrepos
 
 TOKEN = "ghp_correct-horse-battery-staple"
 WRONG = "ghp_wrong-token-0123456789"
@@ -60,13 +60,7 @@ def _serve(root: pathlib.Path):
 
 @pytest.fixture()
 def https_like_remote(tmp_path):
-    src = tmp_path / "src"
-    repo = git.Repo.init(src, initial_branch="main")
-    (src / "f.txt").write_text("x\n")
-    repo.index.add(["f.txt"])
-    actor = git.Actor("t", "t@example.invalid")
-    repo.index.commit("init", author=actor, committer=actor)
-    git.Repo.clone_from(str(src), str(tmp_path / "srv" / "repo.git"), bare=True)
+    gitrepos.make_remote(tmp_path / "srv", name="repo.git")
     server = _serve(tmp_path / "srv")
     yield f"http://127.0.0.1:{server.server_address[1]}/repo.git"
     server.shutdown()

@@ -11,20 +11,12 @@ import git
 import pytest
 
 from gigafactory.runner import executing, profiles, worktrees
+from tests import gitrepos
 
 
 @pytest.fixture()
 def remote(tmp_path: pathlib.Path) -> pathlib.Path:
-    work = tmp_path / "src"
-    repo = git.Repo.init(work, initial_branch="main")
-    (work / "a.txt").write_text("a\n")
-    repo.index.add(["a.txt"])
-    actor = git.Actor("t", "t@example.invalid")
-    repo.index.commit("one", author=actor, committer=actor)
-    bare = tmp_path / "remote.git"
-    git.Repo.init(bare, bare=True, initial_branch="main")
-    repo.create_remote("origin", str(bare)).push("main:main")
-    return bare
+    return gitrepos.make_remote(tmp_path, files={"a.txt": "a\n"})
 
 
 @pytest.fixture()
