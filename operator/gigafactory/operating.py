@@ -86,7 +86,47 @@ class Operator:
             self.job_infos.pop(uid, None)
         elif self.started:
             self._maybe_fold(body)
+            self._maybe_stop(body)
         self.wake()
+
+    def _maybe_stop(self, body: Body) -> None:
+        """Cancel or suspend: a job without a binding is cancelled on the spot; a bound or running one
+        gets a stop request on its binding Lease, and the fold of the runner's Stopped report ends it."""
+        status = body.get("status") or {}
+        reason = patches.stop_reason(body)
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        if reason is None or status.get("phase") in {p.value for p in agentjobs.TERMINAL_PHASES} or uid in self.busy:
+            return
+        assignment = status.get("assignment") or {}
+        if assignment.get("lease"):
+            lease = self.bindings.cache.get((assignment.get("leaseNamespace") or assignment.get("podNamespace") or "", assignment["lease"]))
+            binding = leases.parse_binding(lease) if lease else None
+            if binding is None or binding.stop:
+                return  # gone (the fold or undo follows) or already asked: nothing to write
+        elif reason != leases.STOP_CANCELLED:
+            return  # a suspended pending job just waits: the cycle skips it
+        self.busy.add(uid)
+        self._spawn(self._stop(body, reason), name=f"stop:{_name(body)}")
+
+    async def _stop(self, body: Body, reason: str) -> None:
+        meta = body.get("metadata") or {}
+        assignment = (body.get("status") or {}).get("assignment") or {}
+        try:
+            if assignment.get("lease"):
+                await self.client.patch(kubeclient.LEASES, assignment["lease"], leases.stop_patch(reason),
+                                        namespace=assignment.get("leaseNamespace") or assignment.get("podNamespace"))
+                logger.info("stop requested", extra={"job": _name(body), "reason": reason})
+            else:
+                await self.client.patch(kubeclient.AGENTJOBS, str(meta.get("name")),
+                                        patches.cancel_pending_patch(body=body, now=leases.now()),
+                                        namespace=meta.get("namespace"), subresource="status")
+                logger.info("job cancelled", extra={"job": _name(body)})
+        except (kubeclient.Conflict, kubeclient.NotFound):
+            pass  # the job or lease moved on; the next event decides again
+        except Exception:
+            logger.exception("stop failed", extra={"job": _name(body)})
+        finally:
+            self._release(str(meta.get("uid")), kubeclient.object_key(body))
 
     def _maybe_fold(self, body: Body) -> None:
         """Start a fold for a job with a matching report, unless a fold or undo of it is running

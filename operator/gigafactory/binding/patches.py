@@ -238,3 +238,23 @@ def bind_event(*, body: Mapping[str, Any], decision: cycle.Decision, now: dateti
         "lastTimestamp": _stamp(now),
         "count": 1,
     }
+
+
+def cancel_pending_patch(*, body: Mapping[str, Any], now: datetime.datetime) -> Body:
+    """A cancelled job that holds no binding ends Cancelled at once."""
+    meta = body.get("metadata") or {}
+    conditions = set_condition((body.get("status") or {}).get("conditions"), type=constants.ConditionType.SCHEDULED.value,
+                               status="False", reason="Cancelled", message="cancelled by spec.cancel", now=now,
+                               generation=meta.get("generation"))
+    return {"metadata": {"resourceVersion": meta.get("resourceVersion")},
+            "status": {"phase": Phase.CANCELLED.value, "completionTime": _stamp(now), "requeueAt": None, "conditions": conditions}}
+
+
+def stop_reason(body: Mapping[str, Any]) -> str | None:
+    """Why a bound or running attempt of this job must stop now, if it must (spec.cancel, spec.suspend)."""
+    spec = body.get("spec") or {}
+    if spec.get("cancel"):
+        return leases.STOP_CANCELLED
+    if spec.get("suspend"):
+        return leases.STOP_SUSPENDED
+    return None

@@ -243,3 +243,43 @@ def test_sigterm_stops_claiming_releases_and_requeues(api, namespace, fleet, rem
                           label_selector="gigafactory.dev/role=heartbeat")[0]
     assert heartbeats == []  # the pod said goodbye
     assert list((runner.work_dir / "worktrees").iterdir()) == []
+
+
+def test_cancel_stops_a_running_agent_and_ends_the_job_cancelled(api, namespace, fleet, remote) -> None:
+    runner = fleet()
+    _submit(api, namespace, "long", remote, agent={"profile": "script", "args": ["--hang"]})
+    wait_for(lambda: runner.executions() >= 1, timeout=20, message="the agent never started")
+    api.call("patch", stubs.kubeclient.AGENTJOBS, "long", {"spec": {"cancel": True}}, namespace=namespace)
+    status = _final(api, namespace, "long", timeout=20)
+    assert status["phase"] == "Cancelled"
+    assert (status["attempts"][-1]["outcome"], status["attempts"][-1]["reason"]) == ("Stopped", "Cancelled")
+    assert runner.executions() == 1
+    wait_for(lambda: not api.bindings(namespace), timeout=10, message="binding lease left behind")
+
+
+def test_cancel_of_a_waiting_job_ends_it_at_once(api, namespace, fleet, remote) -> None:
+    fleet()
+    _submit(api, namespace, "never", remote, requirements={"capabilities": ["quantum"]})
+    wait_for(lambda: (api.job(namespace, "never").get("status") or {}).get("conditions"), timeout=20,
+             message="the job was never explained")
+    api.call("patch", stubs.kubeclient.AGENTJOBS, "never", {"spec": {"cancel": True}}, namespace=namespace)
+    status = _final(api, namespace, "never", timeout=20)
+    assert status["phase"] == "Cancelled" and not status.get("attempts")
+
+
+def test_suspend_stops_and_requeues_resume_runs_again(api, namespace, fleet, remote) -> None:
+    runner = fleet()
+    _submit(api, namespace, "pausable", remote, agent={"profile": "script", "args": ["--hang"]})
+    wait_for(lambda: runner.executions() >= 1, timeout=20, message="the agent never started")
+    api.call("patch", stubs.kubeclient.AGENTJOBS, "pausable", {"spec": {"suspend": True}}, namespace=namespace)
+
+    def stopped():
+        status = api.job(namespace, "pausable").get("status") or {}
+        attempts = status.get("attempts") or []
+        return status if attempts and status.get("phase") == "Pending" else None
+
+    status = wait_for(stopped, timeout=20, message="the suspended attempt was not stopped and requeued")
+    assert (status["attempts"][-1]["outcome"], status["attempts"][-1]["reason"]) == ("Stopped", "Suspended")
+    assert runner.executions() == 1  # and it stays put while suspended
+    api.call("patch", stubs.kubeclient.AGENTJOBS, "pausable", {"spec": {"suspend": False}}, namespace=namespace)
+    wait_for(lambda: runner.executions() >= 2, timeout=20, message="the resumed job never ran again")
