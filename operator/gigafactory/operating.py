@@ -93,9 +93,18 @@ class Operator:
         """Cancel or suspend: a job without a binding is cancelled on the spot; a bound or running one
         gets a stop request on its binding Lease, and the fold of the runner's Stopped report ends it."""
         status = body.get("status") or {}
-        reason = patches.stop_reason(body)
+        now = leases.now()
+        reason = patches.stop_reason(body, now=now)
         uid = str((body.get("metadata") or {}).get("uid") or "")
-        if reason is None or status.get("phase") in {p.value for p in agentjobs.TERMINAL_PHASES} or uid in self.busy:
+        if status.get("phase") in {p.value for p in agentjobs.TERMINAL_PHASES}:
+            self._disarm(("deadline", *kubeclient.object_key(body)))
+            return
+        end = patches.deadline(body)
+        if end is not None and end > now:
+            # The deadline passes without any event: a timer brings the job back here then.
+            key = kubeclient.object_key(body)
+            self._arm(("deadline", *key), end, lambda: self._on_deadline(key))
+        if reason is None or uid in self.busy:
             return
         assignment = status.get("assignment") or {}
         if assignment.get("lease"):
@@ -103,10 +112,16 @@ class Operator:
             binding = leases.parse_binding(lease) if lease else None
             if binding is None or binding.stop:
                 return  # gone (the fold or undo follows) or already asked: nothing to write
-        elif reason != leases.STOP_CANCELLED:
-            return  # a suspended pending job just waits: the cycle skips it
+        elif reason == leases.STOP_SUSPENDED:
+            return  # a suspended waiting job just waits: the cycle skips it
         self.busy.add(uid)
         self._spawn(self._stop(body, reason), name=f"stop:{_name(body)}")
+
+    def _on_deadline(self, key: tuple[str, str]) -> None:
+        self.timers.pop(("deadline", *key), None)
+        body = self.jobs.cache.get(key)
+        if body is not None:
+            self._maybe_stop(body)
 
     async def _stop(self, body: Body, reason: str) -> None:
         meta = body.get("metadata") or {}
@@ -118,9 +133,9 @@ class Operator:
                 logger.info("stop requested", extra={"job": _name(body), "reason": reason})
             else:
                 await self.client.patch(kubeclient.AGENTJOBS, str(meta.get("name")),
-                                        patches.cancel_pending_patch(body=body, now=leases.now()),
+                                        patches.end_waiting_patch(body=body, reason=reason, now=leases.now()),
                                         namespace=meta.get("namespace"), subresource="status")
-                logger.info("job cancelled", extra={"job": _name(body)})
+                logger.info("job ended while waiting", extra={"job": _name(body), "reason": reason})
         except (kubeclient.Conflict, kubeclient.NotFound):
             pass  # the job or lease moved on; the next event decides again
         except Exception:

@@ -132,7 +132,8 @@ def _finish(
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     attempts = list(status.get("attempts") or ())
-    verdict = retries.decide(spec=body.get("spec") or {}, attempts=attempts, outcome=outcome, exit_code=exit_code, now=now)
+    verdict = retries.decide(spec=body.get("spec") or {}, attempts=attempts, outcome=outcome, exit_code=exit_code, now=now,
+                             reason=str(record.get("reason") or ""))
     record["counted"] = verdict.counted
     # Keep the newest records if the list would outgrow the schema's bound.
     attempts = (attempts + [record])[-1200:]
@@ -240,21 +241,38 @@ def bind_event(*, body: Mapping[str, Any], decision: cycle.Decision, now: dateti
     }
 
 
-def cancel_pending_patch(*, body: Mapping[str, Any], now: datetime.datetime) -> Body:
-    """A cancelled job that holds no binding ends Cancelled at once."""
-    meta = body.get("metadata") or {}
-    conditions = set_condition((body.get("status") or {}).get("conditions"), type=constants.ConditionType.SCHEDULED.value,
-                               status="False", reason="Cancelled", message="cancelled by spec.cancel", now=now,
-                               generation=meta.get("generation"))
-    return {"metadata": {"resourceVersion": meta.get("resourceVersion")},
-            "status": {"phase": Phase.CANCELLED.value, "completionTime": _stamp(now), "requeueAt": None, "conditions": conditions}}
+def deadline(body: Mapping[str, Any]) -> datetime.datetime | None:
+    """When spec.activeDeadlineSeconds runs out: counted from the first bind (status.startTime)."""
+    seconds = (body.get("spec") or {}).get("activeDeadlineSeconds")
+    started = leases.parse_time((body.get("status") or {}).get("startTime"))
+    if not seconds or started is None:
+        return None
+    return started + datetime.timedelta(seconds=int(seconds))
 
 
-def stop_reason(body: Mapping[str, Any]) -> str | None:
-    """Why a bound or running attempt of this job must stop now, if it must (spec.cancel, spec.suspend)."""
+def stop_reason(body: Mapping[str, Any], *, now: datetime.datetime) -> str | None:
+    """Why this job's attempt must stop now, if it must: spec.cancel, spec.suspend, the deadline."""
     spec = body.get("spec") or {}
     if spec.get("cancel"):
         return leases.STOP_CANCELLED
+    end = deadline(body)
+    if end is not None and now >= end:
+        return leases.STOP_DEADLINE
     if spec.get("suspend"):
         return leases.STOP_SUSPENDED
     return None
+
+
+def end_waiting_patch(*, body: Mapping[str, Any], reason: str, now: datetime.datetime) -> Body:
+    """A job that holds no binding ends at once: Cancelled (spec.cancel) or Failed (deadline)."""
+    meta = body.get("metadata") or {}
+    cancelled = reason == leases.STOP_CANCELLED
+    phase = Phase.CANCELLED if cancelled else Phase.FAILED
+    message = "cancelled by spec.cancel" if cancelled else "spec.activeDeadlineSeconds ran out"
+    conditions = set_condition((body.get("status") or {}).get("conditions"), type=constants.ConditionType.SCHEDULED.value,
+                               status="False", reason=reason, message=message, now=now, generation=meta.get("generation"))
+    if not cancelled:
+        conditions = set_condition(conditions, type=constants.ConditionType.FAILED.value, status="True", reason=reason,
+                                   message=message, now=now, generation=meta.get("generation"))
+    return {"metadata": {"resourceVersion": meta.get("resourceVersion")},
+            "status": {"phase": phase.value, "completionTime": _stamp(now), "requeueAt": None, "conditions": conditions}}

@@ -54,10 +54,13 @@ def decide(
     outcome: Outcome,
     exit_code: int | None,
     now: datetime.datetime,
+    reason: str = "",
 ) -> Verdict:
-    """`attempts` are the records before this one (status.attempts)."""
+    """`attempts` are the records before this one (status.attempts); `reason` is the attempt's own."""
     if spec.get("cancel"):
         return Verdict(Phase.CANCELLED, counted=False, reason="Cancelled")
+    if outcome is Outcome.STOPPED and reason == "DeadlineExceeded":
+        return Verdict(Phase.FAILED, counted=True, reason="DeadlineExceeded")
     if outcome is Outcome.SUCCEEDED:
         return Verdict(Phase.SUCCEEDED, counted=True, reason="Succeeded")
     policy = agentjobs.RetryPolicy.model_validate(spec.get("retry") or {})

@@ -283,3 +283,13 @@ def test_suspend_stops_and_requeues_resume_runs_again(api, namespace, fleet, rem
     assert runner.executions() == 1  # and it stays put while suspended
     api.call("patch", stubs.kubeclient.AGENTJOBS, "pausable", {"spec": {"suspend": False}}, namespace=namespace)
     wait_for(lambda: runner.executions() >= 2, timeout=20, message="the resumed job never ran again")
+
+
+def test_active_deadline_stops_the_agent_and_fails_the_job(api, namespace, fleet, remote) -> None:
+    runner = fleet()
+    _submit(api, namespace, "slow", remote, agent={"profile": "script", "args": ["--hang"]}, activeDeadlineSeconds=2)
+    status = _final(api, namespace, "slow", timeout=20)
+    assert status["phase"] == "Failed"
+    assert (status["attempts"][-1]["outcome"], status["attempts"][-1]["reason"]) == ("Stopped", "DeadlineExceeded")
+    assert any(c["type"] == "Failed" and c["reason"] == "DeadlineExceeded" for c in status["conditions"])
+    assert runner.executions() == 1

@@ -20,17 +20,38 @@ NOW = datetime.datetime(2026, 11, 24, 12, 0, tzinfo=datetime.timezone.utc)
     ],
 )
 def test_stop_reason(spec, reason) -> None:
-    assert patches.stop_reason({"spec": spec}) == reason
+    assert patches.stop_reason({"spec": spec}, now=NOW) == reason
+
+
+@pytest.mark.parametrize(
+    "started, reason",
+    [
+        pytest.param(None, None, id="never-bound"),
+        pytest.param("2026-11-24T11:59:30Z", None, id="within"),
+        pytest.param("2026-11-24T11:59:00Z", leases.STOP_DEADLINE, id="ran-out"),
+    ],
+)
+def test_deadline_counts_from_the_first_bind(started, reason) -> None:
+    body = {"spec": {"activeDeadlineSeconds": 60, "suspend": True}, "status": {"startTime": started} if started else {}}
+    expected = reason or leases.STOP_SUSPENDED
+    assert patches.stop_reason(body, now=NOW) == expected
 
 
 def test_cancelled_waiting_job_ends_cancelled_with_precondition() -> None:
     body = {"metadata": {"resourceVersion": "42", "generation": 3},
             "status": {"phase": "Pending", "requeueAt": "2026-11-24T13:00:00Z",
                        "conditions": [{"type": "Scheduled", "status": "False", "reason": "Unschedulable", "message": "0/1"}]}}
-    patch = patches.cancel_pending_patch(body=body, now=NOW)
+    patch = patches.end_waiting_patch(body=body, reason=leases.STOP_CANCELLED, now=NOW)
     assert patch["metadata"] == {"resourceVersion": "42"}
     status = patch["status"]
     assert status["phase"] == "Cancelled" and status["completionTime"] == "2026-11-24T12:00:00Z"
     assert status["requeueAt"] is None  # merge patch: null removes it
     [scheduled] = status["conditions"]
     assert (scheduled["reason"], scheduled["observedGeneration"]) == ("Cancelled", 3)
+
+
+def test_waiting_job_past_its_deadline_fails() -> None:
+    body = {"metadata": {"resourceVersion": "7"}, "status": {"phase": "Pending"}}
+    status = patches.end_waiting_patch(body=body, reason=leases.STOP_DEADLINE, now=NOW)["status"]
+    assert status["phase"] == "Failed"
+    assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] == ["DeadlineExceeded"]
