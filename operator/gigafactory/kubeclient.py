@@ -278,12 +278,15 @@ class Client:
         *,
         namespace: str | None = None,
         resource_version: str | None = None,
+        uid: str | None = None,
         missing_ok: bool = True,
     ) -> Body | None:
-        """Delete; a 404 is success when `missing_ok` (deletes are idempotent here)."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1"}
-        if resource_version is not None:
-            body["preconditions"] = {"resourceVersion": resource_version}
+        """Delete; a 404 is success when `missing_ok` (deletes are idempotent here). A `uid` or
+        `resource_version` precondition makes it 409 when the object is not the one meant."""
+        body: Body = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        preconditions = {k: v for k, v in (("resourceVersion", resource_version), ("uid", uid)) if v is not None}
+        if preconditions:
+            body["preconditions"] = preconditions
         try:
             return await self.request("DELETE", resource.path(namespace=namespace, name=name), body=body)
         except NotFound:

@@ -98,6 +98,7 @@ class Operator:
         uid = str((body.get("metadata") or {}).get("uid") or "")
         if status.get("phase") in {p.value for p in agentjobs.TERMINAL_PHASES}:
             self._disarm(("deadline", *kubeclient.object_key(body)))
+            self._arm_ttl(body)
             return
         end = patches.deadline(body)
         if end is not None and end > now:
@@ -116,6 +117,30 @@ class Operator:
             return  # a suspended waiting job just waits: the cycle skips it
         self.busy.add(uid)
         self._spawn(self._stop(body, reason), name=f"stop:{_name(body)}")
+
+    def _arm_ttl(self, body: Body) -> None:
+        """ttlSecondsAfterFinished: delete a finished job that long after its completionTime."""
+        ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
+        finished = leases.parse_time((body.get("status") or {}).get("completionTime"))
+        if ttl is None or finished is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        key = kubeclient.object_key(body)
+        at = finished + datetime.timedelta(seconds=int(ttl))
+        self._arm(("ttl", *key), at, lambda: self._spawn(self._delete_finished(key), name=f"ttl:{key[0]}/{key[1]}"))
+
+    async def _delete_finished(self, key: tuple[str, str]) -> None:
+        self.timers.pop(("ttl", *key), None)
+        body = self.jobs.cache.get(key)
+        if body is None:
+            return
+        try:
+            # The uid precondition keeps a new job of the same name from being deleted in its place.
+            await self.client.delete(kubeclient.AGENTJOBS, key[1], namespace=key[0], uid=body["metadata"]["uid"])
+            logger.info("finished job deleted after its TTL", extra={"job": f"{key[0]}/{key[1]}"})
+        except (kubeclient.NotFound, kubeclient.Conflict):
+            pass
+        except Exception:
+            logger.exception("TTL deletion failed", extra={"job": f"{key[0]}/{key[1]}"})
 
     def _on_deadline(self, key: tuple[str, str]) -> None:
         self.timers.pop(("deadline", *key), None)

@@ -293,3 +293,18 @@ def test_active_deadline_stops_the_agent_and_fails_the_job(api, namespace, fleet
     assert (status["attempts"][-1]["outcome"], status["attempts"][-1]["reason"]) == ("Stopped", "DeadlineExceeded")
     assert any(c["type"] == "Failed" and c["reason"] == "DeadlineExceeded" for c in status["conditions"])
     assert runner.executions() == 1
+
+
+def test_finished_job_is_deleted_after_its_ttl(api, namespace, fleet, remote) -> None:
+    fleet()
+    _submit(api, namespace, "brief", remote, ttlSecondsAfterFinished=1)
+    assert _final(api, namespace, "brief")["phase"] == "Succeeded"
+
+    def gone():
+        try:
+            api.job(namespace, "brief")
+        except stubs.kubeclient.NotFound:
+            return True
+        return False
+
+    wait_for(gone, timeout=15, message="the finished job outlived its TTL")
