@@ -84,6 +84,9 @@ class Operator:
             del self.assumed[uid]  # the informer now shows what the bind wrote
         if event == "DELETED":
             self.job_infos.pop(uid, None)
+            self._disarm(("deadline", *kubeclient.object_key(body)))
+            self._disarm(("ttl", *kubeclient.object_key(body)))
+            self._drop_bindings_of({uid})
         elif self.started:
             self._maybe_fold(body)
             self._maybe_stop(body)
@@ -167,6 +170,16 @@ class Operator:
             logger.exception("stop failed", extra={"job": _name(body)})
         finally:
             self._release(str(meta.get("uid")), kubeclient.object_key(body))
+
+    def _drop_bindings_of(self, uids: set[str]) -> None:
+        """Delete the binding Leases of jobs that no longer exist. Their runners see the Lease go,
+        stop the agent's process group and report nothing (docs/protocol.md: a lost binding)."""
+        for lease in list(self.bindings.cache.values()):
+            binding = leases.parse_binding(lease)
+            if binding is not None and binding.job_uid in uids:
+                logger.info("job gone: dropping its binding", extra={"lease": binding.name})
+                self._spawn(self.client.delete(kubeclient.LEASES, binding.name, namespace=binding.namespace),
+                            name=f"drop:{binding.name}")
 
     def _maybe_fold(self, body: Body) -> None:
         """Start a fold for a job with a matching report, unless a fold or undo of it is running
@@ -300,6 +313,10 @@ class Operator:
             with contextlib.suppress(kubeclient.AlreadyExists):
                 await self.client.create(kubeclient.LEASES, lease, namespace=namespace)
                 logger.info("binding lease restored", extra={"job": _name(body), "lease": assignment["lease"]})
+        # Leases of jobs deleted while no operator ran: every Lease must have a live binding.
+        live = {str((b.get("metadata") or {}).get("uid")) for b in self.jobs.cache.values()}
+        orphans = {b.job_uid for b in map(leases.parse_binding, self.bindings.cache.values()) if b and b.job_uid not in live}
+        self._drop_bindings_of(orphans)
         self.started = True
 
     def snapshot(self) -> tuple[snapshots.Snapshot, dict[str, Body]]:

@@ -308,3 +308,14 @@ def test_finished_job_is_deleted_after_its_ttl(api, namespace, fleet, remote) ->
         return False
 
     wait_for(gone, timeout=15, message="the finished job outlived its TTL")
+
+
+def test_deleting_a_running_job_stops_its_agent_and_drops_the_binding(api, namespace, fleet, remote) -> None:
+    runner = fleet()
+    _submit(api, namespace, "doomed", remote, agent={"profile": "script", "args": ["--hang"]})
+    wait_for(lambda: runner.executions() >= 1, timeout=20, message="the agent never started")
+    pid = int(next((runner.work_dir / "agents").glob("*.pid")).read_text())
+    api.call("delete", stubs.kubeclient.AGENTJOBS, "doomed", namespace=namespace)
+    wait_for(lambda: not api.bindings(namespace), timeout=15, message="the binding outlived its job")
+    wait_for(lambda: not _alive(pid), timeout=15, message="the agent of a deleted job kept running")
+    wait_for(lambda: not list((runner.work_dir / "worktrees").iterdir()), timeout=10, message="worktree left behind")
