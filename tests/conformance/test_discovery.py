@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 
 import kubernetes
-import pytest
 
 from tests.conftest import wait_for
 from tests.conformance.conftest import GROUP, VERSION

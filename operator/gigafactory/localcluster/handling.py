@@ -12,7 +12,6 @@ import datetime
 import json
 import logging
 import random
-import string
 import uuid
 from typing import Any
 

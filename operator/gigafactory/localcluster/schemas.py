@@ -343,7 +343,7 @@ def validate_labels(labels: Any) -> list[dict[str, str]]:
                                        "'123-abc', regex used for validation is "
                                        "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"))
         if not isinstance(value, str):
-            causes.append(errors.cause(f"metadata.labels", "FieldValueTypeInvalid",
+            causes.append(errors.cause("metadata.labels", "FieldValueTypeInvalid",
                                        f"Invalid value: {render(value)}: must be a string"))
         elif len(value) > 63:
             causes.append(errors.cause("metadata.labels", "FieldValueInvalid", f"Invalid value: {render(value)}: must "

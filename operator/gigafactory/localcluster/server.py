@@ -359,8 +359,8 @@ def _wants_table(accept: str) -> bool:
 
 def _check_accept(accept: str) -> None:
     if accept and "json" not in accept and "*/*" not in accept and "yaml" not in accept:
-        raise errors.not_acceptable(f"only the following media types are accepted: application/json, "
-                                    f"application/yaml")
+        raise errors.not_acceptable("only the following media types are accepted: application/json, "
+                                    "application/yaml")
 
 
 def _int(value: str | None) -> int | None:

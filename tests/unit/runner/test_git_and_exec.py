@@ -3,7 +3,6 @@
 import asyncio
 import os
 import pathlib
-import signal
 import sys
 import time
 
