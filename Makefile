@@ -24,6 +24,7 @@ dev: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m gigafactory.crdgen --check
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check operator tests benchmarks
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(ARGS)
 
 crds: $(STAMP)
