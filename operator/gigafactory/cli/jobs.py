@@ -270,6 +270,36 @@ def register(app: typer.Typer) -> None:
                 console.print(f"position {place[0]} of {place[1]} in queue {job.spec.queue}", markup=False)
 
     @app.command()
+    def logs(
+        name: str,
+        attempt: Annotated[int | None, typer.Option(help="Which attempt (default: the latest that kept a log).")] = None,
+        namespace: NamespaceOption = None,
+        kubeconfig: KubeconfigOption = None,
+    ) -> None:
+        """Print the tail of the agent's output that the runner kept for an attempt."""
+        ns = namespace or _context_namespace(_kubeconfig_path(kubeconfig))
+
+        async def fetch(client: kubeclient.Client) -> str:
+            job = await client.get(kubeclient.AGENTJOBS, name, namespace=ns)
+            status = job.get("status") or {}
+            records = list(status.get("attempts") or [])
+            if status.get("report"):
+                records.append(status["report"])
+            refs = [(r.get("attempt"), r.get("logRef")) for r in records if r.get("logRef")]
+            if attempt is not None:
+                refs = [ref for ref in refs if ref[0] == attempt]
+            if not refs:
+                fail(f"no log kept for {ns}/{name}" + (f" attempt {attempt}" if attempt is not None else "")
+                     + " (logs are kept when an attempt ends)")
+            kind, log_ns, log_name = refs[-1][1].split("/", 2)
+            if kind != "configmap":
+                fail(f"unknown log reference {refs[-1][1]!r}")
+            cm = await client.get(kubeclient.CONFIGMAPS, log_name, namespace=log_ns)
+            return (cm.get("data") or {}).get("output", "")
+
+        sys.stdout.write(_run(kubeconfig, fetch))
+
+    @app.command()
     def cancel(name: str, namespace: NamespaceOption = None, kubeconfig: KubeconfigOption = None) -> None:
         """Cancel a job: a running attempt is stopped; the job ends Cancelled without retries."""
         ns = namespace or _context_namespace(_kubeconfig_path(kubeconfig))

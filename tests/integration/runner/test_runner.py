@@ -319,3 +319,19 @@ def test_deleting_a_running_job_stops_its_agent_and_drops_the_binding(api, names
     wait_for(lambda: not api.bindings(namespace), timeout=15, message="the binding outlived its job")
     wait_for(lambda: not _alive(pid), timeout=15, message="the agent of a deleted job kept running")
     wait_for(lambda: not list((runner.work_dir / "worktrees").iterdir()), timeout=10, message="worktree left behind")
+
+
+def test_gigafactory_logs_prints_the_agent_output(api, namespace, fleet, remote, kubeconfig) -> None:
+    from typer.testing import CliRunner
+
+    from gigafactory.cli import main
+
+    fleet()
+    _submit(api, namespace, "chatty", remote, task={"prompt": "x" * 42})
+    _final(api, namespace, "chatty")
+    result = CliRunner().invoke(main.app, ["logs", "chatty", "-n", namespace, "--kubeconfig", kubeconfig])
+    assert result.exit_code == 0, result.output
+    assert "script agent: task of 42 characters" in result.output
+    assert "committed .gigafactory/task.md" in result.output
+    missing = CliRunner().invoke(main.app, ["logs", "chatty", "--attempt", "7", "-n", namespace, "--kubeconfig", kubeconfig])
+    assert missing.exit_code == 1 and "no log kept" in missing.output
