@@ -145,6 +145,23 @@ class Operator:
         except Exception:
             logger.exception("TTL deletion failed", extra={"job": f"{key[0]}/{key[1]}"})
 
+    async def _write_end(self, body: Body, reason: str, message: str | None = None) -> None:
+        meta = body.get("metadata") or {}
+        await self.client.patch(kubeclient.AGENTJOBS, str(meta.get("name")),
+                                patches.end_waiting_patch(body=body, reason=reason, now=leases.now(), message=message),
+                                namespace=meta.get("namespace"), subresource="status")
+        logger.info("job ended while waiting", extra={"job": _name(body), "reason": reason})
+
+    async def _end_waiting(self, body: Body, reason: str, *, message: str) -> None:
+        try:
+            await self._write_end(body, reason, message)
+        except (kubeclient.Conflict, kubeclient.NotFound):
+            pass  # it changed meanwhile; the next cycle looks again
+        except Exception:
+            logger.exception("could not fail an invalid job", extra={"job": _name(body)})
+        finally:
+            self._release(str((body.get("metadata") or {}).get("uid")), kubeclient.object_key(body))
+
     def _on_deadline(self, key: tuple[str, str]) -> None:
         self.timers.pop(("deadline", *key), None)
         body = self.jobs.cache.get(key)
@@ -160,10 +177,7 @@ class Operator:
                                         namespace=assignment.get("leaseNamespace") or assignment.get("podNamespace"))
                 logger.info("stop requested", extra={"job": _name(body), "reason": reason})
             else:
-                await self.client.patch(kubeclient.AGENTJOBS, str(meta.get("name")),
-                                        patches.end_waiting_patch(body=body, reason=reason, now=leases.now()),
-                                        namespace=meta.get("namespace"), subresource="status")
-                logger.info("job ended while waiting", extra={"job": _name(body), "reason": reason})
+                await self._write_end(body, reason)
         except (kubeclient.Conflict, kubeclient.NotFound):
             pass  # the job or lease moved on; the next event decides again
         except Exception:
@@ -333,6 +347,13 @@ class Operator:
             rv = str(meta.get("resourceVersion") or "")
             cached = self.job_infos.get(uid)
             if cached is None or cached[0] != rv:
+                problem = snapshots.spec_problem(body)
+                if problem is not None:
+                    # No input crashes the operator: a spec it cannot act on fails the job, with the field.
+                    if snapshots.is_pending(body) and uid not in self.busy:
+                        self.busy.add(uid)
+                        self._spawn(self._end_waiting(body, patches.INVALID_SPEC, message=problem), name=f"invalid:{_name(body)}")
+                    continue
                 cached = (rv, snapshots.job_from_body(body))
                 self.job_infos[uid] = cached
             info = cached[1]

@@ -263,12 +263,16 @@ def stop_reason(body: Mapping[str, Any], *, now: datetime.datetime) -> str | Non
     return None
 
 
-def end_waiting_patch(*, body: Mapping[str, Any], reason: str, now: datetime.datetime) -> Body:
-    """A job that holds no binding ends at once: Cancelled (spec.cancel) or Failed (deadline)."""
+INVALID_SPEC = "InvalidSpec"
+
+
+def end_waiting_patch(*, body: Mapping[str, Any], reason: str, now: datetime.datetime, message: str | None = None) -> Body:
+    """A job that holds no binding ends at once: Cancelled (spec.cancel) or Failed (deadline, InvalidSpec)."""
     meta = body.get("metadata") or {}
     cancelled = reason == leases.STOP_CANCELLED
     phase = Phase.CANCELLED if cancelled else Phase.FAILED
-    message = "cancelled by spec.cancel" if cancelled else "spec.activeDeadlineSeconds ran out"
+    if message is None:
+        message = "cancelled by spec.cancel" if cancelled else "spec.activeDeadlineSeconds ran out"
     conditions = set_condition((body.get("status") or {}).get("conditions"), type=constants.ConditionType.SCHEDULED.value,
                                status="False", reason=reason, message=message, now=now, generation=meta.get("generation"))
     if not cancelled:

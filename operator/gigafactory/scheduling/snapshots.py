@@ -11,7 +11,10 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import pydantic
+
 from gigafactory import leases
+from gigafactory.models import agentjobs
 
 PodKey = tuple[str, str]  # (namespace, name) of a runner pod
 JobKey = tuple[str, str]  # (namespace, name) of an AgentJob
@@ -196,6 +199,21 @@ def job_from_body(body: Mapping[str, Any]) -> JobInfo:
         suspended=bool(spec.get("suspend")),
         cancelled=bool(spec.get("cancel")),
     )
+
+
+def spec_problem(body: Mapping[str, Any]) -> str | None:
+    """Why the operator cannot act on this job's spec, or None. The CRD schema refuses almost all of
+    this at the API server; this catches the rest (and clusters where the schema is not enforced)."""
+    try:
+        agentjobs.AgentJobSpec.model_validate(body.get("spec") or {})
+        job_from_body(body)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(["spec", *(str(part) for part in first["loc"])])
+        return f"{where}: {first['msg']}"
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return f"spec: {exc}"
+    return None
 
 
 def is_pending(body: Mapping[str, Any]) -> bool:

@@ -55,3 +55,37 @@ def test_waiting_job_past_its_deadline_fails() -> None:
     status = patches.end_waiting_patch(body=body, reason=leases.STOP_DEADLINE, now=NOW)["status"]
     assert status["phase"] == "Failed"
     assert [c["reason"] for c in status["conditions"] if c["type"] == "Failed"] == ["DeadlineExceeded"]
+
+
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        pytest.param({"repo": {"url": "https://x/a.git"}, "task": {"prompt": "p"}, "agent": {"profile": "script"},
+                      "priority": "high"}, "spec.priority", id="priority-not-a-number"),
+        pytest.param({"repo": {"url": "https://x/a.git"}, "task": {}, "agent": {"profile": "script"}},
+                     "exactly one of prompt and promptFrom", id="no-prompt"),
+        pytest.param({"task": {"prompt": "p"}, "agent": {"profile": "script"}}, "spec.repo", id="no-repo"),
+        pytest.param({"repo": {"url": "https://x/a.git"}, "task": {"prompt": "p"}, "agent": {"profile": "script"},
+                      "requirements": {"preferences": [{"capability": "gpu", "weight": "lots"}]}}, "weight", id="bad-weight"),
+    ],
+)
+def test_specs_the_operator_cannot_act_on_are_named(spec, fragment) -> None:
+    from gigafactory.scheduling import snapshots
+
+    problem = snapshots.spec_problem({"metadata": {"name": "j"}, "spec": spec})
+    assert problem is not None and fragment in problem
+
+
+def test_a_valid_spec_has_no_problem() -> None:
+    from gigafactory.scheduling import snapshots
+
+    spec = {"repo": {"url": "https://x/a.git"}, "task": {"prompt": "p"}, "agent": {"profile": "script"}}
+    assert snapshots.spec_problem({"metadata": {"name": "j"}, "spec": spec}) is None
+
+
+def test_invalid_spec_fails_the_waiting_job_naming_the_field() -> None:
+    body = {"metadata": {"resourceVersion": "3"}, "status": {}}
+    status = patches.end_waiting_patch(body=body, reason=patches.INVALID_SPEC, now=NOW, message="spec.priority: bad")["status"]
+    assert status["phase"] == "Failed"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (failed["reason"], failed["message"]) == ("InvalidSpec", "spec.priority: bad")
