@@ -14,6 +14,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "gigafactory"
 HELM = ROOT / ".venv" / "bin" / "helm"
 
+CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason="helm is installed by `make` (scripts/kube-tools.py)")
 
 TWO_POOLS = """
@@ -113,10 +115,12 @@ def test_rendered_chart_applies_to_an_api_server(tmp_path, kubectl, namespace, i
     values = f"pools:\n  - name: {pool}\n    agents: [script]\n    profiles: {{}}\n"
     docs = render(tmp_path, values, namespace=namespace)
     for doc in docs:  # the release namespace is this test's; cluster-scoped names get a unique suffix
-        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+        if doc["kind"] in CLUSTER_SCOPED:
             doc["metadata"]["name"] += f"-{namespace}"
             if "roleRef" in doc:
                 doc["roleRef"]["name"] += f"-{namespace}"
+            if "policyName" in doc.get("spec", {}):
+                doc["spec"]["policyName"] += f"-{namespace}"
     try:
         kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
         factory = kubectl("get", "factory", pool, "-o", "yaml").stdout
@@ -125,5 +129,5 @@ def test_rendered_chart_applies_to_an_api_server(tmp_path, kubectl, namespace, i
     finally:
         kubectl("delete", "factory", pool, "--ignore-not-found", check=False)
         for doc in docs:
-            if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            if doc["kind"] in CLUSTER_SCOPED:
                 kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found", check=False)

@@ -72,11 +72,16 @@ BUILTINS: tuple[Resource, ...] = (
              status_subresource=True, generation=True),
     _builtin("apps", "v1", "replicasets", "ReplicaSet", short_names=("rs",), categories=("all",),
              status_subresource=True, generation=True),
-    # Stored, not enforced: RBAC and disruption budgets are served so manifests apply (no authz, no eviction).
+    # Stored, not enforced: RBAC, admission policies and disruption budgets are served so that
+    # manifests apply (no authz, no admission, no eviction).
     _builtin("rbac.authorization.k8s.io", "v1", "roles", "Role"),
     _builtin("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
     _builtin("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
     _builtin("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
+    _builtin("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies", "ValidatingAdmissionPolicy",
+             namespaced=False, status_subresource=True, generation=True),
+    _builtin("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings",
+             "ValidatingAdmissionPolicyBinding", namespaced=False, generation=True),
     _builtin("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short_names=("pdb",),
              status_subresource=True, generation=True),
     _builtin("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
