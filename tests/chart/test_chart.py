@@ -131,3 +131,19 @@ def test_rendered_chart_applies_to_an_api_server(tmp_path, kubectl, namespace, i
         for doc in docs:
             if doc["kind"] in CLUSTER_SCOPED:
                 kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found", check=False)
+
+
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        pytest.param("pools:\n  - {name: Bad_Name, agents: [script]}\n", "name", id="pool-name"),
+        pytest.param("pools:\n  - {name: a, agents: []}\n", "agents", id="no-agents"),
+        pytest.param("operator: {replicas: 2}\n", "replicas", id="replicas-before-leader-election"),
+        pytest.param("pools:\n  - {name: a, agents: [x], slotsPerPod: 0}\n", "slotsPerPod", id="zero-slots"),
+    ],
+)
+def test_values_schema_refuses_bad_values(tmp_path, values, fragment) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(values)
+    result = subprocess.run([str(HELM), "template", "gf", str(CHART), "-f", str(path)], capture_output=True, text=True)
+    assert result.returncode != 0 and fragment in result.stderr, result.stderr
