@@ -26,6 +26,7 @@ test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check operator tests benchmarks
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(ARGS)
+	scripts/scan-chart.sh
 
 crds: $(STAMP)
 	$(BIN)/python -m gigafactory.crdgen

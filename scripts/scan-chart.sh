@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Render the chart with default and full values and scan it with checkov (its own venv, pinned by
+# requirements-tools.lock, so its many dependencies stay out of the project's). Fails on any finding
+# not skipped with a reason in .checkov.yaml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools=.venv-tools
+if [ ! -f "$tools/.installed" ] || [ requirements-tools.lock -nt "$tools/.installed" ]; then
+  python3 -m venv "$tools"
+  "$tools/bin/pip" install -q --disable-pip-version-check -r requirements-tools.lock
+  touch "$tools/.installed"
+fi
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+.venv/bin/helm template gf charts/gigafactory -n gigafactory-system > "$out/default.yaml"
+.venv/bin/helm template gf charts/gigafactory -n gigafactory-system -f charts/gigafactory/ci/full-values.yaml > "$out/full.yaml"
+"$tools/bin/checkov" --config-file .checkov.yaml -d "$out"
