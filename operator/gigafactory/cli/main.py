@@ -58,6 +58,8 @@ def runner(
 
     import pydantic
 
+    from kubernetes import config as kubernetes_config
+
     from gigafactory import config
     from gigafactory.runner import running
 
@@ -70,7 +72,11 @@ def runner(
         raise typer.Exit(2) from None
     if kubeconfig is not None:
         settings = settings.model_copy(update={"kubeconfig": str(kubeconfig)})
-    asyncio.run(running.main(settings))
+    try:
+        asyncio.run(running.main(settings))
+    except (ValueError, kubernetes_config.ConfigException) as exc:  # one line, not a traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

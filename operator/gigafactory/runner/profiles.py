@@ -37,5 +37,9 @@ def load(path: str | pathlib.Path | None = None) -> Mapping[str, Profile]:
     try:
         data = yaml.safe_load(source.read_text())
         return ProfilesFile.model_validate(data).profiles
-    except (OSError, yaml.YAMLError, pydantic.ValidationError) as exc:
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"cannot load agent profiles from {source}: {where}: {first['msg']}") from None
+    except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"cannot load agent profiles from {source}: {exc}") from None

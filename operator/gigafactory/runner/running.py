@@ -442,6 +442,7 @@ class Runner:
 
 
 async def main(settings: config.RunnerSettings) -> None:
+    profiles.load(settings.profiles_file)  # a broken profiles file is reported before anything starts
     client = kubeclient.Client.from_kubeconfig(settings.kubeconfig)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

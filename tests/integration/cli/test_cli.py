@@ -133,3 +133,24 @@ def test_explain_tells_the_position_in_the_queue(gf, api_client, namespace) -> N
     assert "position 1 of 3 in queue ordered" in gf("explain", "high", "-n", namespace)
     assert "position 2 of 3 in queue ordered" in gf("explain", "mid", "-n", namespace)
     assert "position 3 of 3 in queue ordered" in gf("explain", "low", "-n", namespace)
+
+
+@pytest.mark.parametrize(
+    "env, fragment",
+    [
+        pytest.param({}, "GIGAFACTORY_RUNNER_POD_NAME", id="no-settings"),
+        pytest.param({"GIGAFACTORY_RUNNER_POD_NAME": "p", "GIGAFACTORY_RUNNER_FACTORY": "f",
+                      "GIGAFACTORY_RUNNER_PROFILES_FILE": "BAD"}, "profiles.x.argv", id="bad-profiles-file"),
+    ],
+)
+def test_runner_misconfiguration_is_one_clear_line(tmp_path, monkeypatch, env, fragment) -> None:
+    for key in ("GIGAFACTORY_RUNNER_POD_NAME", "GIGAFACTORY_RUNNER_FACTORY"):
+        monkeypatch.delenv(key, raising=False)
+    bad = tmp_path / "profiles.yaml"
+    bad.write_text("profiles:\n  x: {argv: []}\n")
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(bad) if value == "BAD" else value)
+    monkeypatch.setenv("GIGAFACTORY_RUNNER_WORK_DIR", str(tmp_path / "work"))
+    result = CliRunner().invoke(main.app, ["runner", "--kubeconfig", str(tmp_path / "unused")])
+    assert result.exit_code == 2
+    assert fragment in result.output and "Traceback" not in result.output
