@@ -114,6 +114,8 @@ def _table(jobs: dict[tuple[str, str], dict[str, Any]]) -> rich.table.Table:
 
 
 async def run(options: Options) -> int:
+    # Absolute: the sample remote's path becomes a job's repo URL, and git resolves it from elsewhere.
+    options.work_dir = options.work_dir.resolve()
     options.work_dir.mkdir(parents=True, exist_ok=True)
     server = await localcluster.start(port=options.port)
     for crd in crdgen.build_crds().values():

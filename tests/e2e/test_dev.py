@@ -19,7 +19,8 @@ def test_dev_mode_runs_the_examples_to_pushed_branches(tmp_path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")])}
     env.pop("KUBECONFIG", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "gigafactory.cli.main", "dev", "--work-dir", str(work), "--exit-when-done"],
+        # A relative work dir, as `make dev` passes it.
+        [sys.executable, "-m", "gigafactory.cli.main", "dev", "--work-dir", ".dev", "--exit-when-done"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     kubectl = ROOT / ".venv" / "bin" / "kubectl"
