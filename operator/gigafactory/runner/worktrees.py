@@ -133,23 +133,31 @@ class Workspace:
         return await asyncio.to_thread(call)
 
     async def sync_mirror(self, url: str, credentials: Credentials) -> pathlib.Path:
-        """Clone the bare mirror once, fetch it on every attempt, under the mirror's lock."""
+        """A bare repository per URL whose remote branches live under refs/remotes/origin/, fetched on
+        every attempt under the mirror's lock. Its refs/heads/ holds only the attempts' gf/* branches,
+        so a fetch (with --prune) never touches a branch that a running worktree has checked out."""
         path = self.mirror_path(url)
         lock = self._locks.setdefault(str(path), asyncio.Lock())
+        none = Credentials()
         async with lock:
-            if not (path / "HEAD").exists():
+            fresh = not (path / "HEAD").exists()
+            if fresh:
                 shutil.rmtree(path, ignore_errors=True)
-                try:
-                    await self._git(None, ["clone", "--mirror", "--", url, str(path)], credentials,
-                                    failure=("Rejected", "RepoNotFound"))
-                except GitFailure as exc:
-                    shutil.rmtree(path, ignore_errors=True)
-                    if "Authentication failed" in exc.message or "could not read Username" in exc.message \
-                            or "Permission denied" in exc.message:
-                        raise GitFailure("Rejected", "BadCredentials", f"authentication to {url} failed") from None
+                await self._git(None, ["init", "-q", "--bare", str(path)], none, failure=("InfraError", "MirrorFailed"))
+                await self._git(path, ["remote", "add", "origin", "--", url], none, failure=("InfraError", "MirrorFailed"))
+                await self._git(path, ["config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*"], none,
+                                failure=("InfraError", "MirrorFailed"))
+            try:
+                await self._git(path, ["fetch", "-q", "--prune", "--tags", "origin"], credentials,
+                                failure=("Rejected" if fresh else "InfraError", "RepoNotFound" if fresh else "FetchFailed"))
+            except GitFailure as exc:
+                if not fresh:
                     raise
-            else:
-                await self._git(path, ["fetch", "--prune", "origin"], credentials, failure=("InfraError", "FetchFailed"))
+                shutil.rmtree(path, ignore_errors=True)
+                if any(text in exc.message for text in ("Authentication failed", "could not read Username",
+                                                         "Permission denied", "403", "401")):
+                    raise GitFailure("Rejected", "BadCredentials", f"authentication to {url} failed") from None
+                raise
         return path
 
     async def add_worktree(self, mirror: pathlib.Path, *, name: str, base_ref: str) -> tuple[pathlib.Path, str]:
@@ -157,13 +165,20 @@ class Workspace:
         if not _SAFE_REF.match(base_ref):
             raise GitFailure("Rejected", "BaseRefNotFound", f"baseRef {base_ref!r} is not a valid ref")
         none = Credentials()
-        try:
-            base = (await self._git(mirror, ["rev-parse", "--verify", "--quiet", f"{base_ref}^{{commit}}"], none,
-                                    failure=("Rejected", "BaseRefNotFound"))).strip()
-        except GitFailure:
-            raise GitFailure("Rejected", "BaseRefNotFound", f"baseRef {base_ref!r} does not exist in the repository") from None
+        base = ""
+        # A branch of the remote, then a tag, then a commit id.
+        for candidate in (f"refs/remotes/origin/{base_ref}", f"refs/tags/{base_ref}", base_ref):
+            try:
+                base = (await self._git(mirror, ["rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"], none,
+                                        failure=("Rejected", "BaseRefNotFound"))).strip()
+            except GitFailure:
+                continue
+            if base:
+                break
+        if not base:
+            raise GitFailure("Rejected", "BaseRefNotFound", f"baseRef {base_ref!r} does not exist in the repository")
         path = self.root / "worktrees" / name
-        await self._git(mirror, ["worktree", "add", "-b", f"{BRANCH_PREFIX}{name}", str(path), base], none,
+        await self._git(mirror, ["worktree", "add", "-q", "-b", f"{BRANCH_PREFIX}{name}", str(path), base], none,
                         failure=("InfraError", "WorktreeFailed"))
         return path, base
 

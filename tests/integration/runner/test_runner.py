@@ -10,6 +10,7 @@ import sys
 import git
 import pytest
 
+from gigafactory.runner import executing
 from tests import gitrepos
 from tests.conftest import wait_for
 from tests.integration.operator import stubs
@@ -108,7 +109,8 @@ def fleet(api, kubeconfig, namespace, tmp_path):
             raise
         finally:
             for runner in runners:
-                runner.stop(signal.SIGKILL)
+                runner.stop(signal.SIGTERM)  # a graceful stop ends its agents too
+                executing.kill_orphans(runner.work_dir / "agents")  # and after a test's SIGKILL, this does
             api.call("delete", stubs.kubeclient.FACTORIES, factory)
 
 
@@ -222,7 +224,8 @@ def test_kill_minus_9_leaves_nothing_the_next_start_does_not_sweep(api, namespac
         assert "worktree" in swept_names and "branch gf/" in swept_names
         assert not _alive(orphan)
     finally:
-        restarted.stop(signal.SIGKILL)
+        restarted.stop(signal.SIGTERM)
+        executing.kill_orphans(restarted.work_dir / "agents")
 
 
 def test_sigterm_stops_claiming_releases_and_requeues(api, namespace, fleet, remote) -> None:

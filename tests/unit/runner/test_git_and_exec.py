@@ -180,3 +180,24 @@ def test_bad_profiles_file_is_a_clear_error(tmp_path) -> None:
     bad.write_text("profiles:\n  x: {argv: []}\n")
     with pytest.raises(ValueError, match="cannot load agent profiles"):
         profiles.load(bad)
+
+
+async def test_fetch_while_attempts_run_keeps_their_branches(workspace, remote, tmp_path) -> None:
+    # A later attempt's fetch (with --prune) must not touch branches that running worktrees have checked out.
+    none = worktrees.Credentials()
+    mirror = await workspace.sync_mirror(str(remote), none)
+    first, _ = await workspace.add_worktree(mirror, name="a-1", base_ref="main")
+    _agent(first, "work-in-progress")
+    # The remote moves on meanwhile.
+    clone = git.Repo.clone_from(str(remote), tmp_path / "other")
+    (tmp_path / "other" / "b.txt").write_text("b\n")
+    clone.index.add(["b.txt"])
+    actor = git.Actor("o", "o@example.invalid")
+    clone.index.commit("remote moves", author=actor, committer=actor)
+    clone.remote().push("main:main")
+    await workspace.sync_mirror(str(remote), none)
+    second, base = await workspace.add_worktree(mirror, name="b-1", base_ref="main")
+    assert base == clone.head.commit.hexsha  # the new attempt starts from the fetched main
+    assert (first / "work-in-progress.txt").exists()
+    assert git.Repo(first).head.commit.message == "work-in-progress"
+    assert {h.name for h in git.Repo(mirror).heads} == {"gf/a-1", "gf/b-1"}  # only the attempts' branches
