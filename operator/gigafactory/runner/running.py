@@ -376,8 +376,9 @@ class Runner:
             if attempt.lost:
                 logger.info("lost the lease of %s; not reporting", binding.name)
                 return
-            logger.info("%s/%s attempt %d: %s %s", binding.job_namespace, binding.job_name, binding.attempt,
-                        report["outcome"], report.get("reason", ""))
+            logger.info("%s/%s attempt %d: %s %s %s", binding.job_namespace, binding.job_name, binding.attempt,
+                        report["outcome"], report.get("reason", ""),
+                        "" if report["outcome"] == "Succeeded" else report.get("message", ""))
             await self.report(attempt, report)
         except (kubeclient.ApiError, OSError) as exc:
             logger.warning("attempt %s: API trouble: %s", binding.name, exc)

@@ -132,14 +132,18 @@ class Workspace:
 
         return await asyncio.to_thread(call)
 
+    def lock(self, mirror: pathlib.Path) -> asyncio.Lock:
+        """One lock per mirror for everything that changes its refs or its worktree list: a fetch walks
+        every worktree's HEAD, so a worktree half added or half removed would break it."""
+        return self._locks.setdefault(str(mirror), asyncio.Lock())
+
     async def sync_mirror(self, url: str, credentials: Credentials) -> pathlib.Path:
         """A bare repository per URL whose remote branches live under refs/remotes/origin/, fetched on
         every attempt under the mirror's lock. Its refs/heads/ holds only the attempts' gf/* branches,
         so a fetch (with --prune) never touches a branch that a running worktree has checked out."""
         path = self.mirror_path(url)
-        lock = self._locks.setdefault(str(path), asyncio.Lock())
         none = Credentials()
-        async with lock:
+        async with self.lock(path):
             fresh = not (path / "HEAD").exists()
             if fresh:
                 shutil.rmtree(path, ignore_errors=True)
@@ -178,8 +182,9 @@ class Workspace:
         if not base:
             raise GitFailure("Rejected", "BaseRefNotFound", f"baseRef {base_ref!r} does not exist in the repository")
         path = self.root / "worktrees" / name
-        await self._git(mirror, ["worktree", "add", "-q", "-b", f"{BRANCH_PREFIX}{name}", str(path), base], none,
-                        failure=("InfraError", "WorktreeFailed"))
+        async with self.lock(mirror):
+            await self._git(mirror, ["worktree", "add", "-q", "-b", f"{BRANCH_PREFIX}{name}", str(path), base], none,
+                            failure=("InfraError", "WorktreeFailed"))
         return path, base
 
     async def take_summary(self, worktree: pathlib.Path) -> str | None:
@@ -241,7 +246,8 @@ class Workspace:
             with contextlib.suppress(git.GitCommandError):
                 repo.execute(["git", "branch", "-D", f"{BRANCH_PREFIX}{name}"])
 
-        await asyncio.to_thread(call)
+        async with self.lock(mirror):
+            await asyncio.to_thread(call)
 
     def sweep(self, live: set[str] = frozenset()) -> list[str]:
         """Remove every worktree and gf/* branch that belongs to no live attempt; returns what went."""
