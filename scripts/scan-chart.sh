@@ -14,4 +14,4 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 .venv/bin/helm template gf charts/gigafactory -n gigafactory-system > "$out/default.yaml"
 .venv/bin/helm template gf charts/gigafactory -n gigafactory-system -f charts/gigafactory/ci/full-values.yaml > "$out/full.yaml"
-"$tools/bin/checkov" --config-file .checkov.yaml -d "$out"
+"$tools/bin/checkov" --config-file .checkov.yaml --skip-download -d "$out"
