@@ -40,6 +40,10 @@ class OperatorSettings(pydantic_settings.BaseSettings):
     max_pods_to_score: int = pydantic.Field(default=32, ge=1)
     # Binds (and explanation writes) in flight at once, so a burst does not flood the API server.
     bind_concurrency: int = pydantic.Field(default=32, ge=1)
+    # A waiting job's Scheduled=False message is rewritten at once when its substance changes (a
+    # reason the job or the fleet's configuration must lift, or no pod at all); when only counts of
+    # busy or stale pods change, at most this often, so that churn in a big fleet is no write storm.
+    explanation_refresh_seconds: float = pydantic.Field(default=120, ge=0)
     # Port of /healthz, /readyz and /metrics.
     http_port: int = pydantic.Field(default=8080, ge=0, le=65535)
 
@@ -70,3 +74,8 @@ class RunnerSettings(pydantic_settings.BaseSettings):
     shutdown_grace_seconds: int = pydantic.Field(default=30, ge=0)
     # Accept file:// URLs and local paths as repositories (dev mode and tests only).
     allow_local_repos: bool = False
+    # Network git calls (fetch, push) are killed after this long, so a remote that stalls cannot hold
+    # its mirror's lock (and every other job of that repository on this pod) forever.
+    git_timeout_seconds: int = pydantic.Field(default=600, ge=1)
+    # A task longer than this (UTF-8 bytes, inline or from a ConfigMap) is refused: Rejected, PromptTooLarge.
+    max_prompt_bytes: int = pydantic.Field(default=256 * 1024, ge=1)

@@ -51,9 +51,20 @@ def runner(
     kubeconfig: Annotated[
         pathlib.Path | None, typer.Option(help="Kubeconfig file to use (unset: the in-cluster service account).")
     ] = None,
+    pod_name: Annotated[str | None, typer.Option(help="This pod's name [env GIGAFACTORY_RUNNER_POD_NAME].")] = None,
+    namespace: Annotated[str | None, typer.Option(help="This pod's namespace [env GIGAFACTORY_RUNNER_NAMESPACE].")] = None,
+    factory: Annotated[str | None, typer.Option(help="The Factory this pod belongs to [env GIGAFACTORY_RUNNER_FACTORY].")] = None,
+    slots: Annotated[int | None, typer.Option(help="Jobs at once [env GIGAFACTORY_RUNNER_SLOTS].")] = None,
+    work_dir: Annotated[pathlib.Path | None, typer.Option(help="Mirrors and worktrees [env GIGAFACTORY_RUNNER_WORK_DIR].")] = None,
+    profiles_file: Annotated[
+        pathlib.Path | None, typer.Option(help="Agent profiles YAML [env GIGAFACTORY_RUNNER_PROFILES_FILE].")
+    ] = None,
+    allow_local_repos: Annotated[
+        bool | None, typer.Option(help="Accept file:// URLs and local paths (dev, tests) [env GIGAFACTORY_RUNNER_ALLOW_LOCAL_REPOS].")
+    ] = None,
 ) -> None:
     """Run a factory runner: heartbeat, claim bound jobs, run agents in worktrees, push, report.
-    Settings from GIGAFACTORY_RUNNER_* env (pod name, namespace, factory, slots, work dir, profiles file)."""
+    Settings from GIGAFACTORY_RUNNER_* env; a flag beats its variable (see docs/runner.md)."""
     import logging
 
     import pydantic
@@ -64,14 +75,17 @@ def runner(
     from gigafactory.runner import running
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    flags = {"kubeconfig": kubeconfig, "pod_name": pod_name, "namespace": namespace, "factory": factory, "slots": slots,
+             "work_dir": work_dir, "profiles_file": profiles_file, "allow_local_repos": allow_local_repos}
+    overrides = {key: str(value) if isinstance(value, pathlib.Path) else value
+                 for key, value in flags.items() if value is not None}
     try:
-        settings = config.RunnerSettings()
+        settings = config.RunnerSettings(**overrides)
     except pydantic.ValidationError as exc:
-        missing = ", ".join("GIGAFACTORY_RUNNER_" + str(e["loc"][0]).upper() for e in exc.errors())
-        typer.echo(f"error: runner settings missing or invalid: {missing}", err=True)
+        problems = ", ".join(f"--{str(e['loc'][0]).replace('_', '-')} / GIGAFACTORY_RUNNER_{str(e['loc'][0]).upper()}: {e['msg']}"
+                             for e in exc.errors())
+        typer.echo(f"error: runner settings missing or invalid: {problems}", err=True)
         raise typer.Exit(2) from None
-    if kubeconfig is not None:
-        settings = settings.model_copy(update={"kubeconfig": str(kubeconfig)})
     try:
         asyncio.run(running.main(settings))
     except (ValueError, kubernetes_config.ConfigException) as exc:  # one line, not a traceback

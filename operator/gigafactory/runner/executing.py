@@ -57,8 +57,9 @@ async def run(argv: Sequence[str], *, cwd: str, env: Mapping[str, str], timeout:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     if pid_file is not None:
-        # Written so that a runner restarted after a crash can end agents the crash orphaned.
-        pid_file.write_text(str(process.pid))
+        # Written so that a runner restarted after a crash can end agents the crash orphaned; the
+        # start time tells that agent apart from a later process that got the same pid.
+        pid_file.write_text(f"{process.pid} {_start_time(process.pid) or ''}".strip())
     tail = Tail()
 
     async def pump() -> None:
@@ -98,15 +99,34 @@ async def run(argv: Sequence[str], *, cwd: str, env: Mapping[str, str], timeout:
     return Execution(outcome=outcome, exit_code=code, tail=tail.text(), pid=process.pid)
 
 
+def _start_time(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (Linux /proc), or None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def kill_orphans(directory: pathlib.Path) -> list[int]:
-    """Kill the process groups of agents whose pid files a crashed runner left behind."""
+    """Kill the process groups of agents whose pid files a crashed runner left behind.
+
+    An agent leads its own group, so its pid is the group id. The kernel never hands out a pid
+    that is still some group's id, so: if a process with that pid runs but started at another
+    time, the agent's group is gone and the pid belongs to someone else (after a container restart,
+    maybe to this very runner), and nothing is killed."""
     killed = []
+    own = {os.getpid(), os.getpgrp()}
     for pid_file in directory.glob("*.pid"):
         try:
-            pid = int(pid_file.read_text())
-        except (OSError, ValueError):
-            pid = 0
-        if pid > 1:
+            fields = pid_file.read_text().split()
+            pid = int(fields[0])
+            started = fields[1] if len(fields) > 1 else None
+        except (OSError, ValueError, IndexError):
+            pid, started = 0, None
+        now = _start_time(pid) if pid > 1 else None
+        reused = started is not None and now is not None and now != started
+        if pid > 1 and pid not in own and not reused:
             _signal_group(pid, signal.SIGKILL)
             killed.append(pid)
         pid_file.unlink(missing_ok=True)

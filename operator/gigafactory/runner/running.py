@@ -8,12 +8,15 @@ import asyncio
 import base64
 import contextlib
 import datetime
+import fcntl
 import logging
 import os
 import pathlib
 import signal
 import tempfile
 from typing import Any
+
+import pydantic
 
 from gigafactory import config, constants, kubeclient, leases
 from gigafactory.models import agentjobs
@@ -57,7 +60,7 @@ class Runner:
     def __init__(self, settings: config.RunnerSettings, client: kubeclient.Client) -> None:
         self.settings = settings
         self.client = client
-        self.workspace = worktrees.Workspace(pathlib.Path(settings.work_dir))
+        self.workspace = worktrees.Workspace(pathlib.Path(settings.work_dir), network_timeout=settings.git_timeout_seconds)
         self.profiles = profiles.load(settings.profiles_file)
         self.attempts: dict[str, Attempt] = {}  # binding lease name → attempt
         self.seen: set[str] = set()
@@ -65,6 +68,7 @@ class Runner:
         self.heartbeat_version: str | None = None
         self.announced_repos: list[str] = []
         self.wake = asyncio.Event()
+        self.heartbeat_task: asyncio.Task[None] | None = None
         self.pids = self.workspace.root / "agents"
         self.pids.mkdir(exist_ok=True)
 
@@ -239,24 +243,38 @@ class Runner:
 
     async def execute(self, attempt: Attempt, job: dict[str, Any]) -> dict[str, Any]:
         """Prepare, run the agent, push; returns the report (without attempt/pod/finishedAt)."""
-        spec = agentjobs.AgentJob.model_validate(job).spec
+        try:
+            spec = agentjobs.AgentJob.model_validate(job).spec
+        except pydantic.ValidationError as exc:  # the schema should have refused it; a runner does not rely on that
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise AttemptFailed("Rejected", "InvalidSpec", f"{where}: {first['msg']}") from None
         profile = self.profiles.get(spec.agent.profile)
         if profile is None:
             raise AttemptFailed("Rejected", "ProfileUnknown", f"agent profile {spec.agent.profile!r} is not offered by this runner")
         for env in spec.agent.env:  # the schema refuses these too; a runner does not rely on it
             if env.name.startswith(constants.RESERVED_ENV_PREFIXES) or env.name in constants.RESERVED_ENV_NAMES:
                 raise AttemptFailed("Rejected", "ReservedEnv", f"env name {env.name} is reserved")
+        branch = spec.repo.branch or f"agent/{job['metadata']['name']}"
         try:
             worktrees.check_url(spec.repo.url, allow_local=self.settings.allow_local_repos)
+            worktrees.check_ref(branch, what="branch")
         except worktrees.GitFailure as exc:
             raise AttemptFailed(exc.outcome, exc.reason, exc.message) from None
         credentials = await self._secret(job)
         prompt = await self._prompt(job, spec)
-        branch = spec.repo.branch or f"agent/{job['metadata']['name']}"
+        size = len(prompt.encode("utf-8", errors="replace"))
+        if size > self.settings.max_prompt_bytes:
+            raise AttemptFailed("Rejected", "PromptTooLarge",
+                                f"the task is {size} bytes; this runner accepts at most {self.settings.max_prompt_bytes}")
         label = f"{job['metadata']['namespace']}/{job['metadata']['name']}#{attempt.binding.attempt}"
         mirror = None
         try:
             mirror = await self.workspace.sync_mirror(spec.repo.url, credentials)
+            if await self.workspace.branch_exists(mirror, branch):
+                # Known before the agent runs: an attempt that could never push is not started.
+                raise AttemptFailed("PushFailed", "BranchExists",
+                                    f"branch {branch} already exists on the remote; a runner never overwrites a branch")
             workdir, base = await self.workspace.add_worktree(mirror, name=attempt.name, base_ref=spec.repo.base_ref)
             with tempfile.TemporaryDirectory(prefix="gf-task-", dir=self.workspace.root) as tmp:
                 prompt_file = pathlib.Path(tmp) / "prompt.md"
@@ -321,24 +339,42 @@ class Runner:
         return f"configmap/{self.settings.namespace}/{name}"
 
     async def report(self, attempt: Attempt, report: dict[str, Any]) -> None:
-        """status.report, only while the job's current attempt is still ours (precondition on a fresh read)."""
+        """status.report, only while the job's current attempt is still ours (precondition on a fresh read).
+
+        A report is the only trace of what the attempt did, so transient API trouble is retried (the
+        binding Lease is still being renewed meanwhile), and a report the schema refuses is sent again
+        cut down to its outcome rather than lost."""
         binding = attempt.binding
         body = {"attempt": binding.attempt, "pod": self.settings.pod_name, "finishedAt": _stamp(), **report}
         body = {k: v for k, v in body.items() if v is not None}
-        for _ in range(5):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(30.0, 2.0 * self.settings.binding_lease_seconds)
+        delay = 0.2
+        while True:
             try:
                 job = await self._read_job(binding)
-            except kubeclient.NotFound:
-                return
-            if not self._mine(job, binding):
-                return  # a newer attempt or an undo: a stale report would change nothing, so send none
-            patch = {"metadata": {"resourceVersion": job["metadata"]["resourceVersion"]}, "status": {"report": body}}
-            try:
+                if not self._mine(job, binding):
+                    return  # a newer attempt or an undo: a stale report would change nothing, so send none
+                patch = {"metadata": {"resourceVersion": job["metadata"]["resourceVersion"]}, "status": {"report": body}}
                 await self.client.patch(kubeclient.AGENTJOBS, binding.job_name, patch, namespace=binding.job_namespace,
                                         subresource="status")
                 return
+            except kubeclient.NotFound:
+                return
             except kubeclient.Conflict:
-                continue
+                continue  # someone wrote between our read and our patch: read again
+            except kubeclient.Invalid as exc:
+                if "result" not in body and len(body.get("message", "")) <= 1000:
+                    raise
+                logger.warning("report of %s refused (%s); sending it without its result", binding.name, exc.message)
+                body = {k: v for k, v in body.items() if k != "result"}
+                body["message"] = str(body.get("message", ""))[:1000]
+            except (kubeclient.ApiError, OSError, asyncio.TimeoutError) as exc:
+                if loop.time() + delay > deadline:
+                    raise
+                logger.warning("reporting %s failed (%s); retrying", binding.name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def release(self, attempt: Attempt) -> None:
         binding = attempt.binding
@@ -397,9 +433,10 @@ class Runner:
     async def shutdown(self) -> None:
         self.draining = True
         with contextlib.suppress(kubeclient.ApiError, OSError):
-            await self.client.patch(kubeclient.LEASES, self.settings.pod_name,
-                                    {"metadata": {"annotations": {leases.ANNOTATION_DRAINING: "true"}}},
-                                    namespace=self.settings.namespace)
+            updated = await self.client.patch(kubeclient.LEASES, self.settings.pod_name,
+                                              {"metadata": {"annotations": {leases.ANNOTATION_DRAINING: "true"}}},
+                                              namespace=self.settings.namespace)
+            self.heartbeat_version = updated["metadata"]["resourceVersion"]
         tasks = [a.task for a in self.attempts.values() if a.task is not None]
         if tasks:
             logger.info("draining: %d running jobs get %ds to finish", len(tasks), self.settings.shutdown_grace_seconds)
@@ -409,6 +446,10 @@ class Runner:
                 attempt.stop.set()
             if pending:
                 await asyncio.wait(pending, timeout=executing.KILL_GRACE_SECONDS + 10)
+        if self.heartbeat_task is not None:  # else a last renewal could find the Lease gone and recreate it
+            self.heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.heartbeat_task
         with contextlib.suppress(kubeclient.ApiError, OSError):
             await self.client.delete(kubeclient.LEASES, self.settings.pod_name, namespace=self.settings.namespace)
 
@@ -425,7 +466,7 @@ class Runner:
             label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_BINDING},{constants.LABEL_POD}={self.settings.pod_name}",
             handler=self.on_binding,
         )
-        heartbeat = asyncio.create_task(self.heartbeat_loop())
+        self.heartbeat_task = heartbeat = asyncio.create_task(self.heartbeat_loop())
         async with informer.running():
             logger.info("runner %s of factory %s ready with %d slots", self.settings.pod_name, self.settings.factory, self.settings.slots)
             while not stop.is_set():
@@ -438,12 +479,38 @@ class Runner:
                 await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 stopper.cancel()
-            heartbeat.cancel()
-            await self.shutdown()
+            # The heartbeat goes on while draining: the pod is alive, just taking nothing new.
+            try:
+                await self.shutdown()
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+
+
+def lock_work_dir(work_dir: pathlib.Path) -> Any:
+    """Hold an exclusive lock on the work dir for the life of the process: a second runner on the
+    same directory would sweep the first one's worktrees at start-up. The kernel drops the lock when
+    the process dies, kill -9 included. Raises ValueError (a one-line error) when it is taken."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(work_dir / ".runner.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise ValueError(f"work dir {work_dir} is in use by another runner (pid {holder})") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 async def main(settings: config.RunnerSettings) -> None:
     profiles.load(settings.profiles_file)  # a broken profiles file is reported before anything starts
+    lock = lock_work_dir(pathlib.Path(settings.work_dir))  # noqa: F841 — held until the process ends
     client = kubeclient.Client.from_kubeconfig(settings.kubeconfig)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

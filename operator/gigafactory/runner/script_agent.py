@@ -3,7 +3,8 @@
 With no options it records the task prompt in .gigafactory/task.md and commits it. Tests steer it:
 `--exit N` exits with N (after doing nothing), `--hang` never returns, and the env variable
 GIGAFACTORY_SCRIPT_MARKER names a file that gets one line per execution, so a test can count
-exactly how often each job ran.
+exactly how often each job ran. `--await-peers N` waits (up to 30 s, else exits 4) until that file
+has N lines: N agents running at the same time, which proves that their jobs overlapped.
 """
 
 import argparse
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-file", required=True)
     parser.add_argument("--exit", type=int, default=None, dest="exit_code")
     parser.add_argument("--hang", action="store_true")
+    parser.add_argument("--await-peers", type=int, default=0)
     args = parser.parse_args(argv)
     prompt = pathlib.Path(args.prompt_file).read_text()
     marker = os.environ.get("GIGAFACTORY_SCRIPT_MARKER")
@@ -26,6 +28,13 @@ def main(argv: list[str] | None = None) -> int:
         with open(marker, "a") as handle:
             handle.write(f"{os.getcwd()}\n")
     print(f"script agent: task of {len(prompt)} characters", flush=True)
+    if args.await_peers:
+        deadline = time.monotonic() + 30
+        while not marker or len(pathlib.Path(marker).read_text().splitlines()) < args.await_peers:
+            if time.monotonic() > deadline:
+                print(f"script agent: {args.await_peers} agents never ran at once", flush=True)
+                return 4
+            time.sleep(0.05)
     if args.hang:
         while True:
             time.sleep(3600)

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import pathlib
 import re
+import shlex
 import shutil
 import stat
 import tempfile
@@ -22,6 +23,7 @@ import git
 from gigafactory import leases
 
 BRANCH_PREFIX = "gf/"
+CHANGED_FILES_CHARS = 64 * 1024
 _ASKPASS = """#!/bin/sh
 case "$1" in
   Username*) printf '%s\\n' "$GIGAFACTORY_GIT_USERNAME" ;;
@@ -30,6 +32,15 @@ esac
 """
 _REMOTE_HELPER = re.compile(r"^[A-Za-z0-9+.-]+::")
 _SAFE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+# scheme://user:password@host — a token inline in the URL.
+_USERINFO_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@")
+# What git (over HTTP, SSH or locally) prints when the remote refuses who we are...
+_AUTH_SIGNS = ("authentication failed", "could not read username", "could not read password",
+               "permission denied", "the requested url returned error: 401", "the requested url returned error: 403",
+               "invalid username or password", "terminal prompts disabled", "host key verification failed")
+# ...and when there is no such repository. Anything else (DNS, refused connection, timeout) may pass.
+_NOT_FOUND_SIGNS = ("not found", "does not appear to be a git repository", "no such file or directory",
+                    "the requested url returned error: 404", "does not exist")
 
 
 class GitFailure(Exception):
@@ -40,6 +51,19 @@ class GitFailure(Exception):
         self.outcome = outcome
         self.reason = reason
         self.message = message
+
+
+def _output(exc: git.GitCommandError) -> str:
+    """What git said (stderr, then stdout), without gitpython's wrapping."""
+    parts = []
+    for wrapped, label in ((exc.stderr, "stderr"), (exc.stdout, "stdout")):
+        text = str(wrapped or "").strip()
+        prefix = f"{label}: '"
+        if text.startswith(prefix):
+            text = text[len(prefix):].removesuffix("'")
+        if text:
+            parts.append(text.strip())
+    return "\n".join(parts) or str(exc)
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
@@ -58,6 +82,36 @@ def check_url(url: str, *, allow_local: bool) -> None:
         raise GitFailure("Rejected", "RepoNotAllowed", f"local repositories are not allowed on this runner: {url!r}")
     if not local and not re.match(r"^(https?|ssh|git)://|^[A-Za-z0-9._-]+@[^:/]+:", url):
         raise GitFailure("Rejected", "RepoNotAllowed", f"unsupported repository URL {url!r}")
+    if _USERINFO_PASSWORD.match(url):
+        # It would sit in the mirror's config and in every message that names the URL.
+        raise GitFailure("Rejected", "RepoNotAllowed",
+                         "the repository URL carries a password or token; put it in the credentials Secret")
+
+
+def check_ref(ref: str, *, what: str) -> None:
+    """A name git itself accepts as a branch (git check-ref-format), so nothing fails after the agent ran."""
+    reason = "InvalidBranch" if what == "branch" else "BaseRefNotFound"
+    try:
+        git.Git().execute(["git", "check-ref-format", "--branch", ref])
+    except git.GitCommandError:
+        raise GitFailure("Rejected", reason, f"{what} {ref!r} is not a valid git ref name") from None
+    if not _SAFE_REF.match(ref):
+        raise GitFailure("Rejected", reason, f"{what} {ref!r} is not a valid git ref name")
+
+
+def classify_remote_error(text: str, *, url: str) -> GitFailure:
+    """A failed fetch → what the job's owner can do about it. Only faults a retry may cure stay InfraError."""
+    lowered = text.lower()
+    if any(sign in lowered for sign in _AUTH_SIGNS):
+        return GitFailure("Rejected", "BadCredentials", f"authentication to {url} failed: {_last_line(text)}")
+    if any(sign in lowered for sign in _NOT_FOUND_SIGNS):
+        return GitFailure("Rejected", "RepoNotFound", f"repository {url} does not exist or is not readable: {_last_line(text)}")
+    return GitFailure("InfraError", "FetchFailed", f"cannot fetch {url}: {_last_line(text)}")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Please make sure")]
+    return lines[-1][:500] if lines else "no error text"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +133,9 @@ class Workspace:
     """Mirrors and worktrees under one directory."""
 
     root: pathlib.Path
+    # Network git calls (fetch, ls-remote, push) are killed after this long: a remote that accepts a
+    # connection and then says nothing must not hold a mirror's lock (and every job of that repo) forever.
+    network_timeout: float = 600.0
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -113,7 +170,9 @@ class Workspace:
                 hosts = pathlib.Path(keydir) / "known_hosts"
                 hosts.write_text(credentials.known_hosts)
                 checking = "yes" if credentials.known_hosts else "accept-new"
-                env["GIT_SSH_COMMAND"] = (f"ssh -i {key} -o IdentitiesOnly=yes -o UserKnownHostsFile={hosts} "
+                # Paths quoted: git hands this string to a shell, and a work dir may hold spaces.
+                env["GIT_SSH_COMMAND"] = (f"ssh -i {shlex.quote(str(key))} -o IdentitiesOnly=yes "
+                                          f"-o UserKnownHostsFile={shlex.quote(str(hosts))} "
                                           f"-o StrictHostKeyChecking={checking} -o BatchMode=yes")
             yield env
         finally:
@@ -121,13 +180,14 @@ class Workspace:
                 shutil.rmtree(keydir, ignore_errors=True)
 
     async def _git(self, cwd: pathlib.Path | None, args: list[str], credentials: Credentials, *,
-                   failure: tuple[str, str]) -> str:
+                   failure: tuple[str, str], network: bool = False) -> str:
         def call() -> str:
             with self.git_env(credentials) as env:
                 try:
-                    return git.Git(str(cwd) if cwd else None).execute(["git", *args], env=env)
+                    return git.Git(str(cwd) if cwd else None).execute(
+                        ["git", *args], env=env, kill_after_timeout=self.network_timeout if network else None)
                 except git.GitCommandError as exc:
-                    detail = _scrub(str(exc.stderr or exc).strip(), credentials.secrets)
+                    detail = _scrub(_output(exc), credentials.secrets)
                     raise GitFailure(failure[0], failure[1], detail) from None
 
         return await asyncio.to_thread(call)
@@ -151,18 +211,29 @@ class Workspace:
                 await self._git(path, ["remote", "add", "origin", "--", url], none, failure=("InfraError", "MirrorFailed"))
                 await self._git(path, ["config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*"], none,
                                 failure=("InfraError", "MirrorFailed"))
+                # Worktrees share this config: agents that commit need an identity even in an image
+                # without a ~/.gitconfig (a profile's env can set GIT_AUTHOR_NAME and friends instead).
+                for key, value in (("user.name", "Gigafactory Agent"), ("user.email", "agent@gigafactory.invalid")):
+                    await self._git(path, ["config", key, value], none, failure=("InfraError", "MirrorFailed"))
             try:
                 await self._git(path, ["fetch", "-q", "--prune", "--tags", "origin"], credentials,
-                                failure=("Rejected" if fresh else "InfraError", "RepoNotFound" if fresh else "FetchFailed"))
+                                failure=("InfraError", "FetchFailed"), network=True)
             except GitFailure as exc:
-                if not fresh:
-                    raise
-                shutil.rmtree(path, ignore_errors=True)
-                if any(text in exc.message for text in ("Authentication failed", "could not read Username",
-                                                         "Permission denied", "403", "401")):
-                    raise GitFailure("Rejected", "BadCredentials", f"authentication to {url} failed") from None
-                raise
+                if fresh:  # an empty mirror is no warm repo: the next attempt starts over
+                    shutil.rmtree(path, ignore_errors=True)
+                # Also on a warm mirror: a revoked token or a deleted repository is no infrastructure fault.
+                raise classify_remote_error(exc.message, url=url) from None
         return path
+
+    async def branch_exists(self, mirror: pathlib.Path, branch: str) -> bool:
+        """Whether the remote had `branch` at the last fetch: checked before the agent runs, so an
+        attempt that could never push does not run at all (the push itself is atomic on top)."""
+        try:
+            await self._git(mirror, ["rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}"], Credentials(),
+                            failure=("InfraError", "GitFailed"))
+        except GitFailure:
+            return False
+        return True
 
     async def add_worktree(self, mirror: pathlib.Path, *, name: str, base_ref: str) -> tuple[pathlib.Path, str]:
         """A fresh worktree on a fresh branch gf/<name> at baseRef; returns its path and the base commit."""
@@ -209,20 +280,28 @@ class Workspace:
                                        "commit", "-q", "-m", message], none, failure=("InfraError", "GitFailed"))
 
     async def push(self, worktree: pathlib.Path, *, url: str, branch: str, credentials: Credentials) -> None:
-        """Push HEAD to a new branch; an existing branch on the remote is never overwritten."""
-        if not _SAFE_REF.match(branch):
-            raise GitFailure("Rejected", "InvalidBranch", f"branch {branch!r} is not a valid ref")
-        existing = await self._git(worktree, ["ls-remote", "--heads", "--", url, f"refs/heads/{branch}"], credentials,
-                                   failure=("PushFailed", "PushRejected"))
-        if existing.strip():
-            raise GitFailure("PushFailed", "BranchExists", f"branch {branch} already exists on the remote")
-        await self._git(worktree, ["push", "--porcelain", "--", url, f"HEAD:refs/heads/{branch}"], credentials,
-                        failure=("PushFailed", "PushRejected"))
+        """Push HEAD to a new branch; an existing branch on the remote is never overwritten, not even
+        one created while the agent ran: an empty --force-with-lease expectation means "must not exist",
+        and the remote checks it atomically (a plain push would fast-forward such a branch)."""
+        check_ref(branch, what="branch")
+        ref = f"refs/heads/{branch}"
+        try:
+            await self._git(worktree, ["push", f"--force-with-lease={ref}:", "--", url, f"HEAD:{ref}"],
+                            credentials, failure=("PushFailed", "PushRejected"), network=True)
+        except GitFailure as exc:
+            if "stale info" in exc.message:
+                raise GitFailure("PushFailed", "BranchExists", f"branch {branch} already exists on the remote") from None
+            lowered = exc.message.lower()
+            if any(sign in lowered for sign in _AUTH_SIGNS):
+                raise GitFailure("PushFailed", "BadCredentials",
+                                 f"the remote refused the push credentials: {_last_line(exc.message)}") from None
+            raise GitFailure("PushFailed", "PushRejected", f"the remote refused the push: {_rejection(exc.message)}") from None
 
     async def describe(self, worktree: pathlib.Path, base: str) -> dict:
         none = Credentials()
         head = (await self._git(worktree, ["rev-parse", "HEAD"], none, failure=("InfraError", "GitFailed"))).strip()
-        names = await self._git(worktree, ["diff", "--name-only", base, head], none, failure=("InfraError", "GitFailed"))
+        names = await self._git(worktree, ["-c", "core.quotePath=false", "diff", "--name-only", base, head], none,
+                                failure=("InfraError", "GitFailed"))
         numstat = await self._git(worktree, ["diff", "--numstat", base, head], none, failure=("InfraError", "GitFailed"))
         insertions = deletions = 0
         for line in numstat.splitlines():
@@ -230,7 +309,15 @@ class Workspace:
             insertions += int(added) if added.isdigit() else 0
             deletions += int(removed) if removed.isdigit() else 0
         files = [n for n in names.splitlines() if n]
-        return {"commit": head, "baseCommit": base, "changedFiles": files[:1000],
+        # The report must fit in the job's status: at most 1000 paths and CHANGED_FILES_CHARS in all.
+        listed: list[str] = []
+        total = 0
+        for name in files[:1000]:
+            total += len(name)
+            if total > CHANGED_FILES_CHARS:
+                break
+            listed.append(name)
+        return {"commit": head, "baseCommit": base, "changedFiles": listed,
                 "diffstat": {"filesChanged": len(files), "insertions": insertions, "deletions": deletions}}
 
     async def remove_worktree(self, mirror: pathlib.Path, name: str) -> None:
@@ -269,9 +356,18 @@ class Workspace:
                     with contextlib.suppress(git.GitCommandError):
                         repo.execute(["git", "branch", "-D", branch])
                         removed.append(f"branch {branch}")
-        for leftover in self.root.glob("gf-ssh-*"):
+        # Key files and task files of attempts that a crash interrupted.
+        for leftover in [*self.root.glob("gf-ssh-*"), *self.root.glob("gf-task-*")]:
             shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(f"temporary {leftover.name}")
         return removed
+
+
+def _rejection(text: str) -> str:
+    """The lines of a failed push that say why: the remote's own words (hooks) and the ref's verdict."""
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip().startswith(("remote:", "!", "error:", "fatal:")) and "failed to push some refs" not in line]
+    return " | ".join(lines)[-1500:] or _last_line(text)
 
 
 def credentials_from_secret(data: Mapping[str, str]) -> Credentials:

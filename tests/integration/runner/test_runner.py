@@ -210,7 +210,7 @@ def test_kill_minus_9_leaves_nothing_the_next_start_does_not_sweep(api, namespac
     runner.stop(signal.SIGKILL)
     mirror = next((runner.work_dir / "mirrors").glob("*.git"))
     assert [h.name for h in git.Repo(mirror).heads if h.name.startswith("gf/")]  # left behind by the crash
-    orphan = int(next((runner.work_dir / "agents").glob("*.pid")).read_text())
+    orphan = int(next((runner.work_dir / "agents").glob("*.pid")).read_text().split()[0])
     assert _alive(orphan)  # the agent has its own process group: a crashed runner does not take it along
     restarted = RunnerProcess(runner.kubeconfig, runner.work_dir.parent, pod="runner-0", namespace=namespace,
                               factory=runner.env["GIGAFACTORY_RUNNER_FACTORY"])
@@ -317,7 +317,7 @@ def test_deleting_a_running_job_stops_its_agent_and_drops_the_binding(api, names
     runner = fleet()
     _submit(api, namespace, "doomed", remote, agent={"profile": "script", "args": ["--hang"]})
     wait_for(lambda: runner.executions() >= 1, timeout=20, message="the agent never started")
-    pid = int(next((runner.work_dir / "agents").glob("*.pid")).read_text())
+    pid = int(next((runner.work_dir / "agents").glob("*.pid")).read_text().split()[0])
     api.call("delete", stubs.kubeclient.AGENTJOBS, "doomed", namespace=namespace)
     wait_for(lambda: not api.bindings(namespace), timeout=15, message="the binding outlived its job")
     wait_for(lambda: not _alive(pid), timeout=15, message="the agent of a deleted job kept running")

@@ -1,77 +1,44 @@
 """HTTPS credentials against a real git server (git http-backend behind basic auth on 127.0.0.1):
-the right token clones, a wrong one fails clearly, and the token appears in no output or file."""
+the right token clones and pushes, a wrong one fails clearly, and the token appears in no output or
+file. SSH keys reach ssh only as a 0600 file that is gone after the call."""
 
-import base64
-import http.server
+import os
 import pathlib
-import subprocess
-import threading
+import stat
 
+import git
 import pytest
 
 from gigafactory.runner import worktrees
 from tests import gitrepos
+from tests.unit.runner import gitserver
 
 TOKEN = "ghp_correct-horse-battery-staple"
 WRONG = "ghp_wrong-token-0123456789"
 
 
-def _serve(root: pathlib.Path):
-    expected = "Basic " + base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-        def _cgi(self) -> None:
-            if self.headers.get("Authorization") != expected:
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="git"')
-                self.end_headers()
-                return
-            path, _, query = self.path.partition("?")
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            env = {"GIT_PROJECT_ROOT": str(root), "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": path, "QUERY_STRING": query,
-                   "REQUEST_METHOD": self.command, "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-                   "REMOTE_USER": "x-access-token", "CONTENT_LENGTH": str(len(body))}
-            out = subprocess.run(["/usr/lib/git-core/git-http-backend"], input=body, env=env, capture_output=True).stdout
-            head, _, payload = out.partition(b"\r\n\r\n")
-            status = 200
-            headers = []
-            for line in head.split(b"\r\n"):
-                key, _, value = line.decode().partition(": ")
-                if key.lower() == "status":
-                    status = int(value.split()[0])
-                elif key:
-                    headers.append((key, value))
-            self.send_response(status)
-            for key, value in headers:
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        do_GET = do_POST = _cgi
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 @pytest.fixture()
 def https_like_remote(tmp_path):
     gitrepos.make_remote(tmp_path / "srv", name="repo.git")
-    server = _serve(tmp_path / "srv")
+    server = gitserver.serve(tmp_path / "srv", token=TOKEN)
     yield f"http://127.0.0.1:{server.server_address[1]}/repo.git"
     server.shutdown()
 
 
-async def test_right_token_clones(tmp_path, https_like_remote) -> None:
+def _files_holding(root: pathlib.Path, secret: str) -> list[pathlib.Path]:
+    return [p for p in root.rglob("*") if p.is_file() and secret in p.read_text(errors="ignore")]
+
+
+async def test_right_token_clones_and_pushes(tmp_path, https_like_remote) -> None:
     workspace = worktrees.Workspace(tmp_path / "work")
-    mirror = await workspace.sync_mirror(https_like_remote, worktrees.Credentials(token=TOKEN))
-    assert (mirror / "HEAD").exists()
-    config = (mirror / "config").read_text()
-    assert TOKEN not in config  # not in the repository's config
+    credentials = worktrees.Credentials(token=TOKEN)
+    mirror = await workspace.sync_mirror(https_like_remote, credentials)
+    path, _ = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
+    (path / "x.txt").write_text("x\n")
+    await workspace.commit_leftovers(path, "x")
+    await workspace.push(path, url=https_like_remote, branch="agent/x", credentials=credentials)
+    assert "agent/x" in [h.name for h in git.Repo(tmp_path / "srv" / "repo.git").heads]
+    assert _files_holding(tmp_path / "work", TOKEN) == []  # not in the config, not in any file
 
 
 async def test_wrong_token_is_a_clear_error_without_the_secret(tmp_path, https_like_remote) -> None:
@@ -80,5 +47,38 @@ async def test_wrong_token_is_a_clear_error_without_the_secret(tmp_path, https_l
         await workspace.sync_mirror(https_like_remote, worktrees.Credentials(token=WRONG))
     assert (info.value.outcome, info.value.reason) == ("Rejected", "BadCredentials")
     assert "authentication" in info.value.message and WRONG not in info.value.message
-    leaked = [p for p in (tmp_path / "work").rglob("*") if p.is_file() and WRONG in p.read_text(errors="ignore")]
-    assert leaked == []
+    assert _files_holding(tmp_path / "work", WRONG) == []
+
+
+async def test_no_token_for_a_private_repo_fails_at_once(tmp_path, https_like_remote) -> None:
+    # GIT_TERMINAL_PROMPT=0 and askpass with nothing to say: git gives up instead of waiting for a person.
+    workspace = worktrees.Workspace(tmp_path / "work")
+    with pytest.raises(worktrees.GitFailure) as info:
+        await workspace.sync_mirror(https_like_remote, worktrees.Credentials())
+    assert info.value.reason == "BadCredentials"
+
+
+async def test_a_repository_the_server_does_not_have(tmp_path, https_like_remote) -> None:
+    workspace = worktrees.Workspace(tmp_path / "work")
+    with pytest.raises(worktrees.GitFailure) as info:
+        await workspace.sync_mirror(https_like_remote.replace("repo.git", "nope.git"), worktrees.Credentials(token=TOKEN))
+    assert (info.value.outcome, info.value.reason) == ("Rejected", "RepoNotFound")
+
+
+def test_ssh_key_is_a_private_file_only_for_the_call(tmp_path) -> None:
+    workspace = worktrees.Workspace(tmp_path / "work space")  # a space: the command line quotes its paths
+    key_text = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-key-material\n-----END OPENSSH PRIVATE KEY-----"
+    with workspace.git_env(worktrees.Credentials(ssh_key=key_text)) as env:
+        command = env["GIT_SSH_COMMAND"]
+        assert "secret-key-material" not in "".join(env.values())  # the key is a file, never a value
+        key = pathlib.Path(command.split("-i ")[1].split(" -o")[0].strip("'"))
+        assert key.read_text().startswith("-----BEGIN") and stat.S_IMODE(os.stat(key).st_mode) == 0o600
+        assert "IdentitiesOnly=yes" in command and "StrictHostKeyChecking=accept-new" in command
+        assert "BatchMode=yes" in command
+    assert not key.exists()
+
+
+def test_known_hosts_make_host_checking_strict(tmp_path) -> None:
+    workspace = worktrees.Workspace(tmp_path / "work")
+    with workspace.git_env(worktrees.Credentials(ssh_key="k", known_hosts="git.example.com ssh-ed25519 AAAA")) as env:
+        assert "StrictHostKeyChecking=yes" in env["GIT_SSH_COMMAND"]

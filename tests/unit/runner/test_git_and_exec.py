@@ -78,27 +78,6 @@ async def test_missing_base_ref_and_repo_are_rejected(workspace, remote, tmp_pat
     assert info.value.reason == "RepoNotFound"
 
 
-@pytest.mark.parametrize(
-    "url, allow_local, reason",
-    [
-        pytest.param("ext::sh -c touch% /tmp/x", True, "RepoNotAllowed", id="remote-helper"),
-        pytest.param("--upload-pack=touch", True, "RepoNotAllowed", id="option"),
-        pytest.param("file:///srv/repo.git", False, "RepoNotAllowed", id="file-url-not-allowed"),
-        pytest.param("/srv/repo.git", False, "RepoNotAllowed", id="local-path-not-allowed"),
-        pytest.param("/srv/repo.git", True, None, id="local-path-allowed"),
-        pytest.param("https://git.example.com/a.git", False, None, id="https"),
-        pytest.param("git@git.example.com:a/b.git", False, None, id="scp-like"),
-    ],
-)
-def test_url_policy(url: str, allow_local: bool, reason: str | None) -> None:
-    if reason is None:
-        worktrees.check_url(url, allow_local=allow_local)
-    else:
-        with pytest.raises(worktrees.GitFailure) as info:
-            worktrees.check_url(url, allow_local=allow_local)
-        assert info.value.reason == reason
-
-
 async def test_sweep_removes_what_no_live_attempt_owns(workspace, remote) -> None:
     none = worktrees.Credentials()
     mirror = await workspace.sync_mirror(str(remote), none)
