@@ -62,6 +62,10 @@ class Operator:
         self.busy: set[str] = set()  # jobs with a fold or undo in flight
         self.tasks: set[asyncio.Task[Any]] = set()
         self.success = snapshots.SuccessRatios()
+        # When this operator last wrote each waiting job's explanation (loop clock); before the first
+        # write, the operator's start counts (so a restart does not rewrite every waiting job).
+        self.explained_at: dict[str, float] = {}
+        self.started_at = 0.0
         self.started = False
         self.cycles = 0
 
@@ -84,6 +88,7 @@ class Operator:
             del self.assumed[uid]  # the informer now shows what the bind wrote
         if event == "DELETED":
             self.job_infos.pop(uid, None)
+            self.explained_at.pop(uid, None)
             self._disarm(("deadline", *kubeclient.object_key(body)))
             self._disarm(("ttl", *kubeclient.object_key(body)))
             self._drop_bindings_of({uid})
@@ -425,7 +430,7 @@ class Operator:
         for decision in result.decisions:
             self.assumed[decision.job.uid] = (decision.attempt, decision.pod.key, decision.job.repo_key)
         writes = [self._bind(bodies[d.job.uid], d) for d in result.decisions]
-        writes += [self._explain(bodies[e.job.uid], e) for e in result.unschedulable]
+        writes += self._explanation_writes(bodies, result.unschedulable)
         writes += self._factory_status_writes(snap, used_before)
         if writes:
             for outcome in await binder.gather_bounded(writes, limit=self.settings.bind_concurrency):
@@ -447,6 +452,7 @@ class Operator:
                 self.wake()
         if not ok:
             return
+        self.explained_at.pop(job.uid, None)
         self.metrics.binds.labels(factory=decision.pod.factory).inc()
         since = job.requeue_at or job.created_at
         if since is not None:
@@ -454,10 +460,33 @@ class Operator:
         logger.info("bound", extra={"job": f"{job.namespace}/{job.name}", "pod": decision.pod.name, "factory": decision.pod.factory})
         await binder.emit_bind_event(self.client, body=body, decision=decision)
 
+    def _explanation_writes(self, bodies: Mapping[str, Body], explanations: list[cycle.Explanation]) -> list[Any]:
+        """The Scheduled=False writes this cycle owes: new substance at once, changed counts once the
+        message is `explanation_refresh_seconds` old (one timer brings the loop back for those)."""
+        clock = asyncio.get_running_loop().time()
+        refresh = self.settings.explanation_refresh_seconds
+        writes: list[Any] = []
+        next_due: float | None = None
+        for explanation in explanations:
+            body = bodies[explanation.job.uid]
+            current = patches.condition(body, constants.ConditionType.SCHEDULED.value)
+            message = None
+            if current is not None and current.get("status") == "False" and current.get("reason") == patches.REASON_UNSCHEDULABLE:
+                message = str(current.get("message") or "")
+            ago = clock - self.explained_at.get(explanation.job.uid, self.started_at)
+            if cycle.explanation_due(current=message, new=explanation, written_ago=ago, refresh_seconds=refresh):
+                writes.append(self._explain(body, explanation))
+            elif message is not None and message != explanation.message:
+                next_due = refresh - ago if next_due is None else min(next_due, refresh - ago)
+        if next_due is not None:
+            self._arm(("explain", "", ""), leases.now() + datetime.timedelta(seconds=max(0.0, next_due)), self.wake)
+        return writes
+
     async def _explain(self, body: Body, explanation: cycle.Explanation) -> None:
         # The persisted message leaves out the queue position: it moves with every bind ahead of
         # the job, and writing it would rewrite every waiting job on every cycle.
         if await binder.explain(self.client, body=body, message=explanation.message):
+            self.explained_at[explanation.job.uid] = asyncio.get_running_loop().time()
             job = explanation.job
             logger.info("unschedulable", extra={"job": f"{job.namespace}/{job.name}", "reason": explanation.message_with_position})
 
@@ -552,6 +581,7 @@ class Operator:
                 for informer in self.informers:
                     await stack.enter_async_context(informer.running())
                 await self.recover()
+                self.started_at = asyncio.get_running_loop().time()
                 self.wake()
                 logger.info("operator started")
                 await self.loop()

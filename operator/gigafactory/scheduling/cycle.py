@@ -54,11 +54,58 @@ class Explanation:
         return f"{self.message} (position {self.position} in queue {self.job.queue})"
 
 
+_NO_PODS = "0/0 factory pods fit: no runner pod has announced itself"
+
+# Reasons that describe a pod's passing state, not the job or the fleet's configuration: a fleet of
+# a thousand pods changes their counts all the time (a slot frees, a pod restarts).
+VOLATILE_REASONS = frozenset({"full", "heartbeat stale", "draining"})
+
+
 def explain(reasons: dict[str, int], pods_total: int) -> str:
     if pods_total == 0:
-        return "0/0 factory pods fit: no runner pod has announced itself"
+        return _NO_PODS
     parts = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])))
     return f"0/{pods_total} factory pods fit: {parts}"
+
+
+def reasons_of(message: str) -> dict[str, int] | None:
+    """The reason counts of a message `explain` wrote (None if it is not one). Reasons never hold
+    ", " (names are DNS labels, capability lists are joined by a bare comma)."""
+    prefix, sep, rest = message.partition(" factory pods fit: ")
+    if not sep or not prefix.startswith("0/"):
+        return None
+    if message == _NO_PODS:
+        return {}
+    reasons: dict[str, int] = {}
+    for part in rest.split(", "):
+        count, _, reason = part.partition(" ")
+        if not count.isdigit() or not reason:
+            return None
+        reasons[reason] = int(count)
+    return reasons
+
+
+def gist(reasons: dict[str, int]) -> tuple[frozenset[str], bool]:
+    """What a waiting job's explanation says in substance: the reasons that only a change of the job
+    or of the fleet's configuration lifts, and whether some pods are merely busy or away."""
+    return frozenset(r for r in reasons if r not in VOLATILE_REASONS), any(r in VOLATILE_REASONS for r in reasons)
+
+
+def explanation_due(*, current: str | None, new: Explanation, written_ago: float, refresh_seconds: float) -> bool:
+    """Whether to rewrite a waiting job's Scheduled=False message now. `current` is the message it
+    carries (None: it has no Unschedulable condition yet), `written_ago` how long ago this operator
+    last wrote it. The substance (`gist`) is written at once; a change of counts alone (a slot freed,
+    a pod joined or went stale) waits until the message is `refresh_seconds` old, so that churn in a
+    big fleet does not rewrite every waiting job on every cycle."""
+    if current is None:
+        return True
+    message = new.message
+    if current == message:
+        return False
+    before = reasons_of(current)
+    if before is None or gist(before) != gist(new.reasons):
+        return True
+    return written_ago >= refresh_seconds
 
 
 @dataclasses.dataclass

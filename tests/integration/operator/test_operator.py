@@ -266,3 +266,33 @@ def test_after_a_crash_between_the_two_writes_the_restarted_operator_restores_th
         runner.claim(restored)  # the runner can go on as if nothing happened
         assert phase(api, namespace, "half") == "Running"
         assert api.job(namespace, "half")["status"]["attempt"] == 1
+
+
+def test_fleet_churn_does_not_rewrite_waiting_jobs_until_their_explanation_is_due(api, kubeconfig, namespace, tmp_path) -> None:
+    pool = stubs.unique("pool")
+    api.create_factory(pool, namespace)
+    for i in range(2):
+        stubs.StubRunner(api, pod=f"{pool}-{i}", namespace=namespace, factory=pool).announce()
+    for name in ("a", "b", "w0", "w1", "w2"):
+        api.create_job(namespace, name)
+    env = {"GIGAFACTORY_CLAIM_TIMEOUT_SECONDS": "60", "GIGAFACTORY_EXPLANATION_REFRESH_SECONDS": "4"}
+    with stubs.operators(kubeconfig, tmp_path, **env):
+        def waiting():
+            jobs = {j["metadata"]["name"]: j for j in api.jobs(namespace)}
+            rest = [j for j in jobs.values() if (j.get("status") or {}).get("phase") != "Bound"]
+            return len(rest) == 3 and all(scheduled(j) for j in rest) and rest
+        rest = wait_for(waiting, timeout=15, message="two bound, three explained")
+        assert {scheduled(j)["message"] for j in rest} == {"0/2 factory pods fit: 2 full"}
+        before = {j["metadata"]["name"]: j["metadata"]["resourceVersion"] for j in rest}
+
+        # A pod goes away: only the counts change ("0/1 … 1 full"), so nothing is rewritten yet.
+        api.call("delete", kubeclient.LEASES, f"{pool}-1", namespace=namespace)
+        wait_for(lambda: (api.call("get", kubeclient.FACTORIES, pool).get("status") or {}).get("readyPods") == 1,
+                 timeout=10, message="the cycle saw the pod go")
+        time.sleep(0.5)
+        assert {j["metadata"]["name"]: j["metadata"]["resourceVersion"] for j in api.jobs(namespace) if j["metadata"]["name"] in before} == before
+
+        # Once the message is old enough, a timer (no event comes) brings the counts up to date.
+        def refreshed():
+            return {scheduled(api.job(namespace, name))["message"] for name in before} == {"0/1 factory pods fit: 1 full"}
+        wait_for(refreshed, timeout=15, message="counts refreshed")

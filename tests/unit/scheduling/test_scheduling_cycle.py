@@ -223,3 +223,40 @@ def test_weights_come_from_operator_settings(monkeypatch) -> None:
     # A weight of 0 switches the plugin off: it is not even in the breakdown.
     assert "WarmRepo" not in decision.scores
     assert next(p for p in profile.scorers if p.name == "FreeCapacity").strategy == "pack"
+
+
+def explanation(reasons: dict[str, int], pods_total: int) -> cycle.Explanation:
+    return cycle.Explanation(job=job("x"), reasons=reasons, pods_total=pods_total, position=1, resolvable=True)
+
+
+@pytest.mark.parametrize(
+    "reasons, total",
+    [
+        pytest.param({"full": 2, "lack capability gpu,ssd": 3, "not subscribed to queue backend": 2}, 7, id="mixed"),
+        pytest.param({"heartbeat stale": 1}, 1, id="one"),
+        pytest.param({}, 0, id="no-pods"),
+    ],
+)
+def test_reasons_round_trip_through_the_message(reasons, total) -> None:
+    assert cycle.reasons_of(cycle.explain(reasons, total)) == reasons
+
+
+@pytest.mark.parametrize(
+    "current, new, ago, due",
+    [
+        pytest.param(None, explanation({"full": 2}, 2), 0, True, id="first-explanation"),
+        pytest.param("0/2 factory pods fit: 2 full", explanation({"full": 2}, 2), 999, False, id="same-message-never"),
+        pytest.param("0/2 factory pods fit: 2 full", explanation({"full": 2}, 3), 5, False, id="pod-joined-counts-wait"),
+        pytest.param("0/2 factory pods fit: 2 full", explanation({"full": 1, "heartbeat stale": 1}, 2), 5, False, id="pod-went-stale-counts-wait"),
+        pytest.param("0/2 factory pods fit: 2 full", explanation({"full": 1, "heartbeat stale": 1}, 2), 60, True, id="counts-refresh-when-old"),
+        pytest.param("0/2 factory pods fit: 2 full", explanation({"factory cordoned": 2}, 2), 0, True, id="cordon-at-once"),
+        pytest.param("0/2 factory pods fit: 2 full", explanation({"full": 1, "lack capability gpu": 1}, 2), 0, True, id="new-static-reason-at-once"),
+        pytest.param("0/1 factory pods fit: 1 lack capability gpu", explanation({"lack capability gpu": 1, "full": 1}, 2), 0, True,
+                     id="first-busy-pod-at-once"),
+        pytest.param("0/0 factory pods fit: no runner pod has announced itself", explanation({"full": 2}, 2), 0, True, id="pods-appear-at-once"),
+        pytest.param("0/2 factory pods fit: 2 full", explanation({}, 0), 0, True, id="all-pods-gone-at-once"),
+        pytest.param("written by someone else", explanation({"full": 2}, 2), 0, True, id="foreign-message"),
+    ],
+)
+def test_explanation_is_rewritten_at_once_for_substance_and_late_for_counts(current, new, ago, due) -> None:
+    assert cycle.explanation_due(current=current, new=new, written_ago=ago, refresh_seconds=60) is due
