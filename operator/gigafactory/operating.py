@@ -280,7 +280,7 @@ class Operator:
             assignment = (body.get("status") or {}).get("assignment") or {}
             report = (body.get("status") or {}).get("report") or {}
             if await binder.fold(self.client, body=body):
-                self.success.record(str(assignment.get("factory")), succeeded=report.get("outcome") == agentjobs.Outcome.SUCCEEDED.value)
+                self.success.record_attempt({"factory": assignment.get("factory"), "outcome": report.get("outcome"), "reason": report.get("reason")})
                 logger.info("report folded", extra={"job": _name(body), "reason": report.get("outcome")})
         except Exception:
             logger.exception("fold failed", extra={"job": _name(body)})
@@ -299,7 +299,7 @@ class Operator:
                 return  # the report came in time; the fold handles it
             if await binder.undo(self.client, binding=binding, reason=reason, message=message):
                 self.metrics.undone.labels(reason=reason).inc()
-                self.success.record(binding.factory, succeeded=False)
+                self.success.record_attempt({"factory": binding.factory, "outcome": agentjobs.Outcome.INFRA_ERROR.value, "reason": reason})
                 logger.info("binding undone", extra={"job": f"{binding.job_namespace}/{binding.job_name}", "pod": binding.pod, "reason": reason})
         except Exception:
             logger.exception("undo failed", extra={"lease": binding.name})
@@ -310,7 +310,9 @@ class Operator:
 
     async def recover(self) -> None:
         """After the first sync: fold reports that came while we were away, and give bound jobs
-        whose Lease is missing (crash between the two writes) their Lease back."""
+        whose Lease is missing (crash between the two writes) their Lease back; and recall each
+        factory's recent record from the attempts the jobs keep."""
+        self.success = snapshots.SuccessRatios.from_jobs(self.jobs.cache.values())
         for body in list(self.jobs.cache.values()):
             status = body.get("status") or {}
             uid = str((body.get("metadata") or {}).get("uid"))

@@ -165,6 +165,42 @@ class SuccessRatios:
     def as_dict(self) -> dict[str, float]:
         return {name: self.ratio(name) for name in self._total}
 
+    def record_attempt(self, record: Mapping[str, Any]) -> None:
+        """Count one ended attempt (a `status.attempts` record) if it says something about its factory."""
+        verdict = factory_verdict(str(record.get("outcome") or ""), str(record.get("reason") or ""))
+        if verdict is not None and record.get("factory"):
+            self.record(str(record["factory"]), succeeded=verdict)
+
+    @classmethod
+    def from_jobs(cls, bodies: Iterable[Mapping[str, Any]], **kwargs: Any) -> "SuccessRatios":
+        """Rebuild the ratios from the attempts the jobs record, oldest first: what a restarted
+        operator knows of each factory's recent record (jobs deleted since are forgotten)."""
+        records = [
+            record
+            for body in bodies
+            for record in (body.get("status") or {}).get("attempts") or ()
+            if isinstance(record, Mapping)
+        ]
+        records.sort(key=lambda record: str(record.get("finishedAt") or ""))
+        ratios = cls(**kwargs)
+        for record in records:
+            ratios.record_attempt(record)
+        return ratios
+
+
+# Attempts that say nothing about the factory that ran them: the job was refused for its own input
+# (Rejected), stopped on request (Stopped), or never reached the runner (the operator's own Lease write failed).
+_NOT_THE_FACTORYS_DOING = frozenset({agentjobs.Outcome.REJECTED.value, agentjobs.Outcome.STOPPED.value})
+
+
+def factory_verdict(outcome: str, reason: str = "") -> bool | None:
+    """True: a success of the factory; False: a failure of it; None: not its doing."""
+    if outcome == agentjobs.Outcome.SUCCEEDED.value:
+        return True
+    if outcome in _NOT_THE_FACTORYS_DOING or reason == "LeaseCreateFailed" or not outcome:
+        return None
+    return False
+
 
 # --- parsing raw API objects (dicts) ---
 

@@ -296,3 +296,23 @@ def test_fleet_churn_does_not_rewrite_waiting_jobs_until_their_explanation_is_du
         def refreshed():
             return {scheduled(api.job(namespace, name))["message"] for name in before} == {"0/1 factory pods fit: 1 full"}
         wait_for(refreshed, timeout=15, message="counts refreshed")
+
+
+def test_a_started_operator_recalls_each_factorys_record_from_the_jobs_attempts(api, kubeconfig, namespace, tmp_path) -> None:
+    steady, flaky = stubs.unique("steady"), stubs.unique("flaky")
+    for name in (steady, flaky):
+        api.create_factory(name, namespace)
+        stubs.StubRunner(api, pod=f"{name}-0", namespace=namespace, factory=name).announce()
+    # History written before this operator started: finished jobs and how their attempts ended.
+    for name, outcome in ((steady, "Succeeded"), (flaky, "AgentFailed")):
+        job = api.create_job(namespace, f"old-{name}")
+        attempts = [{"attempt": n, "factory": name, "pod": f"{name}-0", "outcome": outcome, "counted": True,
+                     "finishedAt": f"2026-11-24T10:0{n}:00Z"} for n in range(1, 5)]
+        api.call("patch", kubeclient.AGENTJOBS, job["metadata"]["name"], {"status": {"phase": "Failed" if outcome != "Succeeded" else "Succeeded",
+                 "attempt": 4, "attempts": attempts}}, namespace=namespace, subresource="status")
+    api.create_job(namespace, "new")
+    with stubs.operators(kubeconfig, tmp_path):
+        wait_for(lambda: phase(api, namespace, "new") == "Bound", timeout=15, message="new job bound")
+        assignment = api.job(namespace, "new")["status"]["assignment"]
+        assert assignment["factory"] == steady
+        assert assignment["scores"]["SuccessRate"] > 50  # 50: a factory with no known record

@@ -124,3 +124,38 @@ def test_success_ratio_decays_toward_recent_outcomes() -> None:
         ratios.record("pool-a", succeeded=True)
     # Twenty recent successes outweigh twenty older failures.
     assert ratios.ratio("pool-a") > 0.85
+
+
+@pytest.mark.parametrize(
+    "outcome, reason, verdict",
+    [
+        pytest.param("Succeeded", "", True, id="success"),
+        pytest.param("AgentFailed", "", False, id="agent-failed"),
+        pytest.param("InfraError", "ClaimTimeout", False, id="never-claimed"),
+        pytest.param("InfraError", "LeaseExpired", False, id="runner-died"),
+        pytest.param("InfraError", "LeaseCreateFailed", None, id="operator-could-not-write"),
+        pytest.param("Rejected", "SecretNotFound", None, id="job-input-refused"),
+        pytest.param("Stopped", "Cancelled", None, id="stopped-on-request"),
+    ],
+)
+def test_which_attempts_count_for_or_against_a_factory(outcome, reason, verdict) -> None:
+    assert snapshots.factory_verdict(outcome, reason) is verdict
+
+
+def test_success_ratios_are_rebuilt_from_the_attempts_jobs_record() -> None:
+    def attempt(factory_name: str, outcome: str, minute: int, reason: str = "") -> dict:
+        return {"factory": factory_name, "outcome": outcome, "reason": reason, "finishedAt": f"2026-11-24T10:{minute:02d}:00Z"}
+
+    bodies = [
+        {"status": {"attempts": [attempt("good", "AgentFailed", 1), attempt("good", "Succeeded", 3)]}},
+        {"status": {"attempts": [attempt("good", "Succeeded", 2), attempt("bad", "InfraError", 4, "LeaseExpired")]}},
+        {"status": {"attempts": [attempt("bad", "Stopped", 5, "Cancelled"), attempt("bad", "Rejected", 6, "SecretNotFound")]}},
+        {"status": {}},
+    ]
+    live = snapshots.SuccessRatios()
+    for minute_order in (attempt("good", "AgentFailed", 1), attempt("good", "Succeeded", 2), attempt("good", "Succeeded", 3),
+                         attempt("bad", "InfraError", 4, "LeaseExpired")):
+        live.record_attempt(minute_order)
+    rebuilt = snapshots.SuccessRatios.from_jobs(bodies)
+    assert rebuilt.as_dict() == live.as_dict()
+    assert rebuilt.ratio("good") > 0.5 > rebuilt.ratio("bad")  # a cancel or a bad Secret is not the factory's fault
