@@ -1,9 +1,12 @@
 """The real runner and the real operator over the embedded API server, with real git remotes:
 what a job's owner sees after each kind of attempt, and what a runner leaves on disk."""
 
+import base64
+import json
 import os
 import pathlib
 import signal
+import stat
 import subprocess
 import sys
 
@@ -14,6 +17,7 @@ from gigafactory.runner import executing
 from tests import gitrepos
 from tests.conftest import wait_for
 from tests.integration.operator import stubs
+from tests.unit.runner import gitserver
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 PROFILES = """
@@ -64,6 +68,7 @@ class RunnerProcess:
             "GIGAFACTORY_RUNNER_WORK_DIR": str(self.work_dir), "GIGAFACTORY_RUNNER_PROFILES_FILE": str(profiles),
             "GIGAFACTORY_RUNNER_ALLOW_LOCAL_REPOS": "true", "GIGAFACTORY_RUNNER_HEARTBEAT_SECONDS": "6",
             "GIGAFACTORY_RUNNER_BINDING_LEASE_SECONDS": "3", "GIGAFACTORY_RUNNER_SHUTDOWN_GRACE_SECONDS": "1",
+            "GIGAFACTORY_RUNNER_MAX_PROMPT_BYTES": "65536",
             "GIGAFACTORY_SCRIPT_MARKER": str(self.marker),
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -92,7 +97,7 @@ class RunnerProcess:
 def fleet(api, kubeconfig, namespace, tmp_path):
     """An operator, a factory of this test, and a way to start runners in it."""
     factory = stubs.unique("fac")
-    api.create_factory(factory, namespace)
+    api.create_factory(factory, namespace, slotsPerPod=8)  # the runners' own slots are the limit
     runners: list[RunnerProcess] = []
 
     def start_runner(pod: str = "runner-0", slots: int = 1) -> RunnerProcess:
@@ -170,12 +175,27 @@ def test_existing_branch_is_a_push_failure(api, namespace, fleet, remote) -> Non
     assert (status["attempts"][-1]["outcome"], status["attempts"][-1]["reason"]) == ("PushFailed", "BranchExists")
 
 
+def test_a_push_the_remote_refuses_fails_with_its_reason(api, namespace, fleet, remote) -> None:
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'protected: agents may not push' >&2\nexit 1\n")
+    hook.chmod(stat.S_IRWXU)
+    runner = fleet()
+    _submit(api, namespace, "job", remote, retry={"maxAttempts": 1})
+    status = _final(api, namespace, "job")
+    attempt = status["attempts"][-1]
+    assert (status["phase"], attempt["outcome"], attempt["reason"]) == ("Failed", "PushFailed", "PushRejected")
+    assert "protected: agents may not push" in attempt["message"]
+    assert runner.executions() == 1  # the agent ran; only its push was refused
+    assert [h.name for h in git.Repo(remote).heads] == ["main"]
+
+
 @pytest.mark.parametrize(
     "spec, reason",
     [
         pytest.param({"repo": {"url": "/nowhere/at/all.git"}}, "RepoNotFound", id="no-such-repo"),
         pytest.param({"repo": {"url": "REMOTE", "baseRef": "nope"}}, "BaseRefNotFound", id="no-such-base-ref"),
         pytest.param({"repo": {"url": "REMOTE", "credentialsSecret": "missing"}}, "SecretNotFound", id="no-secret"),
+        pytest.param({"repo": {"url": "REMOTE"}, "task": {"prompt": "x" * 100_000}}, "PromptTooLarge", id="huge-prompt"),
     ],
 )
 def test_bad_input_fails_the_job_and_the_runner_serves_on(api, namespace, fleet, remote, spec, reason) -> None:
@@ -191,14 +211,18 @@ def test_bad_input_fails_the_job_and_the_runner_serves_on(api, namespace, fleet,
 
 def test_two_jobs_of_one_repo_on_one_runner_both_succeed(api, namespace, fleet, remote) -> None:
     runner = fleet(slots=2)
-    _submit(api, namespace, "one", remote, task={"prompt": "first"})
-    _submit(api, namespace, "two", remote, task={"prompt": "second"})
+    # Each agent waits until both are running: the jobs succeed only if they really ran at the same time.
+    together = {"profile": "script", "args": ["--await-peers", "2"]}
+    _submit(api, namespace, "one", remote, task={"prompt": "first"}, agent=together)
+    _submit(api, namespace, "two", remote, task={"prompt": "second"}, agent=together)
     one, two = _final(api, namespace, "one"), _final(api, namespace, "two")
     assert one["phase"] == two["phase"] == "Succeeded"
     heads = git.Repo(remote).heads
     assert heads["agent/one"].commit != heads["agent/two"].commit
     assert (heads["agent/two"].commit.tree / ".gigafactory" / "task.md").data_stream.read() == b"second\n"
     assert runner.executions() == 2  # each ran exactly once
+    workdirs = runner.marker.read_text().splitlines()
+    assert len(set(workdirs)) == 2  # in worktrees of their own
 
 
 def test_kill_minus_9_leaves_nothing_the_next_start_does_not_sweep(api, namespace, fleet, remote) -> None:
@@ -223,6 +247,11 @@ def test_kill_minus_9_leaves_nothing_the_next_start_does_not_sweep(api, namespac
         swept_names = restarted.log.read_text(errors="replace")
         assert "worktree" in swept_names and "branch gf/" in swept_names
         assert not _alive(orphan)
+        # Nothing of the interrupted attempt is left: no worktree, branch, task file or pid file.
+        assert list(worktrees.iterdir()) == [] and list((runner.work_dir / "agents").iterdir()) == []
+        assert not list(runner.work_dir.glob("gf-*"))
+        assert [h.name for h in git.Repo(mirror).heads] == []
+        assert git.Git(str(mirror)).execute(["git", "worktree", "list", "--porcelain"]).count("worktree ") == 1
     finally:
         restarted.stop(signal.SIGTERM)
         executing.kill_orphans(restarted.work_dir / "agents")
@@ -338,3 +367,56 @@ def test_gigafactory_logs_prints_the_agent_output(api, namespace, fleet, remote,
     assert "committed .gigafactory/task.md" in result.output
     missing = CliRunner().invoke(main.app, ["logs", "chatty", "--attempt", "7", "-n", namespace, "--kubeconfig", kubeconfig])
     assert missing.exit_code == 1 and "no log kept" in missing.output
+
+
+TOKEN = "ghp_integration-right-token-4242"
+WRONG = "ghp_integration-wrong-token-1717"
+
+
+@pytest.fixture()
+def private_remote(tmp_path):
+    """A repository served over HTTP behind basic auth: only TOKEN gets in."""
+    bare = gitrepos.make_remote(tmp_path / "srv", name="private.git")
+    server = gitserver.serve(tmp_path / "srv", token=TOKEN)
+    yield f"http://127.0.0.1:{server.server_address[1]}/private.git", bare
+    server.shutdown()
+
+
+def _secret(api, namespace, name, token):
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+            "data": {"token": base64.b64encode(token.encode()).decode()}}
+    api.call("create", stubs.kubeclient.SECRETS, body, namespace=namespace)
+
+
+def test_https_token_from_the_secret_clones_and_pushes(api, namespace, fleet, private_remote) -> None:
+    url, bare = private_remote
+    fleet()
+    _secret(api, namespace, "git-creds", TOKEN)
+    _submit(api, namespace, "private", url, repo={"url": url, "credentialsSecret": "git-creds"})
+    status = _final(api, namespace, "private")
+    assert status["phase"] == "Succeeded", status
+    assert git.Repo(bare).heads["agent/private"].commit.hexsha == status["result"]["commit"]
+
+
+def test_bad_credentials_fail_clearly_and_leak_nowhere(api, namespace, fleet, private_remote, tmp_path) -> None:
+    url, bare = private_remote
+    runner = fleet()
+    _secret(api, namespace, "git-creds", WRONG)
+    _submit(api, namespace, "private", url, repo={"url": url, "credentialsSecret": "git-creds"})
+    status = _final(api, namespace, "private")
+    attempt = status["attempts"][-1]
+    assert (status["phase"], attempt["outcome"], attempt["reason"]) == ("Failed", "Rejected", "BadCredentials")
+    assert f"authentication to {url} failed" in attempt["message"]
+    assert runner.executions() == 0  # no agent ran for a repository it could not read
+    # The token is in the Secret and nowhere else: not the job, its Events, ConfigMaps, the runner's
+    # log or any file the runner wrote.
+    everything = [
+        json.dumps(api.job(namespace, "private")),
+        json.dumps(api.call("list", stubs.kubeclient.EVENTS, namespace=namespace)[0]),
+        json.dumps(api.call("list", stubs.kubeclient.CONFIGMAPS, namespace=namespace)[0]),
+        json.dumps(api.call("list", stubs.kubeclient.LEASES, namespace=namespace)[0]),
+        runner.log.read_text(errors="replace"),
+        *(p.read_text(errors="ignore") for p in runner.work_dir.rglob("*") if p.is_file()),
+    ]
+    assert not [text for text in everything if WRONG in text]
+    assert "BadCredentials" in runner.log.read_text(errors="replace")  # yet the log says what happened
