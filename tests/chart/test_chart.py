@@ -13,6 +13,7 @@ from gigafactory.runner import profiles
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "gigafactory"
 HELM = ROOT / ".venv" / "bin" / "helm"
+FULL_VALUES = CHART / "ci" / "full-values.yaml"
 
 CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 
@@ -109,25 +110,89 @@ def test_runner_may_write_nothing_cluster_wide_but_job_status(tmp_path) -> None:
             assert rule["resources"] == ["agentjobs/status"] and written == {"patch"}, rule
 
 
+def test_runner_reads_jobs_by_name_only(tmp_path) -> None:
+    """No list, no watch: a runner learns a job's name from its own binding Lease, so it cannot
+    enumerate the cluster's jobs (or Secrets) to find what to read."""
+    docs = render(tmp_path)
+    role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "gf-default-runner")
+    for rule in role["rules"]:
+        assert set(rule["verbs"]) <= {"get", "patch"}, rule
+
+
+def test_pool_with_listed_namespaces_gets_rights_there_only(tmp_path) -> None:
+    values = "pools:\n  - {name: ml, agents: [script], namespaces: [ml-team, ml-lab]}\n  - {name: any, agents: [script]}\n"
+    docs = render(tmp_path, values)
+    bindings = [d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+                and d["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "gf-ml-runner"}]
+    assert sorted((d["kind"], d["metadata"].get("namespace")) for d in bindings) == [("RoleBinding", "ml-lab"), ("RoleBinding", "ml-team")]
+    factory = next(d for d in docs if d["kind"] == "Factory" and d["metadata"]["name"] == "ml")
+    assert factory["spec"]["namespaces"] == ["ml-team", "ml-lab"]
+    assert any(d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"] == "gf-any-runner" for d in docs)
+
+
+def test_operator_reads_no_secrets_and_creates_no_workloads(tmp_path) -> None:
+    docs = render(tmp_path, FULL_VALUES.read_text())
+    rules = [r for d in docs if d["kind"] in ("ClusterRole", "Role") and d["metadata"]["name"] == "gf-operator" for r in d["rules"]]
+    assert rules
+    for rule in rules:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
+        assert not {"secrets", "pods", "deployments", "serviceaccounts", "roles", "rolebindings"} & set(rule["resources"]), rule
+
+
+def test_pool_replicas_and_cost_may_be_zero(tmp_path) -> None:
+    docs = render(tmp_path, "pools:\n  - {name: idle, agents: [script], replicas: 0, costWeight: 0}\n")
+    runner = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-idle-runner")
+    factory = next(d for d in docs if d["kind"] == "Factory")
+    assert runner["spec"]["replicas"] == 0 and factory["spec"]["costWeight"] == 0
+
+
+def test_disruption_budgets_never_block_a_drain(tmp_path) -> None:
+    docs = render(tmp_path, FULL_VALUES.read_text())
+    budgets = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "PodDisruptionBudget"}
+    assert set(budgets) == {"gf-operator", "gf-cpu-runner", "gf-gpu-runner"}
+    for name, spec in budgets.items():
+        assert "minAvailable" not in spec and spec["maxUnavailable"] >= 1, name
+
+
+def _install_servicemonitor_crd(kubectl, install_crds) -> None:
+    """The Prometheus Operator's CRD where there is one (a real cluster), else a stand-in."""
+    if kubectl("get", "crd", "servicemonitors.monitoring.coreos.com", check=False).returncode != 0:
+        install_crds(pathlib.Path(__file__).parent / "fixtures" / "servicemonitor-crd.yaml")
+
+
 def test_rendered_chart_applies_to_an_api_server(tmp_path, kubectl, namespace, install_crds) -> None:
+    """The full values (every option on) as `kubectl apply` sends them: every kind must be served."""
     install_crds(ROOT / "crds")
-    pool = f"pool-{uuid.uuid4().hex[:6]}"  # Factories are cluster-scoped: one of this test's own
-    values = f"pools:\n  - name: {pool}\n    agents: [script]\n    profiles: {{}}\n"
-    docs = render(tmp_path, values, namespace=namespace)
+    _install_servicemonitor_crd(kubectl, install_crds)
+    suffix = uuid.uuid4().hex[:6]  # Factories are cluster-scoped: this test's own names
+    values = yaml.safe_load(FULL_VALUES.read_text())
+    for pool in values["pools"]:
+        pool["name"] = f"{pool['name']}-{suffix}"
+        pool["namespaces"] = [namespace] if pool["namespaces"] != ["*"] else ["*"]
+    docs = render(tmp_path, yaml.safe_dump(values), namespace=namespace)
     for doc in docs:  # the release namespace is this test's; cluster-scoped names get a unique suffix
         if doc["kind"] in CLUSTER_SCOPED:
             doc["metadata"]["name"] += f"-{namespace}"
-            if "roleRef" in doc:
+            if "roleRef" in doc and doc["roleRef"]["kind"] == "ClusterRole":
                 doc["roleRef"]["name"] += f"-{namespace}"
             if "policyName" in doc.get("spec", {}):
                 doc["spec"]["policyName"] += f"-{namespace}"
+        elif doc["kind"] == "RoleBinding" and doc["roleRef"]["kind"] == "ClusterRole":
+            doc["roleRef"]["name"] += f"-{namespace}"
     try:
-        kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
-        factory = kubectl("get", "factory", pool, "-o", "yaml").stdout
-        assert "slotsPerPod: 1" in factory
-        assert kubectl("get", "deployment", f"gf-{pool}-runner", "-n", namespace).returncode == 0
+        out = kubectl("apply", "--server-side=false", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs)).stdout
+        assert out.count("created") == len(docs), out
+        for pool in values["pools"]:
+            factory = yaml.safe_load(kubectl("get", "factory", pool["name"], "-o", "yaml").stdout)
+            assert factory["spec"]["slotsPerPod"] == pool["slotsPerPod"] and factory["spec"]["agents"] == pool["agents"]
+            assert kubectl("get", "deployment,serviceaccount,pdb", f"gf-{pool['name']}-runner", "-n", namespace).returncode == 0
+        policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
+        stored = yaml.safe_load(kubectl("get", "validatingadmissionpolicy", policy["metadata"]["name"], "-o", "yaml").stdout)
+        assert stored["spec"]["validations"] == policy["spec"]["validations"]
+        assert kubectl("get", "servicemonitor", "gf-operator", "-n", namespace).returncode == 0
     finally:
-        kubectl("delete", "factory", pool, "--ignore-not-found", check=False)
+        for pool in values["pools"]:
+            kubectl("delete", "factory", pool["name"], "--ignore-not-found", check=False)
         for doc in docs:
             if doc["kind"] in CLUSTER_SCOPED:
                 kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found", check=False)

@@ -1,12 +1,21 @@
-"""Per-factory token scoping: the CEL of the chart's ValidatingAdmissionPolicy, evaluated as
-rendered (with the `cel` library), on requests a runner of pool `alpha` could make."""
+"""Per-factory token scoping: the CEL of the chart's ValidatingAdmissionPolicy, evaluated exactly as
+rendered by helm (with the `cel` library, the Rust CEL interpreter Kubernetes' cel-go agrees with on
+this subset), on the requests a runner of pool `alpha` makes by the protocol and on the ones it must not.
 
+Objects and patches come from the protocol's own builders (`gigafactory.leases`) and the shapes the
+runner sends (docs/protocol.md), applied as the API server applies a merge patch."""
+
+import copy
+import datetime
 import pathlib
 import subprocess
+from typing import Any
 
 import cel
 import pytest
 import yaml
+
+from gigafactory import leases
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HELM = ROOT / ".venv" / "bin" / "helm"
@@ -14,6 +23,9 @@ pytestmark = pytest.mark.skipif(not HELM.exists(), reason="helm is installed by 
 
 VALUES = "pools:\n  - {name: alpha, agents: [script], profiles: {}}\n  - {name: beta, agents: [script], profiles: {}}\n"
 ALPHA_SA = "system:serviceaccount:runners:gf-alpha-runner"
+POD, OTHER_POD = "alpha-7d9f-x2x4q", "alpha-7d9f-zzzzz"
+MOMENT = datetime.datetime(2026, 11, 24, 10, 0, tzinfo=datetime.timezone.utc)
+STAMP = "2026-11-24T10:00:00Z"
 
 
 @pytest.fixture(scope="module")
@@ -23,50 +35,222 @@ def policy(tmp_path_factory) -> dict:
     out = subprocess.run([str(HELM), "template", "gf", str(ROOT / "charts" / "gigafactory"), "-n", "runners", "-f", str(values)],
                          capture_output=True, text=True, check=True).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
+    binding = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding" and d["metadata"]["name"] == "gf-alpha-runner-scope")
+    assert binding["spec"] == {"policyName": "gf-alpha-runner-scope", "validationActions": ["Deny"]}
     return next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"] == "gf-alpha-runner-scope")
+
+
+def _evaluate(expression: str, context: dict) -> Any:
+    try:
+        return cel.evaluate(expression, context)
+    except Exception:  # noqa: BLE001 - an expression that errors denies, as with failurePolicy: Fail
+        return False
 
 
 def _admit(policy: dict, request: dict, obj: dict | None, old: dict | None) -> bool | None:
     """None when the policy does not apply; else whether every validation passes."""
-    context = {"request": request, "object": obj, "oldObject": old}
-    if not all(cel.evaluate(c["expression"], context) for c in policy["spec"]["matchConditions"]):
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    resource = request["resource"]["resource"] + (f"/{request['subResource']}" if request.get("subResource") else "")
+    if not any(resource in r["resources"] and request["operation"] in r["operations"] for r in rules):
         return None
-    context["variables"] = {v["name"]: cel.evaluate(v["expression"], context) for v in policy["spec"]["variables"]}
-    return all(cel.evaluate(v["expression"], context) for v in policy["spec"]["validations"])
+    context = {"request": request, "object": obj, "oldObject": old}
+    if not all(_evaluate(c["expression"], context) for c in policy["spec"]["matchConditions"]):
+        return None
+    context["variables"] = {v["name"]: _evaluate(v["expression"], context) for v in policy["spec"]["variables"]}
+    return all(_evaluate(v["expression"], context) is True for v in policy["spec"]["validations"])
 
 
-def _job(factory: str | None) -> dict:
-    status = {"phase": "Running"}
-    if factory:
-        status["assignment"] = {"factory": factory, "pod": "p"}
-    return {"metadata": {"name": "j"}, "status": status}
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the API server applies `application/merge-patch+json`."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
 
 
-def _lease(factory: str) -> dict:
-    return {"metadata": {"name": "l", "labels": {"gigafactory.dev/factory": factory}}, "spec": {}}
+def request(resource: str, operation: str = "UPDATE", *, user: str = ALPHA_SA, pod: str | None = POD) -> dict:
+    extra = {"authentication.kubernetes.io/pod-name": [pod]} if pod else {}
+    group = {"agentjobs": "gigafactory.dev", "leases": "coordination.k8s.io", "configmaps": ""}[resource]
+    return {"operation": operation, "userInfo": {"username": user, "extra": extra},
+            "resource": {"group": group, "version": "v1", "resource": resource},
+            "subResource": "status" if resource == "agentjobs" else ""}
 
 
-def _request(resource: str, operation: str = "UPDATE", user: str = ALPHA_SA) -> dict:
-    return {"operation": operation, "userInfo": {"username": user}, "resource": {"resource": resource}}
+# --- AgentJobs: a job as the operator bound it, and the runner's two status writes ---
+
+def bound_job(*, factory: str = "alpha", pod: str = POD) -> dict:
+    return {
+        "apiVersion": "gigafactory.dev/v1alpha1", "kind": "AgentJob",
+        "metadata": {"name": "fix-flaky-test", "namespace": "team-a", "generation": 1},
+        "spec": {"queue": "backend"},
+        "status": {
+            "phase": "Bound", "attempt": 2, "startTime": STAMP, "observedGeneration": 1,
+            "attempts": [{"attempt": 1, "factory": factory, "pod": pod, "outcome": "InfraError", "reason": "LeaseExpired"}],
+            "assignment": {"factory": factory, "pod": pod, "podNamespace": "runners", "attempt": 2,
+                           "lease": "gf-uid-2", "leaseNamespace": "runners", "boundAt": STAMP, "score": 87,
+                           "scores": {"FreeCapacity": 100, "WarmRepo": 0}},
+            "conditions": [{"type": "Scheduled", "status": "True", "reason": "Bound", "message": "bound", "observedGeneration": 1}],
+        },
+    }
+
+
+def claim(job: dict, *, pod: str = POD) -> dict:
+    """The runner's claim patch (runner/running.py claim, docs/protocol.md step 3)."""
+    conditions = [c for c in job["status"]["conditions"] if c["type"] not in ("Claimed", "Running")]
+    conditions += [{"type": "Claimed", "status": "True", "reason": "Claimed", "message": f"claimed by {pod}"},
+                   {"type": "Running", "status": "True", "reason": "AgentRunning", "message": "the agent is running"}]
+    return {"status": {"phase": "Running", "assignment": {"claimedAt": STAMP}, "conditions": conditions}}
+
+
+def report(*, attempt: int = 2, pod: str = POD) -> dict:
+    return {"status": {"report": {"attempt": attempt, "pod": pod, "outcome": "Succeeded", "finishedAt": STAMP,
+                                  "result": {"branch": "agent/fix-flaky-test", "commit": "0" * 40}}}}
+
+
+def running_job(**kwargs: Any) -> dict:
+    job = bound_job(**kwargs)
+    return merge_patch(job, claim(job))
+
+
+def job_case(patch: dict, *, old: dict | None = None, pod: str | None = POD) -> tuple[dict, dict | None, dict | None]:
+    old = old if old is not None else bound_job()
+    return request("agentjobs", pod=pod), merge_patch(old, patch), old
+
+
+def status_patch(**status: Any) -> dict:
+    return {"status": status}
+
+
+JOB_CASES = [
+    pytest.param(*job_case(claim(bound_job())), True, id="claim-own-binding"),
+    pytest.param(*job_case(report()), True, id="report-before-claim"),
+    pytest.param(*job_case(report(), old=running_job()), True, id="report-after-claim"),
+    pytest.param(*job_case(claim(bound_job()), pod=None), True, id="claim-with-token-bound-to-no-pod"),
+    pytest.param(*job_case(claim(bound_job(pod=OTHER_POD)), old=bound_job(pod=OTHER_POD)), False, id="claim-other-pods-binding"),
+    pytest.param(*job_case(claim(bound_job(pod=OTHER_POD)), old=bound_job(pod=OTHER_POD), pod=None), True,
+                 id="no-pod-token-held-to-factory-only"),
+    pytest.param(*job_case(claim(bound_job(factory="beta")), old=bound_job(factory="beta")), False, id="claim-other-factorys-job"),
+    pytest.param(*job_case(claim(bound_job(factory="beta")), old=bound_job(factory="beta"), pod=None), False,
+                 id="other-factorys-job-without-pod-token"),
+    pytest.param(*job_case(status_patch(phase="Running"), old={**bound_job(), "status": {"phase": "Pending"}}), False,
+                 id="claim-unbound-job"),
+    pytest.param(*job_case(status_patch(phase="Succeeded"), old=running_job()), False, id="declare-own-success"),
+    pytest.param(*job_case(status_patch(phase="Pending"), old=running_job()), False, id="unbind-itself"),
+    pytest.param(*job_case(status_patch(attempt=1)), False, id="rewind-attempt"),
+    pytest.param(*job_case(status_patch(attempts=None)), False, id="erase-attempt-history"),
+    pytest.param(*job_case(status_patch(result={"branch": "main"})), False, id="write-result-directly"),
+    pytest.param(*job_case(status_patch(assignment={"pod": OTHER_POD})), False, id="move-binding-to-other-pod"),
+    pytest.param(*job_case(status_patch(assignment={"factory": "beta"})), False, id="move-binding-to-other-factory"),
+    pytest.param(*job_case(status_patch(assignment=None)), False, id="drop-assignment"),
+    pytest.param(*job_case(status_patch(conditions=[])), False, id="erase-scheduled-condition"),
+    pytest.param(*job_case(report(attempt=1), old=running_job()), False, id="report-stale-attempt"),
+    pytest.param(*job_case(report(pod=OTHER_POD), old=running_job()), False, id="report-as-other-pod"),
+    pytest.param(*job_case(status_patch(report=None), old=merge_patch(running_job(), report())), False, id="erase-report"),
+]
+
+
+@pytest.mark.parametrize("request_, obj, old, admitted", JOB_CASES)
+def test_runner_writes_only_its_claim_and_report_on_its_own_jobs(policy, request_, obj, old, admitted) -> None:
+    assert _admit(policy, request_, obj, old) is admitted
+
+
+# --- Leases: built by the protocol's own builders ---
+
+def heartbeat(*, pod: str = POD, factory: str = "alpha") -> dict:
+    return leases.build_heartbeat_lease(pod=pod, namespace="runners", factory=factory, slots=2, agents=["script"],
+                                        duration_seconds=15, moment=MOMENT)
+
+
+def binding(*, pod: str = POD, factory: str = "alpha") -> dict:
+    lease = leases.build_binding_lease(job_namespace="team-a", job_name="fix-flaky-test", job_uid="uid", attempt=2, factory=factory,
+                                       pod=pod, pod_namespace="runners", claim_timeout_seconds=30, moment=MOMENT)
+    lease["metadata"]["resourceVersion"] = "7"
+    return lease
+
+
+def relabel(lease: dict, **labels: str) -> dict:
+    return merge_patch(lease, {"metadata": {"labels": {f"gigafactory.dev/{k}": v for k, v in labels.items()}}})
+
+
+def update(old: dict, patch: dict, **kwargs: Any) -> tuple[dict, dict, dict]:
+    return request("leases", **kwargs), merge_patch(old, patch), old
+
+
+CLAIM = leases.claim_patch(pod=POD, duration_seconds=30, moment=MOMENT, resource_version="7")
+RENEW = leases.renew_patch(moment=MOMENT, resource_version="7")
+RELEASE = leases.release_patch(resource_version="7")
+STOPPED = merge_patch(binding(), leases.stop_patch("Cancelled"))
+
+LEASE_CASES = [
+    pytest.param(request("leases", "CREATE"), heartbeat(), None, True, id="create-own-heartbeat"),
+    pytest.param(*update(heartbeat(), RENEW), True, id="renew-own-heartbeat"),
+    pytest.param(*update(heartbeat(), {"metadata": {"annotations": {leases.ANNOTATION_DRAINING: "true"}}}), True,
+                 id="announce-draining"),
+    pytest.param(request("leases", "DELETE"), None, heartbeat(), True, id="delete-own-heartbeat"),
+    pytest.param(*update(binding(), CLAIM), True, id="claim-own-binding-lease"),
+    pytest.param(*update(binding(), RENEW), True, id="renew-own-binding-lease"),
+    pytest.param(*update(STOPPED, RELEASE), True, id="release-after-stop-request"),
+    pytest.param(request("leases", "CREATE"), heartbeat(pod=OTHER_POD), None, False, id="create-heartbeat-for-other-pod"),
+    pytest.param(request("leases", "CREATE"), heartbeat(factory="beta"), None, False, id="create-heartbeat-in-other-factory"),
+    pytest.param(request("leases", "CREATE"), binding(), None, False, id="create-binding-lease"),
+    pytest.param(request("leases", "DELETE"), None, binding(), False, id="delete-own-binding-lease"),
+    pytest.param(request("leases", "DELETE"), None, heartbeat(pod=OTHER_POD), False, id="delete-other-pods-heartbeat"),
+    pytest.param(*update(binding(pod=OTHER_POD), CLAIM), False, id="claim-other-pods-binding-lease"),
+    pytest.param(*update(binding(pod=OTHER_POD), CLAIM, pod=None), True, id="other-pods-lease-with-token-bound-to-no-pod"),
+    pytest.param(*update(binding(factory="beta"), RENEW), False, id="renew-other-factorys-lease"),
+    pytest.param(*update(binding(factory="beta"), RENEW, pod=None), False, id="other-factorys-lease-without-pod-token"),
+    pytest.param(request("leases"), relabel(binding(factory="beta"), factory="alpha"), binding(factory="beta"), False,
+                 id="relabel-other-factorys-lease-into-own"),
+    pytest.param(*update(binding(), {"metadata": {"labels": {"gigafactory.dev/factory": "beta"}}}), False, id="relabel-own-lease-away"),
+    pytest.param(*update(binding(), {"metadata": {"labels": {"gigafactory.dev/role": "heartbeat"}}}), False,
+                 id="turn-binding-into-heartbeat"),
+    pytest.param(*update(STOPPED, {"metadata": {"annotations": {leases.ANNOTATION_STOP: None}}}), False, id="erase-stop-request"),
+    pytest.param(*update(binding(), {"metadata": {"annotations": {leases.ANNOTATION_JOB_NAME: "other-job"}}}), False,
+                 id="point-binding-at-other-job"),
+    pytest.param(request("leases", "CREATE"), {"metadata": {"name": POD}, "spec": {}}, None, False, id="create-unlabelled-lease"),
+]
+
+
+@pytest.mark.parametrize("request_, obj, old, admitted", LEASE_CASES)
+def test_runner_touches_only_its_own_leases(policy, request_, obj, old, admitted) -> None:
+    assert _admit(policy, request_, obj, old) is admitted
+
+
+# --- ConfigMaps: its log ConfigMaps, nothing else ---
+
+def log_configmap(*, name: str = "gf-log-gf-uid-2", pod: str = POD) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "runners", "labels": {"gigafactory.dev/role": "log", "gigafactory.dev/pod": pod}},
+            "data": {"output": "..."}}
 
 
 @pytest.mark.parametrize(
     "request_, obj, old, admitted",
     [
-        pytest.param(_request("agentjobs"), _job("alpha"), _job("alpha"), True, id="status-of-own-job"),
-        pytest.param(_request("agentjobs"), _job("beta"), _job("beta"), False, id="status-of-other-factorys-job"),
-        pytest.param(_request("agentjobs"), _job("alpha"), _job(None), False, id="status-of-unbound-job"),
-        pytest.param(_request("leases"), _lease("alpha"), _lease("alpha"), True, id="renew-own-lease"),
-        pytest.param(_request("leases"), _lease("beta"), _lease("beta"), False, id="renew-other-lease"),
-        pytest.param(_request("leases"), _lease("alpha"), _lease("beta"), False, id="relabel-other-lease-into-own"),
-        pytest.param(_request("leases"), _lease("beta"), _lease("alpha"), False, id="relabel-own-lease-away"),
-        pytest.param(_request("leases", "CREATE"), _lease("alpha"), None, True, id="create-own-heartbeat"),
-        pytest.param(_request("leases", "CREATE"), _lease("beta"), None, False, id="create-other-factorys-lease"),
-        pytest.param(_request("leases", "DELETE"), None, _lease("beta"), False, id="delete-other-lease"),
-        pytest.param(_request("leases", "DELETE"), None, _lease("alpha"), True, id="delete-own-heartbeat"),
-        pytest.param(_request("leases", user="system:serviceaccount:gigafactory:gf-operator"), _lease("beta"), _lease("beta"),
-                     None, id="operator-not-matched"),
+        pytest.param(request("configmaps", "CREATE"), log_configmap(), None, True, id="create-own-log"),
+        pytest.param(request("configmaps", "CREATE"), log_configmap(name="gf-alpha-profiles"), None, False, id="create-profiles"),
+        pytest.param(request("configmaps", "CREATE"), log_configmap(pod=OTHER_POD), None, False, id="create-log-as-other-pod"),
+        pytest.param(request("configmaps"), log_configmap(), log_configmap(), False, id="rewrite-a-log"),
+        pytest.param(request("configmaps", "DELETE"), None, log_configmap(), False, id="delete-a-log"),
     ],
 )
-def test_runner_writes_are_confined_to_its_factory(policy, request_, obj, old, admitted) -> None:
+def test_runner_creates_only_its_log_configmaps(policy, request_, obj, old, admitted) -> None:
     assert _admit(policy, request_, obj, old) is admitted
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(request("leases", user="system:serviceaccount:runners:gf-operator", pod=None), id="operator"),
+        pytest.param(request("leases", user="system:serviceaccount:runners:gf-beta-runner"), id="other-pools-runner"),
+        pytest.param(request("leases", user="system:serviceaccount:elsewhere:gf-alpha-runner"), id="same-name-other-namespace"),
+    ],
+)
+def test_policy_applies_to_this_pools_runners_only(policy, request_) -> None:
+    lease = binding(factory="beta")
+    assert _admit(policy, request_, merge_patch(lease, RENEW), lease) is None
