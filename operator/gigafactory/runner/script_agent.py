@@ -3,8 +3,8 @@
 With no options it records the task prompt in .gigafactory/task.md and commits it. Tests steer it:
 `--exit N` exits with N (after doing nothing), `--hang` never returns, and the env variable
 GIGAFACTORY_SCRIPT_MARKER names a file that gets one line per execution, so a test can count
-exactly how often each job ran. `--await-peers N` waits (up to 30 s, else exits 4) until that file
-has N lines: N agents running at the same time, which proves that their jobs overlapped.
+exactly how often each job ran. `--await-peers N` waits (up to 30 s, else exits 4) until N of the
+agents in that file are alive at once, which proves that their jobs overlapped.
 """
 
 import argparse
@@ -13,6 +13,17 @@ import pathlib
 import subprocess
 import sys
 import time
+
+
+def _alive_peers(marker: pathlib.Path) -> int:
+    alive = 0
+    for line in marker.read_text().splitlines():
+        try:
+            os.kill(int(line.split()[0]), 0)
+        except (ProcessLookupError, ValueError, IndexError):
+            continue
+        alive += 1
+    return alive
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     marker = os.environ.get("GIGAFACTORY_SCRIPT_MARKER")
     if marker:
         with open(marker, "a") as handle:
-            handle.write(f"{os.getcwd()}\n")
+            handle.write(f"{os.getpid()} {os.getcwd()}\n")
     print(f"script agent: task of {len(prompt)} characters", flush=True)
     if args.await_peers:
         deadline = time.monotonic() + 30
-        while not marker or len(pathlib.Path(marker).read_text().splitlines()) < args.await_peers:
+        while not marker or _alive_peers(pathlib.Path(marker)) < args.await_peers:
             if time.monotonic() > deadline:
                 print(f"script agent: {args.await_peers} agents never ran at once", flush=True)
                 return 4
