@@ -8,6 +8,7 @@ import uuid
 import pytest
 import yaml
 
+from gigafactory import config
 from gigafactory.runner import profiles
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -212,3 +213,38 @@ def test_values_schema_refuses_bad_values(tmp_path, values, fragment) -> None:
     path.write_text(values)
     result = subprocess.run([str(HELM), "template", "gf", str(CHART), "-f", str(path)], capture_output=True, text=True)
     assert result.returncode != 0 and fragment in result.stderr, result.stderr
+
+
+def test_operator_probes_and_metrics_follow_the_port_it_listens_on(tmp_path) -> None:
+    docs = render(tmp_path, "metrics: {port: 9191, serviceMonitor: {enabled: true}}\n")
+    operator = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-operator")
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["GIGAFACTORY_HTTP_PORT"] == "9191" and env["GIGAFACTORY_NAMESPACE"] == "gigafactory-system"
+    assert set(env) <= {f"GIGAFACTORY_{name.upper()}" for name in config.OperatorSettings.model_fields}
+    assert container["ports"] == [{"name": "http", "containerPort": 9191}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    service = next(d for d in docs if d["kind"] == "Service")
+    assert service["spec"]["ports"][0]["port"] == 9191 and service["spec"]["ports"][0]["targetPort"] == "http"
+    assert service["spec"]["selector"].items() <= operator["spec"]["template"]["metadata"]["labels"].items()
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_runner_env_is_what_the_runner_reads(tmp_path) -> None:
+    """Every GIGAFACTORY_RUNNER_* the chart sets is a RunnerSettings field, and the paths it names are mounted."""
+    docs = render(tmp_path)
+    pod = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-default-runner")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    fields = {f"GIGAFACTORY_RUNNER_{name.upper()}" for name in config.RunnerSettings.model_fields}
+    assert {name for name in env if name.startswith("GIGAFACTORY_RUNNER_")} <= fields
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert env["GIGAFACTORY_RUNNER_WORK_DIR"]["value"] in mounts
+    profiles = env["GIGAFACTORY_RUNNER_PROFILES_FILE"]["value"]
+    assert str(pathlib.PurePosixPath(profiles).parent) in mounts and mounts["/etc/gigafactory"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts[env["GIGAFACTORY_RUNNER_WORK_DIR"]["value"]]["name"]]
+    assert env["GIGAFACTORY_RUNNER_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
