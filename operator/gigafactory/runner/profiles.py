@@ -1,6 +1,7 @@
 """Agent profiles: name → argv template, env, timeout. Loaded from YAML; rendered without a shell."""
 
 import pathlib
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal
@@ -25,6 +26,15 @@ class Profile(pydantic.BaseModel):
                   "job": job, "branch": branch}
         # Each template is one argument: str.format cannot split it, and no shell ever sees it.
         return [part.format_map(values) for part in self.argv] + list(extra_args)
+
+
+    def installed(self) -> bool:
+        """Whether the command exists here: a runner announces only profiles it can start."""
+        try:
+            command = self.argv[0].format_map({"python": sys.executable})
+        except (KeyError, ValueError, IndexError):
+            return False
+        return shutil.which(command) is not None
 
 
 class ProfilesFile(pydantic.BaseModel):

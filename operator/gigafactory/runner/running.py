@@ -24,7 +24,7 @@ from gigafactory.runner import executing, profiles, worktrees
 
 logger = logging.getLogger(__name__)
 
-LOG_CONFIGMAP_BYTES = 256 * 1024 - 1024  # stays well under the 1 MiB object limit
+LOG_CONFIGMAP_BYTES = executing.TAIL_BYTES  # far under the 1 MiB object limit
 
 
 def _stamp(moment: datetime.datetime | None = None) -> str:
@@ -62,6 +62,9 @@ class Runner:
         self.client = client
         self.workspace = worktrees.Workspace(pathlib.Path(settings.work_dir), network_timeout=settings.git_timeout_seconds)
         self.profiles = profiles.load(settings.profiles_file)
+        # Announced to the scheduler: a profile whose command is not installed in this image would
+        # only turn every job bound for it into a failure.
+        self.agents = sorted(name for name, profile in self.profiles.items() if profile.installed())
         self.attempts: dict[str, Attempt] = {}  # binding lease name → attempt
         self.seen: set[str] = set()
         self.draining = False
@@ -77,7 +80,7 @@ class Runner:
     def _heartbeat_body(self) -> dict[str, Any]:
         return leases.build_heartbeat_lease(
             pod=self.settings.pod_name, namespace=self.settings.namespace, factory=self.settings.factory,
-            slots=self.settings.slots, agents=self.profiles.keys(), warm_repos=self.announced_repos,
+            slots=self.settings.slots, agents=self.agents, warm_repos=self.announced_repos,
             duration_seconds=self.settings.heartbeat_seconds, moment=leases.now(), draining=self.draining,
         )
 
@@ -327,7 +330,9 @@ class Runner:
         name = f"gf-log-{attempt.name}"
         body = {"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": name, "namespace": self.settings.namespace,
-                             "labels": {constants.LABEL_ROLE: "log", constants.LABEL_POD: self.settings.pod_name},
+                             # The job's uid as a label: whoever cleans up after a job can select its logs.
+                             "labels": {constants.LABEL_ROLE: "log", constants.LABEL_POD: self.settings.pod_name,
+                                        leases.ANNOTATION_JOB_UID: attempt.binding.job_uid},
                              "annotations": {constants.LABEL_JOB: f"{job['metadata']['namespace']}/{job['metadata']['name']}"}},
                 "data": {"output": tail[-LOG_CONFIGMAP_BYTES:]}}
         try:
@@ -457,6 +462,9 @@ class Runner:
         orphans = executing.kill_orphans(self.pids)
         if orphans:
             logger.info("start-up: killed agents a previous run left behind: %s", orphans)
+        missing = sorted(set(self.profiles) - set(self.agents))
+        if missing:
+            logger.info("not offering agent profiles whose command is not installed: %s", ", ".join(missing))
         swept = self.workspace.sweep()
         if swept:
             logger.info("start-up sweep removed: %s", ", ".join(swept))

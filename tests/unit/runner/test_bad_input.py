@@ -93,3 +93,8 @@ async def test_a_good_job_after_bad_ones_succeeds(runner, tmp_path) -> None:
     assert report["outcome"] == "Succeeded" and report["result"]["branch"] == "agent/job"
     assert report["result"]["changedFiles"] == [".gigafactory/task.md"]
     assert runner.client.created[0]["data"]["output"].endswith("script agent: committed .gigafactory/task.md\n")
+
+
+def test_only_installed_agents_are_offered(runner) -> None:
+    heartbeat = runner._heartbeat_body()
+    assert heartbeat["metadata"]["annotations"]["gigafactory.dev/agents"] == "script"  # not missing-tool
