@@ -56,7 +56,8 @@ class Operator:
         self.wakeup = asyncio.Event()
         # Binds decided but not yet seen back from the informer: job uid → (attempt, pod key, repo key).
         self.assumed: dict[str, tuple[int, snapshots.PodKey, str]] = {}
-        self.job_infos: dict[str, tuple[str, snapshots.JobInfo]] = {}
+        self.job_infos: dict[str, tuple[str, snapshots.JobInfo]] = {}  # uid → (resourceVersion, parsed)
+        self.spec_valid: dict[str, Any] = {}  # uid → the generation whose spec passed validation
         self.beats: dict[tuple[str, str], leases.Heartbeat] = {}
         self.timers: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
         self.busy: set[str] = set()  # jobs with a fold or undo in flight
@@ -88,6 +89,7 @@ class Operator:
             del self.assumed[uid]  # the informer now shows what the bind wrote
         if event == "DELETED":
             self.job_infos.pop(uid, None)
+            self.spec_valid.pop(uid, None)
             self.explained_at.pop(uid, None)
             self._disarm(("deadline", *kubeclient.object_key(body)))
             self._disarm(("ttl", *kubeclient.object_key(body)))
@@ -354,14 +356,23 @@ class Operator:
             rv = str(meta.get("resourceVersion") or "")
             cached = self.job_infos.get(uid)
             if cached is None or cached[0] != rv:
-                problem = snapshots.spec_problem(body)
-                if problem is not None:
-                    # No input crashes the operator: a spec it cannot act on fails the job, with the field.
-                    if snapshots.is_pending(body) and uid not in self.busy:
-                        self.busy.add(uid)
-                        self._spawn(self._end_waiting(body, patches.INVALID_SPEC, message=problem), name=f"invalid:{_name(body)}")
-                    continue
-                cached = (rv, snapshots.job_from_body(body))
+                info = None
+                generation = meta.get("generation")
+                if self.spec_valid.get(uid) == generation:
+                    # Only the status changed (a bind, an explanation): the spec needs no new validation.
+                    with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                        info = snapshots.job_from_body(body)
+                if info is None:
+                    problem = snapshots.spec_problem(body)
+                    if problem is not None:
+                        # No input crashes the operator: a spec it cannot act on fails the job, with the field.
+                        if snapshots.is_pending(body) and uid not in self.busy:
+                            self.busy.add(uid)
+                            self._spawn(self._end_waiting(body, patches.INVALID_SPEC, message=problem), name=f"invalid:{_name(body)}")
+                        continue
+                    info = snapshots.job_from_body(body)
+                    self.spec_valid[uid] = generation
+                cached = (rv, info)
                 self.job_infos[uid] = cached
             info = cached[1]
             status = body.get("status") or {}

@@ -238,12 +238,14 @@ class Cycle:
         return picked
 
     def _score(self, job: snapshots.JobInfo, pods: list[snapshots.PodInfo]) -> tuple[int, int, dict[str, int]]:
-        factories = self.snapshot.factories
+        snapshot = self.snapshot
+        pairs = [(pod, snapshot.factories[pod.factory]) for pod in pods]
         columns: dict[str, list[int]] = {}
         for plugin in self.profile.scorers:
             if not plugin.weight:
                 continue
-            raw = [plugin.score(job, pod, factories[pod.factory], self.snapshot) for pod in pods]
+            score = plugin.score
+            raw = [score(job, pod, factory, snapshot) for pod, factory in pairs]
             columns[plugin.name] = plugin.normalize(raw)
         return framework.combine(self.profile, columns)
 

@@ -8,6 +8,7 @@ free-slot counts (the "assume" step), never the caches.
 import collections
 import dataclasses
 import datetime
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -88,8 +89,8 @@ class PodInfo:
     ready: bool = True
     draining: bool = False
 
-    @property
-    def key(self) -> PodKey:
+    @functools.cached_property
+    def key(self) -> PodKey:  # read millions of times in a big cycle: built once
         return (self.namespace, self.name)
 
     @classmethod
@@ -137,7 +138,11 @@ class Snapshot:
         return min(pod.slots, factory.slots_per_pod) if factory is not None else pod.slots
 
     def free(self, pod: PodInfo) -> int:
-        return self.capacity(pod) - self.used.get(pod.key, 0)
+        key = pod.key
+        capacity = self._capacity.get(key)
+        if capacity is None:
+            capacity = self.capacity(pod)
+        return capacity - self.used.get(key, 0)
 
     def assume(self, pod: PodInfo, job: JobInfo) -> None:
         """Count a decided binding before it is written, so one cycle never overfills a pod."""
