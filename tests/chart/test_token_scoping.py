@@ -29,15 +29,20 @@ STAMP = "2026-11-24T10:00:00Z"
 
 
 @pytest.fixture(scope="module")
-def policy(tmp_path_factory) -> dict:
+def policy(tmp_path_factory) -> list[dict]:
+    """Pool alpha's admission policies (one per kind its runners write), each with a Deny binding."""
     values = tmp_path_factory.mktemp("values") / "values.yaml"
     values.write_text(VALUES)
     out = subprocess.run([str(HELM), "template", "gf", str(ROOT / "charts" / "gigafactory"), "-n", "runners", "-f", str(values)],
                          capture_output=True, text=True, check=True).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
-    binding = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding" and d["metadata"]["name"] == "gf-alpha-runner-scope")
-    assert binding["spec"] == {"policyName": "gf-alpha-runner-scope", "validationActions": ["Deny"]}
-    return next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"] == "gf-alpha-runner-scope")
+    policies = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"].startswith("gf-alpha-runner-")]
+    bindings = {d["spec"]["policyName"]: d["spec"] for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"}
+    assert {p["metadata"]["name"] for p in policies} == {"gf-alpha-runner-jobs", "gf-alpha-runner-leases", "gf-alpha-runner-logs"}
+    for p in policies:
+        assert p["spec"]["failurePolicy"] == "Fail"
+        assert bindings[p["metadata"]["name"]]["validationActions"] == ["Deny"]
+    return policies
 
 
 def _evaluate(expression: str, context: dict) -> Any:
@@ -47,17 +52,21 @@ def _evaluate(expression: str, context: dict) -> Any:
         return False
 
 
-def _admit(policy: dict, request: dict, obj: dict | None, old: dict | None) -> bool | None:
-    """None when the policy does not apply; else whether every validation passes."""
-    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+def _admit(policies: list[dict], request: dict, obj: dict | None, old: dict | None) -> bool | None:
+    """None when no policy applies; else whether every validation of every applying policy passes."""
     resource = request["resource"]["resource"] + (f"/{request['subResource']}" if request.get("subResource") else "")
-    if not any(resource in r["resources"] and request["operation"] in r["operations"] for r in rules):
-        return None
-    context = {"request": request, "object": obj, "oldObject": old}
-    if not all(_evaluate(c["expression"], context) for c in policy["spec"]["matchConditions"]):
-        return None
-    context["variables"] = {v["name"]: _evaluate(v["expression"], context) for v in policy["spec"]["variables"]}
-    return all(_evaluate(v["expression"], context) is True for v in policy["spec"]["validations"])
+    verdict = None
+    for policy in policies:
+        rules = policy["spec"]["matchConstraints"]["resourceRules"]
+        if not any(resource in r["resources"] and request["resource"]["group"] in r["apiGroups"] and request["operation"] in r["operations"]
+                   for r in rules):
+            continue
+        context = {"request": request, "object": obj, "oldObject": old}
+        if not all(_evaluate(c["expression"], context) for c in policy["spec"]["matchConditions"]):
+            continue
+        context["variables"] = {v["name"]: _evaluate(v["expression"], context) for v in policy["spec"]["variables"]}
+        verdict = (verdict is not False) and all(_evaluate(v["expression"], context) is True for v in policy["spec"]["validations"])
+    return verdict
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
