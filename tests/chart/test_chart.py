@@ -152,7 +152,8 @@ def test_disruption_budgets_never_block_a_drain(tmp_path) -> None:
     budgets = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "PodDisruptionBudget"}
     assert set(budgets) == {"gf-operator", "gf-cpu-runner", "gf-gpu-runner"}
     for name, spec in budgets.items():
-        assert "minAvailable" not in spec and spec["maxUnavailable"] >= 1, name
+        assert "minAvailable" not in spec and spec["maxUnavailable"] not in (0, "0%"), name
+    assert budgets["gf-cpu-runner"]["maxUnavailable"] == "50%" and budgets["gf-gpu-runner"]["maxUnavailable"] == 1
 
 
 def _install_servicemonitor_crd(kubectl, install_crds) -> None:
@@ -206,6 +207,10 @@ def test_rendered_chart_applies_to_an_api_server(tmp_path, kubectl, namespace, i
         pytest.param("pools:\n  - {name: a, agents: []}\n", "agents", id="no-agents"),
         pytest.param("operator: {replicas: 2}\n", "replicas", id="replicas-before-leader-election"),
         pytest.param("pools:\n  - {name: a, agents: [x], slotsPerPod: 0}\n", "slotsPerPod", id="zero-slots"),
+        pytest.param("pools:\n  - {name: a, agents: [x], namespaces: [Team_A]}\n", "namespaces", id="bad-namespace"),
+        pytest.param("pools:\n  - {name: a, agents: [x], podDisruptionBudget: {maxUnavailable: 0}}\n", "maxUnavailable",
+                     id="budget-blocking-every-drain"),
+        pytest.param("operator: {logLevel: DEBUG}\n", "logLevel", id="unknown-value"),
     ],
 )
 def test_values_schema_refuses_bad_values(tmp_path, values, fragment) -> None:
