@@ -20,6 +20,8 @@ CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolic
 
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason="helm is installed by `make` (scripts/kube-tools.py)")
 
+SCRIPT_PROFILE = "profiles: {script: {argv: [python, -m, gigafactory.runner.script_agent]}}"
+
 TWO_POOLS = """
 pools:
   - name: {a}
@@ -121,7 +123,8 @@ def test_runner_reads_jobs_by_name_only(tmp_path) -> None:
 
 
 def test_pool_with_listed_namespaces_gets_rights_there_only(tmp_path) -> None:
-    values = "pools:\n  - {name: ml, agents: [script], namespaces: [ml-team, ml-lab]}\n  - {name: any, agents: [script]}\n"
+    values = (f"pools:\n  - {{name: ml, agents: [script], namespaces: [ml-team, ml-lab], {SCRIPT_PROFILE}}}\n"
+              f"  - {{name: any, agents: [script], {SCRIPT_PROFILE}}}\n")
     docs = render(tmp_path, values)
     bindings = [d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
                 and d["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "gf-ml-runner"}]
@@ -141,7 +144,7 @@ def test_operator_reads_no_secrets_and_creates_no_workloads(tmp_path) -> None:
 
 
 def test_pool_replicas_and_cost_may_be_zero(tmp_path) -> None:
-    docs = render(tmp_path, "pools:\n  - {name: idle, agents: [script], replicas: 0, costWeight: 0}\n")
+    docs = render(tmp_path, f"pools:\n  - {{name: idle, agents: [script], replicas: 0, costWeight: 0, {SCRIPT_PROFILE}}}\n")
     runner = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-idle-runner")
     factory = next(d for d in docs if d["kind"] == "Factory")
     assert runner["spec"]["replicas"] == 0 and factory["spec"]["costWeight"] == 0
@@ -211,6 +214,8 @@ def test_rendered_chart_applies_to_an_api_server(tmp_path, kubectl, namespace, i
         pytest.param("pools:\n  - {name: a, agents: [x], podDisruptionBudget: {maxUnavailable: 0}}\n", "maxUnavailable",
                      id="budget-blocking-every-drain"),
         pytest.param("operator: {logLevel: DEBUG}\n", "logLevel", id="unknown-value"),
+        pytest.param("pools:\n  - {name: a, agents: [script, aider], profiles: {script: {argv: [x]}}}\n", "agent aider has no entry",
+                     id="agent-without-profile"),
     ],
 )
 def test_values_schema_refuses_bad_values(tmp_path, values, fragment) -> None:

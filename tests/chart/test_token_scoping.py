@@ -21,7 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 HELM = ROOT / ".venv" / "bin" / "helm"
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason="helm is installed by `make` (scripts/kube-tools.py)")
 
-VALUES = "pools:\n  - {name: alpha, agents: [script], profiles: {}}\n  - {name: beta, agents: [script], profiles: {}}\n"
+VALUES = "pools:\n  - {name: alpha, agents: [script], profiles: {script: {argv: [x]}}}\n  - {name: beta, agents: [script], profiles: {script: {argv: [x]}}}\n"
 ALPHA_SA = "system:serviceaccount:runners:gf-alpha-runner"
 POD, OTHER_POD = "alpha-7d9f-x2x4q", "alpha-7d9f-zzzzz"
 MOMENT = datetime.datetime(2026, 11, 24, 10, 0, tzinfo=datetime.timezone.utc)
