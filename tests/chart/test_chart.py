@@ -56,8 +56,10 @@ def render(tmp_path: pathlib.Path, values: str | None = None, namespace: str = "
     return [doc for doc in yaml.safe_load_all(helm(*args)) if doc]
 
 
-def test_lint() -> None:
-    assert "0 chart(s) failed" in helm("lint", str(CHART))
+@pytest.mark.parametrize("values", [pytest.param([], id="default"), pytest.param(["-f", str(FULL_VALUES)], id="full")])
+def test_lint(values) -> None:
+    out = helm("lint", "--strict", str(CHART), *values)
+    assert "0 chart(s) failed" in out and "[WARNING]" not in out, out
 
 
 def test_each_pool_yields_its_factory_runners_account_and_profiles(tmp_path) -> None:
