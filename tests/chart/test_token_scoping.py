@@ -1,6 +1,8 @@
-"""Per-factory token scoping: the CEL of the chart's ValidatingAdmissionPolicy, evaluated exactly as
-rendered by helm (with the `cel` library, the Rust CEL interpreter Kubernetes' cel-go agrees with on
-this subset), on the requests a runner of pool `alpha` makes by the protocol and on the ones it must not.
+"""Per-factory token scoping: the CEL of the chart's ValidatingAdmissionPolicies, evaluated exactly as
+rendered by helm, on the requests a runner of pool `alpha` makes by the protocol and on the ones it must not.
+The library is `common-expression-language` (module `cel`: Python bindings of the Rust CEL interpreter,
+wheels, no toolchain); on the subset the policies use (has, in, filter, all, ternaries, equality) it
+agrees with Kubernetes' cel-go. Schema type-checking is the API server's (hack/e2e-kind.sh checks it).
 
 Objects and patches come from the protocol's own builders (`gigafactory.leases`) and the shapes the
 runner sends (docs/protocol.md), applied as the API server applies a merge patch."""
