@@ -216,6 +216,7 @@ def test_rendered_chart_applies_to_an_api_server(tmp_path, kubectl, namespace, i
         pytest.param("pools:\n  - {name: a, agents: [x], podDisruptionBudget: {maxUnavailable: 0}}\n", "maxUnavailable",
                      id="budget-blocking-every-drain"),
         pytest.param("operator: {logLevel: DEBUG}\n", "logLevel", id="unknown-value"),
+        pytest.param("operator: {extraEnv: [{name: PATH, value: /x}]}\n", "extraEnv", id="extra-env-not-a-setting"),
         pytest.param("pools:\n  - {name: a, agents: [script, aider], profiles: {script: {argv: [x]}}}\n", "agent aider has no entry",
                      id="agent-without-profile"),
     ],
@@ -243,6 +244,22 @@ def test_operator_probes_and_metrics_follow_the_port_it_listens_on(tmp_path) -> 
     monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_extra_env_names_are_settings_the_processes_read(tmp_path) -> None:
+    """The full values' extraEnv reach the containers, and every GIGAFACTORY_* a container gets is a setting."""
+    docs = render(tmp_path, FULL_VALUES.read_text())
+    deployments = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0] for d in docs if d["kind"] == "Deployment"}
+    operator_fields = {f"GIGAFACTORY_{n.upper()}" for n in config.OperatorSettings.model_fields}
+    runner_fields = {f"GIGAFACTORY_RUNNER_{n.upper()}" for n in config.RunnerSettings.model_fields}
+    operator_env = {e["name"]: e.get("value") for e in deployments.pop("gf-operator")["env"]}
+    assert operator_env["GIGAFACTORY_WEIGHT_COST"] == "3" and set(operator_env) <= operator_fields
+    cpu = {e["name"]: e.get("value") for e in deployments["gf-cpu-runner"]["env"]}
+    gpu = {e["name"]: e.get("value") for e in deployments["gf-gpu-runner"]["env"]}
+    assert cpu["GIGAFACTORY_RUNNER_HEARTBEAT_SECONDS"] == "10" and "GIGAFACTORY_RUNNER_HEARTBEAT_SECONDS" not in gpu
+    assert cpu["GIGAFACTORY_RUNNER_GIT_TIMEOUT_SECONDS"] == gpu["GIGAFACTORY_RUNNER_GIT_TIMEOUT_SECONDS"] == "300"
+    for env in (cpu, gpu):
+        assert {n for n in env if n.startswith("GIGAFACTORY_")} <= runner_fields
 
 
 def test_runner_env_is_what_the_runner_reads(tmp_path) -> None:
