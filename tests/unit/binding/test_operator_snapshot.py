@@ -34,3 +34,23 @@ def test_spec_validated_once_per_generation_and_an_invalid_new_generation_fails_
     operator.jobs.cache[("team-a", "j")] = body(generation=2, rv="3", priority="high")  # a spec edit it cannot act on
     snap, _ = operator.snapshot()
     assert snap.jobs == [] and validations == ["1", "3"] and failed == ["invalid:team-a/j"]
+
+
+def test_an_explanation_coming_back_wakes_no_cycle_but_a_change_the_cycle_reads_does() -> None:
+    operator = operating.Operator(config.OperatorSettings(), client=None)  # type: ignore[arg-type]
+    job = body(generation=1, rv="1")
+    operator._on_job("ADDED", job)
+    assert operator.wakeup.is_set()
+
+    operator.wakeup.clear()
+    explained = {**job, "metadata": {**job["metadata"], "resourceVersion": "2"},
+                 "status": {"phase": "Pending", "conditions": [{"type": "Scheduled", "status": "False", "reason": "Unschedulable",
+                                                                "message": "0/2 factory pods fit: 2 full"}]}}
+    operator._on_job("MODIFIED", explained)
+    assert not operator.wakeup.is_set()
+
+    for change in ({"status": {"phase": "Pending", "requeueAt": "2026-11-24T10:05:00Z"}},  # a backoff
+                   {"metadata": {**job["metadata"], "generation": 2}}):  # a spec edit
+        operator._on_job("MODIFIED", {**explained, **change})
+        assert operator.wakeup.is_set()
+        operator.wakeup.clear()
