@@ -4,7 +4,7 @@ With no options it records the task prompt in .gigafactory/task.md and commits i
 `--exit N` exits with N (after doing nothing), `--hang` never returns, and the env variable
 GIGAFACTORY_SCRIPT_MARKER names a file that gets one line per execution, so a test can count
 exactly how often each job ran. `--await-peers N` waits (up to 30 s, else exits 4) until N of the
-agents in that file are alive at once, which proves that their jobs overlapped.
+agents in that file are (or were) alive at once, which proves that their jobs overlapped.
 """
 
 import argparse
@@ -39,13 +39,20 @@ def main(argv: list[str] | None = None) -> int:
         with open(marker, "a") as handle:
             handle.write(f"{os.getpid()} {os.getcwd()}\n")
     print(f"script agent: task of {len(prompt)} characters", flush=True)
+    if args.await_peers and not marker:
+        print("script agent: --await-peers needs GIGAFACTORY_SCRIPT_MARKER", flush=True)
+        return 4
     if args.await_peers:
         deadline = time.monotonic() + 30
-        while not marker or _alive_peers(pathlib.Path(marker)) < args.await_peers:
+        # A barrier: whoever sees N alive at once leaves a flag, so a peer that has already finished
+        # still counts for those that looked a moment too early.
+        met = pathlib.Path(f"{marker}.met-{args.await_peers}")
+        while not (met.exists() or _alive_peers(pathlib.Path(marker)) >= args.await_peers):
             if time.monotonic() > deadline:
                 print(f"script agent: {args.await_peers} agents never ran at once", flush=True)
                 return 4
             time.sleep(0.05)
+        met.touch()
     if args.hang:
         while True:
             time.sleep(3600)

@@ -25,6 +25,10 @@ profiles:
   script:
     argv: ["{python}", "-m", "gigafactory.runner.script_agent", "--prompt-file", "{prompt_file}"]
     timeoutSeconds: 3
+  script-patient:
+    # For agents that wait for each other: on a loaded machine two claims may be seconds apart.
+    argv: ["{python}", "-m", "gigafactory.runner.script_agent", "--prompt-file", "{prompt_file}"]
+    timeoutSeconds: 40
 """
 
 
@@ -97,7 +101,8 @@ class RunnerProcess:
 def fleet(api, kubeconfig, namespace, tmp_path):
     """An operator, a factory of this test, and a way to start runners in it."""
     factory = stubs.unique("fac")
-    api.create_factory(factory, namespace, slotsPerPod=8)  # the runners' own slots are the limit
+    # The runners' own slots are the limit.
+    api.create_factory(factory, namespace, slotsPerPod=8, agents=["script", "script-patient"])
     runners: list[RunnerProcess] = []
 
     def start_runner(pod: str = "runner-0", slots: int = 1) -> RunnerProcess:
@@ -212,10 +217,10 @@ def test_bad_input_fails_the_job_and_the_runner_serves_on(api, namespace, fleet,
 def test_two_jobs_of_one_repo_on_one_runner_both_succeed(api, namespace, fleet, remote) -> None:
     runner = fleet(slots=2)
     # Each agent waits until both are running: the jobs succeed only if they really ran at the same time.
-    together = {"profile": "script", "args": ["--await-peers", "2"]}
+    together = {"profile": "script-patient", "args": ["--await-peers", "2"]}
     _submit(api, namespace, "one", remote, task={"prompt": "first"}, agent=together)
     _submit(api, namespace, "two", remote, task={"prompt": "second"}, agent=together)
-    one, two = _final(api, namespace, "one"), _final(api, namespace, "two")
+    one, two = _final(api, namespace, "one", timeout=45), _final(api, namespace, "two", timeout=45)
     assert one["phase"] == two["phase"] == "Succeeded"
     heads = git.Repo(remote).heads
     assert heads["agent/one"].commit != heads["agent/two"].commit
