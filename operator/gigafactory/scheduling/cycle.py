@@ -3,7 +3,8 @@
 1. snapshot — the caller hands in a Snapshot (the operator builds it from its informer caches);
 2. order    — pending jobs by effective priority, round-robin across queues (queues.order);
 3. filter   — factory filters once per job *shape* and factory, pod filters once per shape and pod,
-              the free-slot filter per job (it changes as the cycle assumes bindings);
+              the free-slot filter per job (it changes as the cycle assumes bindings); pods that let
+              one of the job's last bindings go (ClaimTimeout, LeaseExpired) only if nothing else fits;
 4. score    — every Score plugin on up to `max_pods_to_score` (32) feasible pods: the job's warm pods
               first, then the others in rotating order;
 5. normalize— each plugin's scores over the candidates, then the weighted 0–100 sum;
@@ -272,6 +273,9 @@ class Cycle:
             t0 = time.perf_counter()
             shape = self._shape(job)
             feasible = self._feasible(job, shape) if shape.candidates and shape.explained is None else []
+            if job.avoid_pods and feasible:
+                # A pod that let this job's binding go gets it back only when nothing else fits.
+                feasible = [pod for pod in feasible if pod.name not in job.avoid_pods] or feasible
             t1 = time.perf_counter()
             filtering += t1 - t0
             if not feasible:

@@ -44,6 +44,9 @@ class JobInfo:
     repo_key: str = ""
     suspended: bool = False
     cancelled: bool = False
+    # Pods that lost one of this job's recent bindings (never claimed it, or stopped renewing it): the
+    # job goes back to one of them only when no other pod fits ("undo it and bind elsewhere").
+    avoid_pods: frozenset[str] = frozenset()
 
     @property
     def key(self) -> JobKey:
@@ -239,6 +242,20 @@ def job_from_body(body: Mapping[str, Any]) -> JobInfo:
         repo_key=leases.repo_key(repo["url"]) if repo.get("url") else "",
         suspended=bool(spec.get("suspend")),
         cancelled=bool(spec.get("cancel")),
+        avoid_pods=lost_bindings(status.get("attempts")),
+    )
+
+
+LOST_BINDING_REASONS = frozenset({"ClaimTimeout", "LeaseExpired"})
+
+
+def lost_bindings(attempts: Any, *, recent: int = 3) -> frozenset[str]:
+    """The pods of the last `recent` attempts that ended because the pod let the binding go."""
+    return frozenset(
+        str(record["pod"])
+        for record in (attempts or [])[-recent:]
+        if isinstance(record, Mapping) and record.get("pod")
+        and record.get("outcome") == agentjobs.Outcome.INFRA_ERROR.value and record.get("reason") in LOST_BINDING_REASONS
     )
 
 

@@ -316,3 +316,21 @@ def test_a_started_operator_recalls_each_factorys_record_from_the_jobs_attempts(
         assignment = api.job(namespace, "new")["status"]["assignment"]
         assert assignment["factory"] == steady
         assert assignment["scores"]["SuccessRate"] > 50  # 50: a factory with no known record
+
+
+def test_a_binding_nobody_claims_moves_to_another_pod(api, kubeconfig, namespace, tmp_path) -> None:
+    pool = stubs.unique("pool")
+    api.create_factory(pool, namespace)
+    for i in range(2):
+        stubs.StubRunner(api, pod=f"{pool}-{i}", namespace=namespace, factory=pool).announce()
+    api.create_job(namespace, "moves")
+    with stubs.operators(kubeconfig, tmp_path):  # claim timeout 2 s; neither stub claims
+        first = wait_for(lambda: (s := api.job(namespace, "moves").get("status") or {}).get("assignment") and s["assignment"]["pod"],
+                         timeout=15, message="first binding")
+
+        def rebound():
+            status = api.job(namespace, "moves").get("status") or {}
+            return status.get("attempt") == 2 and status.get("phase") == "Bound" and status
+        status = wait_for(rebound, timeout=15, message="rebind after claim timeout")
+        assert status["attempts"][0]["pod"] == first and status["attempts"][0]["reason"] == "ClaimTimeout"
+        assert status["assignment"]["pod"] != first

@@ -260,3 +260,26 @@ def test_reasons_round_trip_through_the_message(reasons, total) -> None:
 )
 def test_explanation_is_rewritten_at_once_for_substance_and_late_for_counts(current, new, ago, due) -> None:
     assert cycle.explanation_due(current=current, new=new, written_ago=ago, refresh_seconds=60) is due
+
+
+@pytest.mark.parametrize(
+    "attempts, pod_names, expected",
+    [
+        pytest.param([{"pod": "pool-0", "outcome": "InfraError", "reason": "ClaimTimeout"}], 2, "pool-1", id="never-claimed-goes-elsewhere"),
+        pytest.param([{"pod": "pool-0", "outcome": "InfraError", "reason": "LeaseExpired"}], 2, "pool-1", id="runner-died-goes-elsewhere"),
+        pytest.param([{"pod": "pool-0", "outcome": "InfraError", "reason": "ClaimTimeout"}], 1, "pool-0", id="back-when-nothing-else-fits"),
+        pytest.param([{"pod": "pool-0", "outcome": "AgentFailed", "reason": ""}], 2, "pool-0", id="agent-failure-is-not-the-pods"),
+        pytest.param([{"pod": "pool-0", "outcome": "InfraError", "reason": "ClaimTimeout"}] + [{"pod": "pool-1", "outcome": "AgentFailed"}] * 3,
+                     2, "pool-0", id="only-recent-attempts"),
+    ],
+)
+def test_a_pod_that_let_a_binding_go_gets_the_job_back_only_when_nothing_else_fits(attempts, pod_names, expected) -> None:
+    # pool-0 is the better pod by every score: warm for the job's repository, emptier.
+    pod_list = [snapshots.PodInfo(name="pool-0", namespace="runners", factory="pool", slots=2, agents=frozenset({"script"}),
+                                  warm_repos=frozenset({"r"})),
+                snapshots.PodInfo(name="pool-1", namespace="runners", factory="pool", slots=2, agents=frozenset({"script"}))][:pod_names]
+    avoid = snapshots.lost_bindings(attempts)
+    snap = snapshots.Snapshot(now=NOW, jobs=[job("x", repo_key="r", avoid_pods=avoid)], pods=pod_list,
+                              factories={"pool": factory("pool", slots_per_pod=2)}, used={("runners", "pool-1"): 1})
+    result = cycle.run(snap, plugins.default_profile())
+    assert bound(result) == {"x": expected}
