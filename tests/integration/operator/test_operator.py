@@ -334,3 +334,38 @@ def test_a_binding_nobody_claims_moves_to_another_pod(api, kubeconfig, namespace
         status = wait_for(rebound, timeout=15, message="rebind after claim timeout")
         assert status["attempts"][0]["pod"] == first and status["attempts"][0]["reason"] == "ClaimTimeout"
         assert status["assignment"]["pod"] != first
+
+
+def test_a_stale_runners_late_report_changes_nothing(api, kubeconfig, namespace, tmp_path) -> None:
+    pool = stubs.unique("pool")
+    api.create_factory(pool, namespace)
+    runners = {f"{pool}-{i}": stubs.StubRunner(api, pod=f"{pool}-{i}", namespace=namespace, factory=pool) for i in range(2)}
+    for runner in runners.values():
+        runner.announce()
+    api.create_job(namespace, "fenced")
+    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_CLAIM_TIMEOUT_SECONDS="3"):
+        first_pod = wait_for(lambda: ((api.job(namespace, "fenced").get("status") or {}).get("assignment") or {}).get("pod"),
+                             timeout=15, message="first binding")
+        stale = runners[first_pod]
+        stale.claim(stale.bindings()[0], duration_seconds=2)  # ...then it hangs and stops renewing
+        status = wait_for(lambda: (s := api.job(namespace, "fenced")["status"]).get("attempt") == 2 and s.get("phase") == "Bound" and s,
+                          timeout=15, message="rebound after lease expiry")
+        current = runners[status["assignment"]["pod"]]
+        assert current is not stale
+
+        # The stale runner wakes up and reports its attempt 1 as a success.
+        job = api.job(namespace, "fenced")
+        late = {"attempt": 1, "pod": stale.pod, "outcome": "Succeeded", "finishedAt": leases.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "result": {"branch": "agent/fenced", "commit": "bad"}}
+        api.call("patch", kubeclient.AGENTJOBS, "fenced", {"metadata": {"resourceVersion": job["metadata"]["resourceVersion"]},
+                                                           "status": {"report": late}}, namespace=namespace, subresource="status")
+        time.sleep(1)  # a window for the operator to (wrongly) fold it
+        status = api.job(namespace, "fenced")["status"]
+        assert (status["phase"], status["attempt"], status["assignment"]["pod"]) == ("Bound", 2, current.pod)
+        assert "result" not in status and [a["reason"] for a in status["attempts"]] == ["LeaseExpired"]
+
+        # The current runner's report goes through as usual.
+        current.claim(current.bindings()[0])
+        current.report(namespace, "fenced", outcome="Succeeded", result={"branch": "agent/fenced", "commit": "good"})
+        wait_for(lambda: phase(api, namespace, "fenced") == "Succeeded", timeout=10, message="current report folded")
+        assert api.job(namespace, "fenced")["status"]["result"]["commit"] == "good"
