@@ -22,8 +22,10 @@ def test_kopf_run_binds_a_job(kubeconfig, namespace, tmp_path) -> None:
     stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory).announce()
     api.create_job(namespace, "via-kopf")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stubs.ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
-           "GIGAFACTORY_KUBECONFIG": kubeconfig, "GIGAFACTORY_HTTP_PORT": "0",
-           "KUBECONFIG": kubeconfig}  # kopf's own login reads it: here it names the test's cluster, explicitly
+           "GIGAFACTORY_KUBECONFIG": kubeconfig, "GIGAFACTORY_HTTP_PORT": "0"}
+    # kopf logs in with GIGAFACTORY_KUBECONFIG too: no $KUBECONFIG, and no default file to fall back on.
+    env.pop("KUBECONFIG", None)
+    env["HOME"] = str(tmp_path)
     log = tmp_path / "kopf.log"
     with open(log, "wb") as handle:
         process = subprocess.Popen([sys.executable, "-m", "kopf", "run", "--standalone", "-m", "gigafactory.kopfmain"],
