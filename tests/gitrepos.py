@@ -18,3 +18,12 @@ def make_remote(root: pathlib.Path, *, files: dict[str, str] | None = None, name
     git.Repo.init(bare, bare=True, initial_branch="main")
     repo.create_remote("origin", str(bare)).push("main:main")
     return bare
+
+
+def commit_file(workdir: pathlib.Path, name: str) -> None:
+    """What an agent does: write <name>.txt in the worktree and commit it with message <name>."""
+    (workdir / f"{name}.txt").write_text(name + "\n")
+    repo = git.Repo(workdir)
+    repo.index.add([f"{name}.txt"])
+    actor = git.Actor("agent", "agent@example.invalid")
+    repo.index.commit(name, author=actor, committer=actor)

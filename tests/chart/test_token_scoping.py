@@ -7,7 +7,6 @@ agrees with Kubernetes' cel-go. Schema type-checking is the API server's (hack/e
 Objects and patches come from the protocol's own builders (`gigafactory.leases`) and the shapes the
 runner sends (docs/protocol.md), applied as the API server applies a merge patch."""
 
-import copy
 import datetime
 import pathlib
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from gigafactory import leases
+from gigafactory.localcluster import patching
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HELM = ROOT / ".venv" / "bin" / "helm"
@@ -71,19 +71,6 @@ def _admit(policies: list[dict], request: dict, obj: dict | None, old: dict | No
     return verdict
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies `application/merge-patch+json`."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
 def request(resource: str, operation: str = "UPDATE", *, user: str = ALPHA_SA, pod: str | None = POD) -> dict:
     extra = {"authentication.kubernetes.io/pod-name": [pod]} if pod else {}
     group = {"agentjobs": "gigafactory.dev", "leases": "coordination.k8s.io", "configmaps": ""}[resource]
@@ -125,12 +112,12 @@ def report(*, attempt: int = 2, pod: str = POD) -> dict:
 
 def running_job(**kwargs: Any) -> dict:
     job = bound_job(**kwargs)
-    return merge_patch(job, claim(job))
+    return patching.merge_patch(job, claim(job))
 
 
 def job_case(patch: dict, *, old: dict | None = None, pod: str | None = POD) -> tuple[dict, dict | None, dict | None]:
     old = old if old is not None else bound_job()
-    return request("agentjobs", pod=pod), merge_patch(old, patch), old
+    return request("agentjobs", pod=pod), patching.merge_patch(old, patch), old
 
 
 def status_patch(**status: Any) -> dict:
@@ -161,7 +148,7 @@ JOB_CASES = [
     pytest.param(*job_case(status_patch(conditions=[])), False, id="erase-scheduled-condition"),
     pytest.param(*job_case(report(attempt=1), old=running_job()), False, id="report-stale-attempt"),
     pytest.param(*job_case(report(pod=OTHER_POD), old=running_job()), False, id="report-as-other-pod"),
-    pytest.param(*job_case(status_patch(report=None), old=merge_patch(running_job(), report())), False, id="erase-report"),
+    pytest.param(*job_case(status_patch(report=None), old=patching.merge_patch(running_job(), report())), False, id="erase-report"),
 ]
 
 
@@ -185,17 +172,17 @@ def binding(*, pod: str = POD, factory: str = "alpha") -> dict:
 
 
 def relabel(lease: dict, **labels: str) -> dict:
-    return merge_patch(lease, {"metadata": {"labels": {f"gigafactory.dev/{k}": v for k, v in labels.items()}}})
+    return patching.merge_patch(lease, {"metadata": {"labels": {f"gigafactory.dev/{k}": v for k, v in labels.items()}}})
 
 
 def update(old: dict, patch: dict, **kwargs: Any) -> tuple[dict, dict, dict]:
-    return request("leases", **kwargs), merge_patch(old, patch), old
+    return request("leases", **kwargs), patching.merge_patch(old, patch), old
 
 
 CLAIM = leases.claim_patch(pod=POD, duration_seconds=30, moment=MOMENT, resource_version="7")
 RENEW = leases.renew_patch(moment=MOMENT, resource_version="7")
 RELEASE = leases.release_patch(resource_version="7")
-STOPPED = merge_patch(binding(), leases.stop_patch("Cancelled"))
+STOPPED = patching.merge_patch(binding(), leases.stop_patch("Cancelled"))
 
 LEASE_CASES = [
     pytest.param(request("leases", "CREATE"), heartbeat(), None, True, id="create-own-heartbeat"),
@@ -264,4 +251,4 @@ def test_runner_creates_only_its_log_configmaps(policy, request_, obj, old, admi
 )
 def test_policy_applies_to_this_pools_runners_only(policy, request_) -> None:
     lease = binding(factory="beta")
-    assert _admit(policy, request_, merge_patch(lease, RENEW), lease) is None
+    assert _admit(policy, request_, patching.merge_patch(lease, RENEW), lease) is None

@@ -2,32 +2,14 @@
 docs/protocol.md says (status patch, then the binding Lease) and folds nothing, so these tests see
 the runner's own writes — claim, renewals, report, release — and what it refuses to run."""
 
-import pathlib
 
 import pytest
 
 from gigafactory import kubeclient, leases
-from tests import gitrepos
 from tests.conftest import wait_for
-from tests.integration.operator import stubs
-from tests.integration.runner.test_runner import ROOT, RunnerProcess
+from tests.integration.runner.test_runner import RunnerProcess
 
 FACTORY = "pool"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def crds(install_crds) -> None:
-    install_crds(ROOT / "crds")
-
-
-@pytest.fixture()
-def api(kubeconfig) -> stubs.Api:
-    return stubs.Api(kubeconfig)
-
-
-@pytest.fixture()
-def remote(tmp_path) -> pathlib.Path:
-    return gitrepos.make_remote(tmp_path)
 
 
 @pytest.fixture()

@@ -32,21 +32,6 @@ profiles:
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def crds(install_crds) -> None:
-    install_crds(ROOT / "crds")
-
-
-@pytest.fixture()
-def api(kubeconfig) -> stubs.Api:
-    return stubs.Api(kubeconfig)
-
-
-@pytest.fixture()
-def remote(tmp_path) -> pathlib.Path:
-    return gitrepos.make_remote(tmp_path)
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

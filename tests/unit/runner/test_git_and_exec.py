@@ -2,7 +2,6 @@
 
 import asyncio
 import os
-import pathlib
 import sys
 import time
 
@@ -11,24 +10,6 @@ import pytest
 
 from gigafactory.runner import executing, profiles, worktrees
 from tests import gitrepos
-
-
-@pytest.fixture()
-def remote(tmp_path: pathlib.Path) -> pathlib.Path:
-    return gitrepos.make_remote(tmp_path, files={"a.txt": "a\n"})
-
-
-@pytest.fixture()
-def workspace(tmp_path: pathlib.Path) -> worktrees.Workspace:
-    return worktrees.Workspace(tmp_path / "work")
-
-
-def _agent(workdir: pathlib.Path, name: str) -> None:
-    (workdir / f"{name}.txt").write_text(name + "\n")
-    repo = git.Repo(workdir)
-    repo.index.add([f"{name}.txt"])
-    actor = git.Actor("agent", "agent@example.invalid")
-    repo.index.commit(name, author=actor, committer=actor)
 
 
 async def test_two_same_repo_attempts_work_side_by_side(workspace, remote) -> None:
@@ -40,8 +21,8 @@ async def test_two_same_repo_attempts_work_side_by_side(workspace, remote) -> No
         workspace.add_worktree(mirror_a, name="uid2-1", base_ref="main"),
     )
     assert wa != wb
-    _agent(wa, "first")
-    _agent(wb, "second")
+    gitrepos.commit_file(wa, "first")
+    gitrepos.commit_file(wb, "second")
     await asyncio.gather(
         workspace.push(wa, url=str(remote), branch="agent/first", credentials=none),
         workspace.push(wb, url=str(remote), branch="agent/second", credentials=none),
@@ -61,7 +42,7 @@ async def test_existing_branch_is_never_overwritten(workspace, remote) -> None:
     none = worktrees.Credentials()
     mirror = await workspace.sync_mirror(str(remote), none)
     path, _ = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
-    _agent(path, "x")
+    gitrepos.commit_file(path, "x")
     with pytest.raises(worktrees.GitFailure) as info:
         await workspace.push(path, url=str(remote), branch="main", credentials=none)
     assert (info.value.outcome, info.value.reason) == ("PushFailed", "BranchExists")
@@ -166,7 +147,7 @@ async def test_fetch_while_attempts_run_keeps_their_branches(workspace, remote, 
     none = worktrees.Credentials()
     mirror = await workspace.sync_mirror(str(remote), none)
     first, _ = await workspace.add_worktree(mirror, name="a-1", base_ref="main")
-    _agent(first, "work-in-progress")
+    gitrepos.commit_file(first, "work-in-progress")
     # The remote moves on meanwhile.
     clone = git.Repo.clone_from(str(remote), tmp_path / "other")
     (tmp_path / "other" / "b.txt").write_text("b\n")

@@ -3,7 +3,6 @@ job's owner (and the retry policy) can act on, and nothing waits forever."""
 
 import asyncio
 import os
-import pathlib
 import socket
 import stat
 import subprocess
@@ -18,24 +17,6 @@ from gigafactory.runner import executing, running, worktrees
 from tests import gitrepos
 
 NONE = worktrees.Credentials()
-
-
-@pytest.fixture()
-def remote(tmp_path: pathlib.Path) -> pathlib.Path:
-    return gitrepos.make_remote(tmp_path, files={"a.txt": "a\n"})
-
-
-@pytest.fixture()
-def workspace(tmp_path: pathlib.Path) -> worktrees.Workspace:
-    return worktrees.Workspace(tmp_path / "work")
-
-
-def _commit(workdir: pathlib.Path, name: str) -> None:
-    (workdir / f"{name}.txt").write_text(name + "\n")
-    repo = git.Repo(workdir)
-    repo.index.add([f"{name}.txt"])
-    actor = git.Actor("agent", "agent@example.invalid")
-    repo.index.commit(name, author=actor, committer=actor)
 
 
 @pytest.mark.parametrize(
@@ -96,7 +77,7 @@ async def test_a_push_the_remote_refuses_says_why(workspace, remote) -> None:
     hook.chmod(stat.S_IRWXU)
     mirror = await workspace.sync_mirror(str(remote), NONE)
     path, _ = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
-    _commit(path, "x")
+    gitrepos.commit_file(path, "x")
     with pytest.raises(worktrees.GitFailure) as info:
         await workspace.push(path, url=str(remote), branch="agent/x", credentials=NONE)
     assert (info.value.outcome, info.value.reason) == ("PushFailed", "PushRejected")
@@ -108,7 +89,7 @@ async def test_a_branch_created_while_the_agent_ran_is_not_overwritten(workspace
     mirror = await workspace.sync_mirror(str(remote), NONE)
     assert not await workspace.branch_exists(mirror, "agent/race")
     path, _ = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
-    _commit(path, "ours")
+    gitrepos.commit_file(path, "ours")
     # Someone else creates the branch at the base commit meanwhile: a plain push would fast-forward it.
     theirs = git.Repo(remote).heads.main.commit.hexsha
     subprocess.run(["git", "-C", str(remote), "branch", "agent/race", theirs], check=True)
