@@ -46,6 +46,10 @@ class OperatorSettings(pydantic_settings.BaseSettings):
     explanation_refresh_seconds: float = pydantic.Field(default=120, ge=0)
     # Port of /healthz, /readyz and /metrics.
     http_port: int = pydantic.Field(default=8080, ge=0, le=65535)
+    # Branch cleanup on job deletion (cleanup.deleteBranch): accept file:// URLs and local paths
+    # (dev mode and tests only), and kill a git push that stalls after this long.
+    allow_local_repos: bool = False
+    git_timeout_seconds: int = pydantic.Field(default=120, ge=1)
 
 
 class RunnerSettings(pydantic_settings.BaseSettings):

@@ -140,7 +140,7 @@ async def run(options: Options) -> int:
         logs = options.work_dir / "logs"
         processes.append(await _spawn(
             ["operator", "--kubeconfig", str(kubeconfig)],
-            {"GIGAFACTORY_NAMESPACE": RUNNER_NAMESPACE, "GIGAFACTORY_HTTP_PORT": "0"}, logs / "operator.log"))
+            {"GIGAFACTORY_NAMESPACE": RUNNER_NAMESPACE, "GIGAFACTORY_HTTP_PORT": "0", "GIGAFACTORY_ALLOW_LOCAL_REPOS": "true"}, logs / "operator.log"))
         for index in range(options.runners):
             pod = f"dev-runner-{index}"
             processes.append(await _spawn(["runner", "--kubeconfig", str(kubeconfig)], {

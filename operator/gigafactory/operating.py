@@ -23,13 +23,16 @@ import collections
 import contextlib
 import datetime
 import logging
+import pathlib
 import signal
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 from gigafactory import config, constants, kubeclient, leases, observing
-from gigafactory.binding import binder, patches
+from gigafactory.binding import binder, cleanup, patches
 from gigafactory.models import agentjobs
+from gigafactory.runner import worktrees
 from gigafactory.scheduling import cycle, framework, plugins, snapshots
 
 logger = logging.getLogger(__name__)
@@ -68,6 +71,8 @@ class Operator:
         # write, the operator's start counts (so a restart does not rewrite every waiting job).
         self.explained_at: dict[str, float] = {}
         self.started_at = 0.0
+        self.factory_tasks: set[str] = set()  # factories with a finalizer write in flight
+        self._workspace: worktrees.Workspace | None = None  # git for branch cleanup, made on first use
         self.started = False
         self.cycles = 0
 
@@ -101,6 +106,7 @@ class Operator:
         if self.started:
             self._maybe_fold(body)
             self._maybe_stop(body)
+            self._maybe_finalize(body)
         # Our own explanation coming back (a new message, nothing else) changes nothing the cycle
         # reads: no cycle for it, or ten thousand explanation echoes would mean ten thousand cycles.
         state = _scheduling_state(body)
@@ -224,10 +230,182 @@ class Operator:
         body = self.jobs.cache.get(key)
         if body is not None and self.started:
             self._maybe_fold(body)
+            self._maybe_finalize(body)
         self.wake()
 
+    # --- finalizers (binding/cleanup.py): a deleted job releases its binding and cleans up first ---
+
+    def _binding_of(self, body: Body) -> leases.Binding | None:
+        assignment = (body.get("status") or {}).get("assignment") or {}
+        if not assignment.get("lease"):
+            return None
+        lease = self.bindings.cache.get((assignment.get("leaseNamespace") or assignment.get("podNamespace") or "", assignment["lease"]))
+        binding = leases.parse_binding(lease) if lease else None
+        uid = (body.get("metadata") or {}).get("uid")
+        return binding if binding is not None and binding.job_uid == uid else None
+
+    def _pod_alive(self, binding: leases.Binding) -> bool:
+        beat = self.beats.get((binding.namespace, binding.pod))
+        return beat is not None and beat.expires_at is not None and beat.expires_at > leases.now()
+
+    def _maybe_finalize(self, body: Body) -> None:
+        """A deleted job with our finalizer: stop its attempt, wait (bounded) for the runner to let
+        the binding go, then clean up and remove the finalizer. Each step's event brings us back."""
+        if not cleanup.deleting(body) or constants.FINALIZER_JOB not in cleanup.finalizers(body):
+            return
+        meta = body["metadata"]
+        uid = str(meta.get("uid"))
+        if uid in self.busy:
+            return  # a fold, undo or stop is running; its release looks again
+        key = kubeclient.object_key(body)
+        binding = self._binding_of(body)
+        if binding is not None:
+            if binding.claimed and self._pod_alive(binding):
+                if ("finalize", *key) not in self.timers:
+                    # The runner gets stop_grace_seconds to stop the agent and report; then the Lease goes anyway.
+                    at = leases.now() + datetime.timedelta(seconds=self.settings.stop_grace_seconds)
+                    self._arm(("finalize", *key), at, lambda: self._spawn(self._drop_binding(binding), name=f"drop:{binding.name}"))
+                if binding.stop is None:
+                    self.busy.add(uid)
+                    self._spawn(self._request_stop(body, binding, leases.STOP_DELETED), name=f"stop:{_name(body)}")
+                return
+            # Unclaimed, or its runner is gone: nobody to wait for.
+            self._spawn(self._drop_binding(binding), name=f"drop:{binding.name}")
+            return
+        self._disarm(("finalize", *key))
+        self.busy.add(uid)
+        self._spawn(self._finalize(body), name=f"finalize:{_name(body)}")
+
+    async def _request_stop(self, body: Body, binding: leases.Binding, reason: str) -> None:
+        try:
+            await self.client.patch(kubeclient.LEASES, binding.name, leases.stop_patch(reason), namespace=binding.namespace)
+            logger.info("stop requested", extra={"job": _name(body), "reason": reason})
+        except kubeclient.NotFound:
+            pass
+        except Exception:
+            logger.exception("stop failed", extra={"job": _name(body)})
+        finally:
+            self._release(binding.job_uid, kubeclient.object_key(body))
+
+    async def _drop_binding(self, binding: leases.Binding) -> None:
+        """Delete a binding Lease; its runner, if alive, sees it go and kills the agent."""
+        self.timers.pop(("finalize", binding.job_namespace, binding.job_name), None)
+        try:
+            await self.client.delete(kubeclient.LEASES, binding.name, namespace=binding.namespace)
+            logger.info("binding dropped", extra={"lease": binding.name, "job": f"{binding.job_namespace}/{binding.job_name}"})
+        except Exception:
+            logger.exception("could not drop a binding", extra={"lease": binding.name})
+
+    @property
+    def workspace(self) -> worktrees.Workspace:
+        if self._workspace is None:
+            self._workspace = worktrees.Workspace(root=pathlib.Path(tempfile.mkdtemp(prefix="gigafactory-cleanup-")),
+                                                  network_timeout=float(self.settings.git_timeout_seconds))
+        return self._workspace
+
+    async def _finalize(self, body: Body) -> None:
+        """The binding is gone: delete the branch per cleanup.deleteBranch, then the finalizer."""
+        try:
+            target = cleanup.branch_to_delete(body)
+            if target is not None:
+                await self._delete_branch(body, *target)
+            if await cleanup.remove_finalizer(self.client, kubeclient.AGENTJOBS, body, constants.FINALIZER_JOB):
+                logger.info("job finalized", extra={"job": _name(body)})
+        except Exception:
+            logger.exception("finalizing failed", extra={"job": _name(body)})
+            await asyncio.sleep(1)  # the release looks again; a failing API must not spin
+        finally:
+            self._release(str(body["metadata"].get("uid")), kubeclient.object_key(body))
+
+    async def _delete_branch(self, body: Body, branch: str, commit: str) -> None:
+        """Best effort with the job's own credentials: a remote that refuses is reported in an Event,
+        and the job still goes (a deletion that waits forever on a dead remote helps nobody)."""
+        url = str(((body.get("spec") or {}).get("repo") or {}).get("url") or "")
+        try:
+            worktrees.check_url(url, allow_local=self.settings.allow_local_repos)
+            data = await cleanup.read_credentials(self.client, body)
+            if data is None:
+                raise worktrees.GitFailure("Rejected", "SecretNotFound", "the job's credentials Secret is gone")
+            deleted = await self.workspace.delete_branch(url=url, branch=branch, commit=commit,
+                                                         credentials=worktrees.credentials_from_secret(data))
+            reason, kind = ("BranchDeleted", "Normal") if deleted else ("BranchKept", "Normal")
+            message = (f"deleted branch {branch} ({commit[:12]}) from {url}" if deleted
+                       else f"branch {branch} is no longer at {commit[:12]} (moved or gone): left alone")
+        except worktrees.GitFailure as exc:
+            reason, kind, message = "BranchCleanupFailed", "Warning", f"branch {branch} not deleted: {exc.message}"
+        logger.info(message, extra={"job": _name(body)})
+        with contextlib.suppress(kubeclient.ApiError):
+            event = cleanup.cleanup_event(body, reason=reason, message=message, type=kind, now=leases.now())
+            await self.client.create(kubeclient.EVENTS, event, namespace=event["metadata"]["namespace"])
+
+    # --- factory drain ---
+
     def _on_factory(self, event: str, body: Body) -> None:
+        if event != "DELETED" and self.started:
+            self._maybe_drain(body)
         self.wake()
+
+    def _maybe_drain(self, body: Body) -> None:
+        """Every Factory carries the drain finalizer; a deleted one lets its bindings go (unclaimed at
+        once, running ones after spec.drainGraceSeconds, stopped and requeued) and then disappears."""
+        name = str(body["metadata"]["name"])
+        has = constants.FINALIZER_FACTORY in cleanup.finalizers(body)
+        if name in self.factory_tasks:
+            return
+        if not cleanup.deleting(body):
+            if not has:
+                self.factory_tasks.add(name)
+                self._spawn(self._factory_finalizer(body, add=True), name=f"factory-finalizer:{name}")
+            return
+        if not has:
+            return
+        bindings = [b for b in map(leases.parse_binding, list(self.bindings.cache.values())) if b is not None and b.factory == name]
+        if not bindings:
+            self._disarm(("drain", "", name))
+            self.factory_tasks.add(name)
+            self._spawn(self._factory_finalizer(body, add=False), name=f"factory-finalizer:{name}")
+            return
+        now = leases.now()
+        deadline = cleanup.drain_deadline(body) or now
+        hard = deadline + datetime.timedelta(seconds=self.settings.stop_grace_seconds)
+        for binding in bindings:
+            if binding.job_uid in self.busy:
+                continue
+            if not binding.claimed or not self._pod_alive(binding) or now >= hard:
+                reason = "FactoryDeleted" if not binding.claimed else "Drained"
+                self.busy.add(binding.job_uid)
+                self._spawn(self._expire(binding, reason=reason, message=f"factory {name} is being deleted"), name=f"drain:{binding.name}")
+            elif now >= deadline and binding.stop is None:
+                job = self.jobs.cache.get((binding.job_namespace, binding.job_name))
+                if job is not None:
+                    self.busy.add(binding.job_uid)
+                    self._spawn(self._request_stop(job, binding, leases.STOP_DRAINED), name=f"drain:{binding.name}")
+        # Come back when the grace ends, and when the runners' time to stop ends.
+        again = deadline if now < deadline else hard
+        if now < hard:
+            self._arm(("drain", "", name), again, lambda: self._redrain(name))
+
+    def _redrain(self, name: str) -> None:
+        self.timers.pop(("drain", "", name), None)
+        body = self.factories.cache.get(("", name))
+        if body is not None:
+            self._maybe_drain(body)
+
+    async def _factory_finalizer(self, body: Body, *, add: bool) -> None:
+        name = str(body["metadata"]["name"])
+        try:
+            if add:
+                await cleanup.add_finalizer(self.client, kubeclient.FACTORIES, body, constants.FINALIZER_FACTORY)
+            elif await cleanup.remove_finalizer(self.client, kubeclient.FACTORIES, body, constants.FINALIZER_FACTORY):
+                logger.info("factory drained", extra={"factory": name})
+        except Exception:
+            logger.exception("factory finalizer write failed", extra={"factory": name})
+            await asyncio.sleep(1)
+        finally:
+            self.factory_tasks.discard(name)
+            current = self.factories.cache.get(("", name))
+            if current is not None and current is not body:
+                self._maybe_drain(current)
 
     def _on_heartbeat(self, event: str, body: Body) -> None:
         key = kubeclient.object_key(body)
@@ -250,6 +428,14 @@ class Operator:
         binding = leases.parse_binding(body)
         if event == "DELETED" or binding is None:
             self._disarm(key)
+            if binding is not None and self.started:
+                # A binding gone may be what a deleted job or a draining factory waits for.
+                job = self.jobs.cache.get((binding.job_namespace, binding.job_name))
+                if job is not None:
+                    self._maybe_finalize(job)
+                factory = self.factories.cache.get(("", binding.factory))
+                if factory is not None:
+                    self._maybe_drain(factory)
             self.wake()
             return
         if binding.expires_at is not None:
@@ -298,12 +484,15 @@ class Operator:
         finally:
             self._release(uid, kubeclient.object_key(body))
 
-    async def _expire(self, binding: leases.Binding) -> None:
-        reason = "LeaseExpired" if binding.claimed else "ClaimTimeout"
-        message = (
-            f"runner pod {binding.pod} stopped renewing the binding Lease" if binding.claimed
-            else f"runner pod {binding.pod} did not claim the binding within {self.settings.claim_timeout_seconds}s"
-        )
+    async def _expire(self, binding: leases.Binding, *, reason: str | None = None, message: str | None = None) -> None:
+        """Undo a binding nobody will report on: the attempt is recorded InfraError and the job requeued."""
+        if reason is None:
+            reason = "LeaseExpired" if binding.claimed else "ClaimTimeout"
+        if message is None:
+            message = (
+                f"runner pod {binding.pod} stopped renewing the binding Lease" if binding.claimed
+                else f"runner pod {binding.pod} did not claim the binding within {self.settings.claim_timeout_seconds}s"
+            )
         try:
             job = self.jobs.cache.get((binding.job_namespace, binding.job_name))
             if job is not None and patches.report_matches(job):
@@ -331,8 +520,8 @@ class Operator:
                 self._maybe_fold(body)
                 continue
             assignment = status.get("assignment") or {}
-            if status.get("phase") != agentjobs.Phase.BOUND.value or not assignment.get("lease"):
-                continue
+            if status.get("phase") != agentjobs.Phase.BOUND.value or not assignment.get("lease") or cleanup.deleting(body):
+                continue  # (a deleted job's binding is not restored: its finalizer lets it go)
             namespace = assignment.get("leaseNamespace") or assignment.get("podNamespace") or ""
             if (namespace, assignment["lease"]) in self.bindings.cache:
                 continue
@@ -342,14 +531,24 @@ class Operator:
                 factory=assignment["factory"], pod=assignment["pod"], pod_namespace=namespace,
                 claim_timeout_seconds=self.settings.claim_timeout_seconds, moment=leases.now(),
             )
-            with contextlib.suppress(kubeclient.AlreadyExists):
+            try:
                 await self.client.create(kubeclient.LEASES, lease, namespace=namespace)
                 logger.info("binding lease restored", extra={"job": _name(body), "lease": assignment["lease"]})
+            except kubeclient.AlreadyExists:
+                pass
+            except kubeclient.ApiError as exc:
+                # (a namespace being deleted, say): the orphan timer undoes the binding instead.
+                logger.warning("binding lease not restored: %s", exc, extra={"job": _name(body)})
         # Leases of jobs deleted while no operator ran: every Lease must have a live binding.
         live = {str((b.get("metadata") or {}).get("uid")) for b in self.jobs.cache.values()}
         orphans = {b.job_uid for b in map(leases.parse_binding, self.bindings.cache.values()) if b and b.job_uid not in live}
         self._drop_bindings_of(orphans)
         self.started = True
+        # Deletions and drains that began while no operator ran.
+        for body in list(self.jobs.cache.values()):
+            self._maybe_finalize(body)
+        for body in list(self.factories.cache.values()):
+            self._maybe_drain(body)
 
     def snapshot(self) -> tuple[snapshots.Snapshot, dict[str, Body]]:
         now = leases.now()

@@ -8,8 +8,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from gigafactory import kubeclient, leases
-from gigafactory.binding import patches
+from gigafactory import constants, kubeclient, leases
+from gigafactory.binding import cleanup, patches
 from gigafactory.scheduling import cycle
 
 logger = logging.getLogger(__name__)
@@ -20,12 +20,12 @@ Body = dict[str, Any]
 async def bind(
     client: kubeclient.Client, *, body: Mapping[str, Any], decision: cycle.Decision, claim_timeout_seconds: int
 ) -> bool:
-    """The two writes of a bind. True when both went through; False when the job changed under us
+    """The writes of a bind: status, finalizer, Lease. True when all went through; False when the job changed under us
     (409) or the Lease could not be created (then the assignment is reverted)."""
     job, pod = decision.job, decision.pod
     now = leases.now()
     try:
-        await client.patch(
+        bound = await client.patch(
             kubeclient.AGENTJOBS, job.name, patches.bind_patch(body=body, decision=decision, now=now),
             namespace=job.namespace, subresource="status",
         )
@@ -34,6 +34,13 @@ async def bind(
         return False
     except kubeclient.ApiError as exc:
         logger.warning("bind failed: %s", exc, extra={"job": f"{job.namespace}/{job.name}"})
+        return False
+    # Before the Lease exists (the runner's claim would move the resourceVersion): from now on the
+    # job has something to clean up, so its deletion waits for the operator (binding/cleanup.py).
+    if await cleanup.add_finalizer(client, kubeclient.AGENTJOBS, bound, constants.FINALIZER_JOB) is None:
+        logger.info("job deleted while binding, reverting", extra={"job": f"{job.namespace}/{job.name}"})
+        await revert(client, namespace=job.namespace, name=job.name, reason="JobDeleted", message="the job is being deleted",
+                     uid=job.uid, attempt=decision.attempt, pod=pod.name)
         return False
     lease = leases.build_binding_lease(
         job_namespace=job.namespace, job_name=job.name, job_uid=job.uid, attempt=decision.attempt,

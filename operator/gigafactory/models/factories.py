@@ -80,6 +80,11 @@ class FactorySpec(common.Model):
         float, pydantic.Field(ge=0, le=100, description="Relative cost of running here; cheaper factories score higher.")
     ] = 1.0
     unschedulable: Annotated[bool, pydantic.Field(description="Cordon: no new bindings; running jobs finish. Deleting the Factory drains it.")] = False
+    drain_grace_seconds: Annotated[
+        int,
+        pydantic.Field(ge=0, le=86400, description="When the Factory is deleted: how long running jobs may go on before they are "
+                       "stopped and requeued elsewhere. Unclaimed bindings move at once."),
+    ] = 600
     scaling: Annotated[ScalingSpec | None, pydantic.Field(description="Scale runner pods from zero with demand. Unset: runners are managed elsewhere.")] = None
 
 

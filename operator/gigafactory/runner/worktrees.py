@@ -297,6 +297,24 @@ class Workspace:
                                  f"the remote refused the push credentials: {_last_line(exc.message)}") from None
             raise GitFailure("PushFailed", "PushRejected", f"the remote refused the push: {_rejection(exc.message)}") from None
 
+    async def delete_branch(self, *, url: str, branch: str, commit: str, credentials: Credentials) -> bool:
+        """Delete a pushed branch from the remote, only while it still points at `commit` (the one the
+        job pushed): a branch someone has moved on since is kept. True when this call deleted it; False
+        when the remote had it elsewhere or not at all (git says "stale info" for both)."""
+        check_ref(branch, what="branch")
+        scratch = self.root / "cleanup.git"
+        if not scratch.exists():
+            await asyncio.to_thread(git.Repo.init, str(scratch), bare=True)
+        ref = f"refs/heads/{branch}"
+        try:
+            await self._git(scratch, ["push", f"--force-with-lease={ref}:{commit}", "--", url, f":{ref}"],
+                            credentials, failure=("PushFailed", "DeleteRejected"), network=True)
+        except GitFailure as exc:
+            if "stale info" in exc.message:
+                return False  # moved since the job pushed it, or gone: nothing of ours to delete
+            raise
+        return True
+
     async def describe(self, worktree: pathlib.Path, base: str) -> dict:
         none = Credentials()
         head = (await self._git(worktree, ["rev-parse", "HEAD"], none, failure=("InfraError", "GitFailed"))).strip()

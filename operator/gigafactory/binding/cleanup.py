@@ -1,0 +1,144 @@
+"""Finalizers: what must happen before an AgentJob or a Factory may disappear (SPEC invariant 6).
+
+AgentJob (`gigafactory.dev/cleanup`): added with the bind — a job that never held a binding has
+no Lease to release and no branch to delete, so it needs no finalizer and its deletion costs no
+write. On deletion the operator stops a running attempt and waits (bounded) for the runner's
+acknowledgement, releases the binding Lease, deletes the pushed branch per `cleanup.deleteBranch`
+with the job's own credentials, then removes the finalizer — also when the factory or runner is gone.
+
+Factory (`gigafactory.dev/drain`): added when the operator first sees the Factory. On deletion no new
+bindings land on it (the scheduler skips deleting factories), unclaimed bindings are undone and land
+elsewhere, running jobs get `spec.drainGraceSeconds` to finish and are then stopped and requeued;
+when no binding of the factory is left, the finalizer goes.
+
+The decisions here are pure; the writes carry the resourceVersion they were computed from, so a
+finalizer list changed by someone else meanwhile is re-read, never clobbered.
+"""
+
+import base64
+import datetime
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from gigafactory import constants, kubeclient, leases
+from gigafactory.models import agentjobs
+
+logger = logging.getLogger(__name__)
+
+Body = dict[str, Any]
+
+
+def finalizers(body: Mapping[str, Any]) -> list[str]:
+    return list((body.get("metadata") or {}).get("finalizers") or [])
+
+
+def deleting(body: Mapping[str, Any]) -> bool:
+    return bool((body.get("metadata") or {}).get("deletionTimestamp"))
+
+
+async def add_finalizer(
+    client: kubeclient.Client, resource: kubeclient.Resource, body: Mapping[str, Any], finalizer: str, *, tries: int = 5
+) -> Body | None:
+    """Add `finalizer` (a merge patch with the body's resourceVersion; on 409 re-read and retry).
+    The patched object; None when the object is gone or being deleted (no finalizer may be added then)."""
+    current: Mapping[str, Any] = body
+    for _ in range(tries):
+        meta = current.get("metadata") or {}
+        if finalizer in finalizers(current):
+            return dict(current)
+        if deleting(current):
+            return None
+        patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"), "finalizers": [*finalizers(current), finalizer]}}
+        try:
+            return await client.patch(resource, str(meta.get("name")), patch, namespace=meta.get("namespace"))
+        except kubeclient.Conflict:
+            pass
+        except kubeclient.NotFound:
+            return None
+        except kubeclient.Invalid:
+            return None  # deletion began between our read and the write
+        try:
+            current = await client.get(resource, str(meta.get("name")), namespace=meta.get("namespace"))
+        except kubeclient.NotFound:
+            return None
+    return None
+
+
+async def remove_finalizer(
+    client: kubeclient.Client, resource: kubeclient.Resource, body: Mapping[str, Any], finalizer: str, *, tries: int = 5
+) -> bool:
+    """Remove `finalizer`, keeping every other one. True when it is gone (or the object is)."""
+    current: Mapping[str, Any] = body
+    for _ in range(tries):
+        meta = current.get("metadata") or {}
+        if finalizer not in finalizers(current):
+            return True
+        rest = [f for f in finalizers(current) if f != finalizer]
+        patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"), "finalizers": rest or None}}
+        try:
+            await client.patch(resource, str(meta.get("name")), patch, namespace=meta.get("namespace"))
+            return True
+        except kubeclient.NotFound:
+            return True
+        except kubeclient.Conflict:
+            pass
+        try:
+            current = await client.get(resource, str(meta.get("name")), namespace=meta.get("namespace"))
+        except kubeclient.NotFound:
+            return True
+    return False
+
+
+def branch_to_delete(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(branch, commit) that `cleanup.deleteBranch` asks to delete, or None. A runner pushes a
+    branch only when an attempt succeeded, and the job records it in status.result: Always deletes
+    that branch; OnFailure deletes a branch only for a job that did not end Succeeded (none is
+    recorded then today, so it deletes nothing: it keeps the work of a successful job); Never keeps it."""
+    policy = ((body.get("spec") or {}).get("cleanup") or {}).get("deleteBranch") or agentjobs.DeleteBranchPolicy.NEVER.value
+    status = body.get("status") or {}
+    result = status.get("result") or {}
+    if not result.get("branch") or not result.get("commit"):
+        return None
+    if policy == agentjobs.DeleteBranchPolicy.ALWAYS.value:
+        return str(result["branch"]), str(result["commit"])
+    if policy == agentjobs.DeleteBranchPolicy.ON_FAILURE.value and status.get("phase") != agentjobs.Phase.SUCCEEDED.value:
+        return str(result["branch"]), str(result["commit"])
+    return None
+
+
+async def read_credentials(client: kubeclient.Client, body: Mapping[str, Any]) -> dict[str, str] | None:
+    """The job's credentials Secret, decoded; {} when the job names none; None when it is missing."""
+    name = ((body.get("spec") or {}).get("repo") or {}).get("credentialsSecret")
+    if not name:
+        return {}
+    try:
+        secret = await client.get(kubeclient.SECRETS, name, namespace=(body.get("metadata") or {}).get("namespace"))
+    except kubeclient.NotFound:
+        return None
+    data = {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.get("data") or {}).items()}
+    data.update(secret.get("stringData") or {})
+    return data
+
+
+def drain_deadline(factory: Mapping[str, Any]) -> datetime.datetime | None:
+    """When a deleted Factory's running jobs are stopped: deletionTimestamp + spec.drainGraceSeconds."""
+    began = leases.parse_time((factory.get("metadata") or {}).get("deletionTimestamp"))
+    if began is None:
+        return None
+    grace = int((factory.get("spec") or {}).get("drainGraceSeconds") or 0)
+    return began + datetime.timedelta(seconds=grace)
+
+
+def cleanup_event(body: Mapping[str, Any], *, reason: str, message: str, type: str = "Normal", now: datetime.datetime) -> Body:
+    meta = body.get("metadata") or {}
+    stamp = now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+        "involvedObject": {"apiVersion": constants.API_VERSION, "kind": constants.AGENTJOB_KIND, "name": meta.get("name"),
+                           "namespace": meta.get("namespace"), "uid": meta.get("uid")},
+        "reason": reason, "message": message[:1024], "type": type,
+        "source": {"component": "gigafactory-operator"}, "reportingComponent": "gigafactory-operator",
+        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+    }
