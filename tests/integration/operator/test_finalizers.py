@@ -1,0 +1,195 @@
+"""Finalizers (SPEC invariant 6): a deleted AgentJob goes only after its binding is released and its
+cleanup ran, also when its factory is gone; a deleted Factory drains before it goes."""
+
+import git
+import pytest
+
+from gigafactory import kubeclient
+from tests.conftest import wait_for
+from tests.gitrepos import commit_file, make_remote
+from tests.integration.operator import stubs
+
+pytestmark = pytest.mark.xdist_group("operator")
+
+FINALIZER = "gigafactory.dev/cleanup"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def crds(install_crds) -> None:
+    install_crds(stubs.ROOT / "crds")
+
+
+@pytest.fixture()
+def api(kubeconfig) -> stubs.Api:
+    return stubs.Api(kubeconfig)
+
+
+def phase(api, namespace, name):
+    return (api.job(namespace, name).get("status") or {}).get("phase")
+
+
+def exists(api, namespace, name) -> bool:
+    try:
+        api.job(namespace, name)
+        return True
+    except kubeclient.NotFound:
+        return False
+
+
+def delete_job(api, namespace, name) -> None:
+    api.call("delete", kubeclient.AGENTJOBS, name, namespace=namespace)
+
+
+def running_job(api, namespace, runner, name, **spec):
+    """A job bound to `runner` and claimed by it."""
+    api.create_job(namespace, name, **spec)
+    lease = wait_for(lambda: next(iter(runner.bindings()), None), timeout=15, message="binding")
+    runner.claim(lease)
+    return lease
+
+
+def test_invariant_6_a_deleted_running_job_waits_for_its_runner_then_goes(api, kubeconfig, namespace, tmp_path) -> None:
+    factory = stubs.unique("fin")
+    api.create_factory(factory, namespace)
+    runner = stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
+    runner.announce()
+    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_STOP_GRACE_SECONDS="60"):
+        lease = running_job(api, namespace, runner, "doomed")
+        assert FINALIZER in api.job(namespace, "doomed")["metadata"]["finalizers"]
+        delete_job(api, namespace, "doomed")
+        # The runner is asked to stop; the job stays (terminating) until it has let the binding go.
+        stop = wait_for(lambda: (runner.bindings() or [{}])[0].get("metadata", {}).get("annotations", {}).get("gigafactory.dev/stop"),
+                        timeout=10, message="stop request")
+        assert stop == "Deleted"
+        assert api.job(namespace, "doomed")["metadata"].get("deletionTimestamp")
+        runner.report(namespace, "doomed", outcome="Stopped", reason="Deleted", message="stopped: job deleted")
+        wait_for(lambda: not exists(api, namespace, "doomed"), timeout=10, message="job gone after the runner's report")
+        assert not [b for b in api.bindings(namespace) if b["metadata"]["name"] == lease["metadata"]["name"]]
+
+
+def test_invariant_6_a_runner_that_never_acknowledges_holds_the_deletion_only_for_the_stop_grace(api, kubeconfig, namespace, tmp_path) -> None:
+    factory = stubs.unique("fin")
+    api.create_factory(factory, namespace)
+    runner = stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
+    runner.announce()
+    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_STOP_GRACE_SECONDS="2"):
+        running_job(api, namespace, runner, "stuck")
+        delete_job(api, namespace, "stuck")
+        wait_for(lambda: runner.bindings() and runner.bindings()[0]["metadata"].get("annotations", {}).get("gigafactory.dev/stop"),
+                 timeout=10, message="stop request")
+        assert exists(api, namespace, "stuck")
+        # No report comes: after the grace the operator drops the Lease itself and lets the job go.
+        wait_for(lambda: not exists(api, namespace, "stuck"), timeout=15, message="job gone after the grace")
+        assert runner.bindings() == []
+
+
+def test_invariant_6_a_deleted_job_goes_even_when_its_factory_and_runner_are_gone(api, kubeconfig, namespace, tmp_path) -> None:
+    factory = stubs.unique("fin")
+    api.create_factory(factory, namespace, drainGraceSeconds=0)
+    runner = stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
+    runner.announce(duration_seconds=3)  # the heartbeat lapses soon: the pod is dead
+    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_STOP_GRACE_SECONDS="600"):
+        running_job(api, namespace, runner, "orphaned", retry={"maxUncountedRetries": 0, "maxAttempts": 1})
+        api.call("delete", kubeclient.LEASES, f"{factory}-0", namespace=namespace)  # the pod's heartbeat, gone
+        delete_job(api, namespace, "orphaned")
+        # Nobody to wait for: no stop grace of 600 s, the job goes at once.
+        wait_for(lambda: not exists(api, namespace, "orphaned"), timeout=10, message="job gone without its runner")
+        assert runner.bindings() == []
+
+
+def test_a_job_that_never_bound_carries_no_finalizer_and_goes_at_once(api, kubeconfig, namespace, tmp_path) -> None:
+    with stubs.operators(kubeconfig, tmp_path):
+        api.create_job(namespace, "unplaced", targetFactory="nowhere")
+        wait_for(lambda: (api.job(namespace, "unplaced").get("status") or {}).get("conditions"), timeout=10, message="explained")
+        assert not api.job(namespace, "unplaced")["metadata"].get("finalizers")
+        delete_job(api, namespace, "unplaced")
+        assert not exists(api, namespace, "unplaced")
+
+
+@pytest.fixture()
+def remote(tmp_path):
+    """A bare remote with a branch the 'job' pushed, and the commit it pushed."""
+    bare = git.Repo(make_remote(tmp_path))
+    work = git.Repo.clone_from(bare.git_dir, tmp_path / "work")
+    commit_file(tmp_path / "work", "agent-work")
+    work.git.push("origin", "HEAD:refs/heads/agent/done")
+    return bare, work, work.head.commit.hexsha
+
+
+def finished_job(api, namespace, runner, name, *, url, commit, policy):
+    running_job(api, namespace, runner, name, repo={"url": url}, cleanup={"deleteBranch": policy})
+    runner.report(namespace, name, outcome="Succeeded", message="pushed",
+                  result={"branch": "agent/done", "commit": commit, "summary": "done"})
+    wait_for(lambda: phase(api, namespace, name) == "Succeeded", timeout=10, message=f"{name} succeeded")
+
+
+def branches(bare) -> set[str]:
+    return {h.name for h in bare.heads}
+
+
+@pytest.mark.parametrize("policy, kept", [("Always", False), ("Never", True)])
+def test_delete_branch_policy_is_applied_when_the_job_is_deleted(api, kubeconfig, namespace, tmp_path, remote, policy, kept) -> None:
+    bare, _, commit = remote
+    factory = stubs.unique("fin")
+    api.create_factory(factory, namespace)
+    runner = stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
+    runner.announce()
+    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_ALLOW_LOCAL_REPOS="true"):
+        finished_job(api, namespace, runner, "done", url=f"file://{bare.git_dir}", commit=commit, policy=policy)
+        delete_job(api, namespace, "done")
+        wait_for(lambda: not exists(api, namespace, "done"), timeout=15, message="job gone")
+    assert ("agent/done" in branches(bare)) is kept
+    assert "main" in branches(bare)
+
+
+def test_a_branch_moved_since_the_job_pushed_it_is_kept_and_the_event_says_so(api, kubeconfig, namespace, tmp_path, remote) -> None:
+    bare, work, commit = remote
+    commit_file(tmp_path / "work", "human-work")
+    work.git.push("origin", "HEAD:refs/heads/agent/done")
+    factory = stubs.unique("fin")
+    api.create_factory(factory, namespace)
+    runner = stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
+    runner.announce()
+    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_ALLOW_LOCAL_REPOS="true"):
+        finished_job(api, namespace, runner, "done", url=f"file://{bare.git_dir}", commit=commit, policy="Always")
+        delete_job(api, namespace, "done")
+        wait_for(lambda: not exists(api, namespace, "done"), timeout=15, message="job gone")
+    assert bare.heads["agent/done"].commit.hexsha == work.head.commit.hexsha
+    events = api.call("list", kubeclient.EVENTS, namespace=namespace)[0]
+    kept = [e for e in events if e.get("reason") == "BranchKept"]
+    assert kept and "agent/done" in kept[0]["message"]
+
+
+def test_a_deleted_factory_drains_moves_unclaimed_bindings_and_requeues_running_jobs_after_its_grace(
+        api, kubeconfig, namespace, tmp_path) -> None:
+    old, new = stubs.unique("old"), stubs.unique("new")
+    api.create_factory(old, namespace, slotsPerPod=2, drainGraceSeconds=2)
+    runner = stubs.StubRunner(api, pod=f"{old}-0", namespace=namespace, factory=old, slots=2)
+    runner.announce()
+    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_STOP_GRACE_SECONDS="60"):
+        wait_for(lambda: "gigafactory.dev/drain" in (api.call("get", kubeclient.FACTORIES, old)["metadata"].get("finalizers") or []),
+                 timeout=10, message="drain finalizer on the factory")
+        running_job(api, namespace, runner, "long")
+        api.create_job(namespace, "unclaimed")
+        wait_for(lambda: phase(api, namespace, "unclaimed") == "Bound", timeout=10, message="second bind")
+        api.call("delete", kubeclient.FACTORIES, old)
+        # A new factory appears; the unclaimed binding moves there at once, the running job stays for the grace.
+        api.create_factory(new, namespace)
+        stubs.StubRunner(api, pod=f"{new}-0", namespace=namespace, factory=new).announce()
+        wait_for(lambda: (api.job(namespace, "unclaimed")["status"].get("assignment") or {}).get("factory") == new,
+                 timeout=10, message="unclaimed binding moved")
+        moved = api.job(namespace, "unclaimed")["status"]["attempts"][-1]
+        assert (moved["reason"], moved["counted"]) == ("FactoryDeleted", False)
+        assert phase(api, namespace, "long") == "Running"
+        # After drainGraceSeconds the runner is asked to stop; it reports, the job requeues, the factory goes.
+        stop = wait_for(lambda: next((b["metadata"].get("annotations", {}).get("gigafactory.dev/stop") for b in runner.bindings()
+                                      if b["metadata"].get("annotations", {}).get("gigafactory.dev/stop")), None),
+                        timeout=10, message="drain stop request")
+        assert stop == "Drained"
+        runner.report(namespace, "long", outcome="Stopped", reason="Drained", message="stopped: factory drained")
+        wait_for(lambda: not api.call("list", kubeclient.FACTORIES, field_selector=f"metadata.name={old}")[0],
+                 timeout=10, message="factory gone after the drain")
+        last = wait_for(lambda: (api.job(namespace, "long")["status"].get("attempts") or [None])[-1], timeout=10, message="fold")
+        assert (last["outcome"], last["counted"]) == ("Stopped", False)
+        # The requeued job waits for a free slot elsewhere (the new pod holds the moved job): nothing lost.
+        assert phase(api, namespace, "long") in ("Pending", "Bound")
