@@ -18,6 +18,11 @@ class OperatorSettings(pydantic_settings.BaseSettings):
     kubeconfig: str | None = None
     # Namespace of the operator's own objects (leader-election Lease).
     namespace: str = "gigafactory-system"
+    # Run as one of several replicas: only the holder of the Lease `leader_lease_name` works; the others
+    # stand by and take over within about leader_lease_seconds + a second of the leader's loss.
+    leader_election: bool = False
+    leader_lease_name: str = "gigafactory-operator"
+    leader_lease_seconds: int = pydantic.Field(default=8, ge=2)
     # A binding that no runner claims within this long is undone and the job rebinds elsewhere.
     claim_timeout_seconds: int = pydantic.Field(default=30, ge=1)
     # How long a stopped attempt's runner gets to acknowledge before the operator proceeds without it.

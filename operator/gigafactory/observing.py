@@ -37,6 +37,7 @@ class Metrics:
         self.undone = prometheus_client.Counter("gigafactory_bindings_undone", "Bindings undone, by reason.", ["reason"], registry=r)
         self.slots_used = prometheus_client.Gauge("gigafactory_slots_used", "Slots held on ready pods, by factory.", ["factory"], registry=r)
         self.slots_total = prometheus_client.Gauge("gigafactory_slots_total", "Slots of ready pods, by factory.", ["factory"], registry=r)
+        self.leader = prometheus_client.Gauge("gigafactory_leader", "1 while this replica is the active operator, else 0.", registry=r)
 
     def render(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-from gigafactory import config, constants, kubeclient, leases, observing
+from gigafactory import config, constants, electing, kubeclient, leases, observing
 from gigafactory.binding import binder, cleanup, patches
 from gigafactory.models import agentjobs
 from gigafactory.runner import worktrees
@@ -75,6 +75,7 @@ class Operator:
         self._workspace: worktrees.Workspace | None = None  # git for branch cleanup, made on first use
         self.started = False
         self.cycles = 0
+        self.elector: electing.LeaderElector | None = None
 
     # --- informer handlers: cheap, never write; they wake the loop or start a task ---
 
@@ -795,12 +796,24 @@ class Operator:
                 self.wake()
 
     def ready(self) -> bool:
+        if self.elector is not None and not self.elector.leading:
+            return self.elector.watching  # a healthy standby is ready: it is what a failover needs
         return self.started and all(i.synced.is_set() for i in self.informers)
 
-    async def run(self) -> None:
+    async def run(self, elector: electing.LeaderElector | None = None) -> None:
+        """Serve probes, wait for leadership (when electing), then work until cancelled. Losing
+        leadership raises LostLeadership: the process exits and restarts as a standby, with nothing
+        in memory that the new leader might contradict."""
+        self.elector = elector
         http, port = await observing.serve(port=self.settings.http_port, metrics=self.metrics, ready=self.ready)
         logger.info("serving probes and metrics", extra={"port": port})
+        holder: asyncio.Task[None] | None = None
         try:
+            if elector is not None:
+                logger.info("standing by for leadership", extra={"identity": elector.identity})
+                await elector.acquire()
+                self.metrics.leader.set(1)
+                holder = asyncio.create_task(elector.hold(), name="leader-lease")
             async with contextlib.AsyncExitStack() as stack:
                 for informer in self.informers:
                     await stack.enter_async_context(informer.running())
@@ -808,12 +821,26 @@ class Operator:
                 self.started_at = asyncio.get_running_loop().time()
                 self.wake()
                 logger.info("operator started")
-                await self.loop()
+                work = asyncio.create_task(self.loop(), name="loop")
+                waiting = {work} if holder is None else {work, holder}
+                try:
+                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    work.cancel()
+                for task in done:
+                    task.result()  # LostLeadership (or a loop that died) ends the process
         finally:
+            self.metrics.leader.set(0)
             for handle in self.timers.values():
                 handle.cancel()
             for task in list(self.tasks):
                 task.cancel()
+            if holder is not None:
+                holder.cancel()
+                with contextlib.suppress(asyncio.CancelledError, electing.LostLeadership):
+                    await holder
+            if elector is not None:
+                await elector.release()
             await http.cleanup()
 
 
@@ -851,7 +878,13 @@ def _name(body: Mapping[str, Any]) -> str:
 async def main(settings: config.OperatorSettings) -> None:
     client = kubeclient.Client.from_kubeconfig(settings.kubeconfig, user_agent="gigafactory-operator")
     operator = Operator(settings, client)
-    task = asyncio.create_task(operator.run())
+    elector = None
+    if settings.leader_election:
+        elector = electing.LeaderElector(client, namespace=settings.namespace, name=settings.leader_lease_name,
+                                         lease_seconds=settings.leader_lease_seconds,
+                                         renew_deadline_seconds=settings.leader_lease_seconds * 0.75,
+                                         retry_seconds=max(0.5, settings.leader_lease_seconds / 4))
+    task = asyncio.create_task(operator.run(elector))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
@@ -860,6 +893,9 @@ async def main(settings: config.OperatorSettings) -> None:
         await task
     except asyncio.CancelledError:
         logger.info("operator stopped")
+    except electing.LostLeadership as exc:
+        logger.error("leadership lost, exiting to restart as a standby: %s", exc)
+        raise SystemExit(1) from None
     finally:
         await client.close()
 

@@ -210,7 +210,7 @@ def test_rendered_chart_applies_to_an_api_server(tmp_path, kubectl, namespace, i
     [
         pytest.param("pools:\n  - {name: Bad_Name, agents: [script]}\n", "name", id="pool-name"),
         pytest.param("pools:\n  - {name: a, agents: []}\n", "agents", id="no-agents"),
-        pytest.param("operator: {replicas: 2}\n", "replicas", id="replicas-before-leader-election"),
+        pytest.param("operator: {replicas: -1}\n", "replicas", id="negative-replicas"),
         pytest.param("pools:\n  - {name: a, agents: [x], slotsPerPod: 0}\n", "slotsPerPod", id="zero-slots"),
         pytest.param("pools:\n  - {name: a, agents: [x], namespaces: [Team_A]}\n", "namespaces", id="bad-namespace"),
         pytest.param("pools:\n  - {name: a, agents: [x], podDisruptionBudget: {maxUnavailable: 0}}\n", "maxUnavailable",
@@ -277,3 +277,26 @@ def test_runner_env_is_what_the_runner_reads(tmp_path) -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts[env["GIGAFACTORY_RUNNER_WORK_DIR"]["value"]]["name"]]
     assert env["GIGAFACTORY_RUNNER_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+def test_the_operator_runs_two_replicas_under_leader_election_and_rolls_without_a_gap(tmp_path) -> None:
+    docs = render(tmp_path)
+    operator = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-operator")
+    assert operator["spec"]["replicas"] == 2
+    assert operator["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["GIGAFACTORY_LEADER_ELECTION"] == "true" and env["GIGAFACTORY_NAMESPACE"] == "gigafactory-system"
+    # The names the operator reads are settings it has (a typo here would silently leave election off).
+    assert {"leader_election", "namespace"} <= set(config.OperatorSettings.model_fields)
+    assert any(d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == "gf-operator" for d in docs)
+
+
+def test_the_operator_reads_credential_secrets_only_where_pools_take_jobs(tmp_path) -> None:
+    listed = render(tmp_path, "pools:\n  - {name: a, agents: [script], namespaces: [team-a, team-b], " + SCRIPT_PROFILE + "}\n"
+                    "  - {name: b, agents: [script], namespaces: [team-b], " + SCRIPT_PROFILE + "}\n")
+    bindings = [d for d in listed if d["kind"] in ("RoleBinding", "ClusterRoleBinding") and d["metadata"]["name"] == "gf-operator-credentials"]
+    assert sorted((d["kind"], d["metadata"].get("namespace")) for d in bindings) == [("RoleBinding", "team-a"), ("RoleBinding", "team-b")]
+    role = next(d for d in listed if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "gf-operator-credentials")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    off = render(tmp_path, "operator: {branchCleanup: false}\n")
+    assert not [d for d in off if d["metadata"]["name"] == "gf-operator-credentials"]

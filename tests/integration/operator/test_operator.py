@@ -138,7 +138,7 @@ def _assert_each_job_bound_once(api, namespace, jobs, slots_per_pod):
     assert all(j["status"]["attempt"] == 1 and not j["status"].get("attempts") for j in bound)
 
 
-def test_two_operators_racing_never_bind_a_job_twice(api, kubeconfig, namespace, tmp_path) -> None:
+def test_invariant_1_two_active_operators_in_a_split_brain_never_bind_a_job_twice(api, kubeconfig, namespace, tmp_path) -> None:
     pool = stubs.unique("pool")
     api.create_factory(pool, namespace, slotsPerPod=4)
     for i in range(6):
