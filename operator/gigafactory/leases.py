@@ -7,6 +7,7 @@ so both sides of the protocol agree by construction.
 import dataclasses
 import datetime
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,6 +21,10 @@ ANNOTATION_JOB_NAME = f"{constants.GROUP}/job-name"
 ANNOTATION_JOB_UID = f"{constants.GROUP}/job-uid"
 ANNOTATION_ATTEMPT = f"{constants.GROUP}/attempt"
 ANNOTATION_STOP = f"{constants.GROUP}/stop"
+# Set by the runner on its binding Lease just before it pushes: "<commit> <branch>". If the runner
+# dies before its report lands, the operator records it in the attempt, and the next attempt adopts
+# the pushed branch instead of failing on BranchExists (docs/protocol.md, "A push whose report was lost").
+ANNOTATION_PUSHED = f"{constants.GROUP}/pushed"
 
 # Reasons the operator may write into ANNOTATION_STOP.
 STOP_CANCELLED = "Cancelled"
@@ -187,6 +192,7 @@ class Binding:
     stop: str | None
     expires_at: datetime.datetime | None
     resource_version: str | None
+    pushed: tuple[str, str] | None = None  # (branch, commit) the runner announced before pushing
 
 
 def build_binding_lease(
@@ -256,7 +262,19 @@ def parse_binding(lease: Mapping[str, Any]) -> Binding | None:
         stop=annotations.get(ANNOTATION_STOP) or None,
         expires_at=expires_at(lease),
         resource_version=meta.get("resourceVersion"),
+        pushed=_parse_pushed(annotations.get(ANNOTATION_PUSHED)),
     )
+
+
+def _parse_pushed(value: Any) -> tuple[str, str] | None:
+    parts = str(value or "").split(" ")
+    if len(parts) != 2 or not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", parts[0]) or not parts[1]:
+        return None
+    return parts[1], parts[0]
+
+
+def pushed_patch(*, branch: str, commit: str, resource_version: str) -> Body:
+    return {"metadata": {"resourceVersion": resource_version, "annotations": {ANNOTATION_PUSHED: f"{commit} {branch}"}}}
 
 
 def claim_patch(*, pod: str, duration_seconds: int, moment: datetime.datetime, resource_version: str) -> Body:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import prometheus_client
 from aiohttp import web
 
-LOG_FIELDS = ("job", "pod", "factory", "lease", "reason", "count", "seconds", "port")
+LOG_FIELDS = ("job", "pod", "factory", "lease", "reason", "count", "seconds", "port", "identity")
 
 
 class Metrics:

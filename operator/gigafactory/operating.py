@@ -307,9 +307,8 @@ class Operator:
     async def _finalize(self, body: Body) -> None:
         """The binding is gone: delete the branch per cleanup.deleteBranch, then the finalizer."""
         try:
-            target = cleanup.branch_to_delete(body)
-            if target is not None:
-                await self._delete_branch(body, *target)
+            for branch, commit in cleanup.branches_to_delete(body):
+                await self._delete_branch(body, branch, commit)
             if await cleanup.remove_finalizer(self.client, kubeclient.AGENTJOBS, body, constants.FINALIZER_JOB):
                 logger.info("job finalized", extra={"job": _name(body)})
         except Exception:

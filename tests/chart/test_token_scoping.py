@@ -183,6 +183,7 @@ CLAIM = leases.claim_patch(pod=POD, duration_seconds=30, moment=MOMENT, resource
 RENEW = leases.renew_patch(moment=MOMENT, resource_version="7")
 RELEASE = leases.release_patch(resource_version="7")
 STOPPED = patching.merge_patch(binding(), leases.stop_patch("Cancelled"))
+PUSHED = leases.pushed_patch(branch="agent/x", commit="a" * 40, resource_version="7")
 
 LEASE_CASES = [
     pytest.param(request("leases", "CREATE"), heartbeat(), None, True, id="create-own-heartbeat"),
@@ -211,6 +212,14 @@ LEASE_CASES = [
     pytest.param(*update(binding(), {"metadata": {"annotations": {leases.ANNOTATION_JOB_NAME: "other-job"}}}), False,
                  id="point-binding-at-other-job"),
     pytest.param(request("leases", "CREATE"), {"metadata": {"name": POD}, "spec": {}}, None, False, id="create-unlabelled-lease"),
+    pytest.param(*update(binding(), PUSHED), True, id="announce-push-on-own-binding"),
+    pytest.param(*update(STOPPED, PUSHED), True, id="announce-push-after-stop-request"),
+    pytest.param(*update(patching.merge_patch(binding(), PUSHED), leases.pushed_patch(branch="agent/x", commit="b" * 40, resource_version="7")),
+                 False, id="rewrite-announced-push"),
+    pytest.param(*update(patching.merge_patch(binding(), PUSHED), {"metadata": {"annotations": {leases.ANNOTATION_PUSHED: None}}}),
+                 False, id="erase-announced-push"),
+    pytest.param(*update(binding(factory="beta"), PUSHED), False, id="announce-push-on-other-factorys-lease"),
+    pytest.param(*update(binding(), {"metadata": {"annotations": {"gigafactory.dev/other": "x"}}}), False, id="add-other-annotation-to-binding"),
 ]
 
 

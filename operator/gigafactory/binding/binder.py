@@ -91,7 +91,7 @@ async def undo(client: kubeclient.Client, *, binding: leases.Binding, reason: st
         # A matching report wins over the timeout: the fold records what really happened.
         if not patches.binding_is_current(body, binding) or patches.report_matches(body):
             return False
-        patch = patches.undo_patch(body=body, reason=reason, message=message, now=leases.now())
+        patch = patches.undo_patch(body=body, reason=reason, message=message, now=leases.now(), pushed=binding.pushed)
         await client.patch(kubeclient.AGENTJOBS, binding.job_name, patch, namespace=binding.job_namespace, subresource="status")
         return True
 

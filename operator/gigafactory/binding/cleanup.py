@@ -90,21 +90,24 @@ async def remove_finalizer(
     return False
 
 
-def branch_to_delete(body: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(branch, commit) that `cleanup.deleteBranch` asks to delete, or None. A runner pushes a
-    branch only when an attempt succeeded, and the job records it in status.result: Always deletes
-    that branch; OnFailure deletes a branch only for a job that did not end Succeeded (none is
-    recorded then today, so it deletes nothing: it keeps the work of a successful job); Never keeps it."""
+def branches_to_delete(body: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(branch, commit) pairs that `cleanup.deleteBranch` asks to delete. A job knows what it pushed:
+    status.result (a successful attempt), and attempts[].pushed (an attempt that announced a push and
+    went silent). Always deletes all of them; OnFailure only those of a job that did not end
+    Succeeded (the debris of lost attempts, never a successful job's work); Never none."""
     policy = ((body.get("spec") or {}).get("cleanup") or {}).get("deleteBranch") or agentjobs.DeleteBranchPolicy.NEVER.value
     status = body.get("status") or {}
-    result = status.get("result") or {}
-    if not result.get("branch") or not result.get("commit"):
-        return None
-    if policy == agentjobs.DeleteBranchPolicy.ALWAYS.value:
-        return str(result["branch"]), str(result["commit"])
-    if policy == agentjobs.DeleteBranchPolicy.ON_FAILURE.value and status.get("phase") != agentjobs.Phase.SUCCEEDED.value:
-        return str(result["branch"]), str(result["commit"])
-    return None
+    if policy == agentjobs.DeleteBranchPolicy.NEVER.value:
+        return []
+    if policy == agentjobs.DeleteBranchPolicy.ON_FAILURE.value and status.get("phase") == agentjobs.Phase.SUCCEEDED.value:
+        return []
+    found = [status.get("result") or {}, *((a.get("pushed") or {}) for a in status.get("attempts") or ())]
+    pairs: list[tuple[str, str]] = []
+    for item in found:
+        pair = (str(item.get("branch") or ""), str(item.get("commit") or ""))
+        if all(pair) and pair not in pairs:
+            pairs.append(pair)
+    return pairs
 
 
 async def read_credentials(client: kubeclient.Client, body: Mapping[str, Any]) -> dict[str, str] | None:

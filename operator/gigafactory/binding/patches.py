@@ -199,8 +199,10 @@ def binding_is_current(body: Mapping[str, Any], binding: leases.Binding) -> bool
     )
 
 
-def undo_patch(*, body: Mapping[str, Any], reason: str, message: str, now: datetime.datetime) -> Body:
-    """Record the current attempt as InfraError (ClaimTimeout, LeaseExpired, LeaseCreateFailed) and requeue."""
+def undo_patch(*, body: Mapping[str, Any], reason: str, message: str, now: datetime.datetime,
+               pushed: tuple[str, str] | None = None) -> Body:
+    """Record the current attempt as InfraError (ClaimTimeout, LeaseExpired, LeaseCreateFailed) and requeue.
+    `pushed`: the (branch, commit) its runner announced before going silent, for the next attempt to adopt."""
     status = body.get("status") or {}
     assignment = status.get("assignment") or {}
     record = {
@@ -213,6 +215,9 @@ def undo_patch(*, body: Mapping[str, Any], reason: str, message: str, now: datet
         "reason": reason,
         "message": message,
     }
+    if pushed is not None:
+        record["pushed"] = {"branch": pushed[0], "commit": pushed[1]}
+        record["message"] = f"{message}; it had begun pushing {pushed[0]} at {pushed[1][:12]}"
     record = {k: v for k, v in record.items() if v is not None}
     return _finish(body=body, record=record, outcome=agentjobs.Outcome.INFRA_ERROR, exit_code=None, result=None, now=now)
 

@@ -328,6 +328,13 @@ class Assignment(common.Model):
     scores: Annotated[dict[str, int], pydantic.Field(description="The score of each plugin for the chosen pod.")] = {}
 
 
+class PushedBranch(common.Model):
+    """A branch an attempt pushed (or was about to push) before its report was lost."""
+
+    branch: Annotated[str, pydantic.Field(max_length=255, description="The branch.")]
+    commit: Annotated[str, pydantic.Field(max_length=64, description="The commit it pushed.")]
+
+
 class AttemptRecord(common.Model):
     """One past attempt."""
 
@@ -342,6 +349,11 @@ class AttemptRecord(common.Model):
     exit_code: Annotated[int | None, pydantic.Field(description="The agent's exit code, when it exited.")] = None
     counted: Annotated[bool, pydantic.Field(description="Whether it counted against maxAttempts.")] = True
     log_ref: Annotated[str | None, pydantic.Field(max_length=512, description="Where the tail of the agent's output is kept.")] = None
+    pushed: Annotated[
+        PushedBranch | None,
+        pydantic.Field(description="Set when the runner announced a push and then went silent: the next attempt adopts that "
+                       "branch if the remote holds exactly this commit."),
+    ] = None
 
 
 class DiffStat(common.Model):

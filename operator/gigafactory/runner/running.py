@@ -275,6 +275,9 @@ class Runner:
         try:
             mirror = await self.workspace.sync_mirror(spec.repo.url, credentials)
             if await self.workspace.branch_exists(mirror, branch):
+                adopted = await self._adopt(job, mirror, branch, spec.repo.base_ref)
+                if adopted is not None:
+                    return adopted
                 # Known before the agent runs: an attempt that could never push is not started.
                 raise AttemptFailed("PushFailed", "BranchExists",
                                     f"branch {branch} already exists on the remote; a runner never overwrites a branch")
@@ -314,8 +317,9 @@ class Runner:
                 return report
             summary = await self.workspace.take_summary(workdir) or result.tail[-2000:]
             await self.workspace.commit_leftovers(workdir, f"{job['metadata']['name']}: agent changes")
-            await self.workspace.push(workdir, url=spec.repo.url, branch=branch, credentials=credentials)
             described = await self.workspace.describe(workdir, base)
+            await self._announce_push(attempt, branch, described["commit"])
+            await self.workspace.push(workdir, url=spec.repo.url, branch=branch, credentials=credentials)
             report["result"] = {"branch": branch, **described, "summary": summary}
             report["message"] = f"pushed {branch} at {described['commit'][:12]}"
             return report
@@ -324,6 +328,49 @@ class Runner:
         finally:
             if mirror is not None:
                 await self.workspace.remove_worktree(mirror, attempt.name)
+
+    async def _announce_push(self, attempt: Attempt, branch: str, commit: str) -> None:
+        """Write "<commit> <branch>" on the binding Lease before pushing. Should this runner die
+        between the push and its report, the operator copies it into the attempt's record and the
+        next attempt adopts the branch instead of failing on BranchExists. Also a fence: a runner
+        whose Lease is gone (the operator moved on) does not push."""
+        binding = attempt.binding
+        for _ in range(5):
+            try:
+                lease = await self.client.patch(kubeclient.LEASES, binding.name, leases.pushed_patch(
+                    branch=branch, commit=commit, resource_version=attempt.lease_version or ""), namespace=binding.namespace)
+                attempt.lease_version = lease["metadata"]["resourceVersion"]
+                return
+            except kubeclient.Conflict:
+                pass
+            except kubeclient.NotFound:
+                break
+            try:
+                lease = await self.client.get(kubeclient.LEASES, binding.name, namespace=binding.namespace)
+            except kubeclient.NotFound:
+                break
+            if (lease.get("spec") or {}).get("holderIdentity") != self.settings.pod_name:
+                break
+            attempt.lease_version = lease["metadata"]["resourceVersion"]
+        attempt.lost = True
+        attempt.stop.set()
+        raise AttemptFailed("InfraError", "LeaseLost", "the binding Lease is gone: not pushing")
+
+    async def _adopt(self, job: dict[str, Any], mirror: pathlib.Path, branch: str, base_ref: str) -> dict[str, Any] | None:
+        """The branch exists: if an earlier attempt of this job announced pushing exactly the commit the
+        remote holds (and then went silent), that push is this job's result: report it, run nothing."""
+        tip = await self.workspace.remote_tip(mirror, branch)
+        earlier = [a for a in (job.get("status") or {}).get("attempts") or ()
+                   if (a.get("pushed") or {}).get("branch") == branch and (a.get("pushed") or {}).get("commit") == tip]
+        if tip is None or not earlier:
+            return None
+        base = await self.workspace.resolve_base(mirror, base_ref)
+        described = await self.workspace.describe(mirror, base, tip)
+        number = earlier[-1].get("attempt")
+        summary = f"Adopted {branch} at {tip[:12]}, pushed by attempt {number} whose report was lost."
+        logger.info("adopting %s at %s pushed by attempt %s", branch, tip[:12], number)
+        return {"outcome": "Succeeded", "reason": "Adopted", "result": {"branch": branch, **described, "summary": summary},
+                "message": f"adopted {branch} at {tip[:12]}: attempt {number} pushed it and was lost before reporting"}
 
     async def save_log(self, attempt: Attempt, job: dict[str, Any], tail: str) -> str | None:
         """The output's tail in a size-capped ConfigMap beside the runner; its name goes in the report."""

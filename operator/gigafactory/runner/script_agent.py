@@ -2,8 +2,8 @@
 
 With no options it records the task prompt in .gigafactory/task.md and commits it. Tests steer it:
 `--exit N` exits with N (after doing nothing), `--hang` never returns, and the env variable
-GIGAFACTORY_SCRIPT_MARKER names a file that gets one line per execution, so a test can count
-exactly how often each job ran. `--await-peers N` waits (up to 30 s, else exits 4) until N of the
+GIGAFACTORY_SCRIPT_MARKER names a file that gets one line per execution ("<pid> <worktree>") and one
+more when it committed ("<pid> <worktree> done"), so a test can count exactly how often each job ran. `--await-peers N` waits (up to 30 s, else exits 4) until N of the
 agents in that file are (or were) alive at once, which proves that their jobs overlapped.
 """
 
@@ -18,6 +18,8 @@ import time
 def _alive_peers(marker: pathlib.Path) -> int:
     alive = 0
     for line in marker.read_text().splitlines():
+        if line.endswith(" done"):
+            continue  # the end of an execution, not another agent
         try:
             os.kill(int(line.split()[0]), 0)
         except (ProcessLookupError, ValueError, IndexError):
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run(["git", "add", str(target)], check=True, env=env)
     subprocess.run(["git", *identity, "commit", "-q", "-m", "Record the task"], check=True, env=env)
     print("script agent: committed .gigafactory/task.md", flush=True)
+    if marker:
+        with open(marker, "a") as handle:
+            handle.write(f"{os.getpid()} {os.getcwd()} done\n")
     return 0
 
 

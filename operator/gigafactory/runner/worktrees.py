@@ -235,23 +235,32 @@ class Workspace:
             return False
         return True
 
-    async def add_worktree(self, mirror: pathlib.Path, *, name: str, base_ref: str) -> tuple[pathlib.Path, str]:
-        """A fresh worktree on a fresh branch gf/<name> at baseRef; returns its path and the base commit."""
+    async def resolve_base(self, mirror: pathlib.Path, base_ref: str) -> str:
+        """baseRef → a commit id: a branch of the remote, then a tag, then a commit id."""
         if not _SAFE_REF.match(base_ref):
             raise GitFailure("Rejected", "BaseRefNotFound", f"baseRef {base_ref!r} is not a valid ref")
-        none = Credentials()
-        base = ""
-        # A branch of the remote, then a tag, then a commit id.
         for candidate in (f"refs/remotes/origin/{base_ref}", f"refs/tags/{base_ref}", base_ref):
             try:
-                base = (await self._git(mirror, ["rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"], none,
+                base = (await self._git(mirror, ["rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"], Credentials(),
                                         failure=("Rejected", "BaseRefNotFound"))).strip()
             except GitFailure:
                 continue
             if base:
-                break
-        if not base:
-            raise GitFailure("Rejected", "BaseRefNotFound", f"baseRef {base_ref!r} does not exist in the repository")
+                return base
+        raise GitFailure("Rejected", "BaseRefNotFound", f"baseRef {base_ref!r} does not exist in the repository")
+
+    async def remote_tip(self, mirror: pathlib.Path, branch: str) -> str | None:
+        """The commit the remote's `branch` pointed at in the last fetch, or None."""
+        try:
+            return (await self._git(mirror, ["rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}^{{commit}}"],
+                                    Credentials(), failure=("InfraError", "GitFailed"))).strip() or None
+        except GitFailure:
+            return None
+
+    async def add_worktree(self, mirror: pathlib.Path, *, name: str, base_ref: str) -> tuple[pathlib.Path, str]:
+        """A fresh worktree on a fresh branch gf/<name> at baseRef; returns its path and the base commit."""
+        base = await self.resolve_base(mirror, base_ref)
+        none = Credentials()
         path = self.root / "worktrees" / name
         async with self.lock(mirror):
             await self._git(mirror, ["worktree", "add", "-q", "-b", f"{BRANCH_PREFIX}{name}", str(path), base], none,
@@ -315,9 +324,10 @@ class Workspace:
             raise
         return True
 
-    async def describe(self, worktree: pathlib.Path, base: str) -> dict:
+    async def describe(self, worktree: pathlib.Path, base: str, head: str = "HEAD") -> dict:
+        """The change from `base` to `head` (in a worktree, or in a mirror with a commit id) for a report."""
         none = Credentials()
-        head = (await self._git(worktree, ["rev-parse", "HEAD"], none, failure=("InfraError", "GitFailed"))).strip()
+        head = (await self._git(worktree, ["rev-parse", head], none, failure=("InfraError", "GitFailed"))).strip()
         names = await self._git(worktree, ["-c", "core.quotePath=false", "diff", "--name-only", base, head], none,
                                 failure=("InfraError", "GitFailed"))
         numstat = await self._git(worktree, ["diff", "--numstat", base, head], none, failure=("InfraError", "GitFailed"))
@@ -362,6 +372,18 @@ class Workspace:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(f"worktree {path.name}")
         for mirror in (self.root / "mirrors").glob("*.git"):
+            # A git killed with us leaves its lock files (no git of ours runs during the start-up sweep),
+            # and a `worktree add` killed half-way leaves its admin entry locked ("initializing"), which
+            # `worktree prune` skips and which keeps its branch "checked out": remove those directly.
+            for lock in [*mirror.glob("*.lock"), *mirror.glob("refs/**/*.lock"), *mirror.glob("worktrees/*/*.lock")]:
+                lock.unlink(missing_ok=True)
+            for admin in mirror.glob("worktrees/*"):
+                try:
+                    name = pathlib.Path((admin / "gitdir").read_text().strip()).parent.name
+                except OSError:
+                    name = ""
+                if name not in live:
+                    shutil.rmtree(admin, ignore_errors=True)
             repo = git.Git(str(mirror))
             with contextlib.suppress(git.GitCommandError):
                 repo.execute(["git", "worktree", "prune"])

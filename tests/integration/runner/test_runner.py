@@ -70,7 +70,12 @@ class RunnerProcess:
         return self
 
     def executions(self) -> int:
-        return len(self.marker.read_text().splitlines()) if self.marker.exists() else 0
+        """Agent executions started (the script agent also adds a "done" line when it commits)."""
+        return len(self.starts())
+
+    def starts(self) -> list[str]:
+        lines = self.marker.read_text().splitlines() if self.marker.exists() else []
+        return [line for line in lines if not line.endswith(" done")]
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -165,6 +170,28 @@ def test_existing_branch_is_a_push_failure(api, namespace, fleet, remote) -> Non
     assert (status["attempts"][-1]["outcome"], status["attempts"][-1]["reason"]) == ("PushFailed", "BranchExists")
 
 
+def test_a_push_whose_report_was_lost_is_adopted_by_the_next_attempt_not_run_again(api, namespace, fleet, remote) -> None:
+    """The runner dies right after its push lands (a post-receive hook SIGKILLs it): no report. The
+    binding Lease expires; the operator records the announced push in the attempt; the next attempt
+    finds the branch at exactly that commit and reports it as the job's result without running the
+    agent again. Without this the retry would fail on BranchExists with the work already pushed."""
+    first = fleet("runner-0")
+    hook = remote / "hooks" / "post-receive"
+    hook.write_text(f"#!/bin/sh\nrm -- \"$0\"\nkill -9 {first.process.pid}\n")
+    hook.chmod(stat.S_IRWXU)
+    _submit(api, namespace, "lost", remote, task={"prompt": "Do it once"})
+    wait_for(lambda: first.process.poll() is not None, timeout=30, message="the runner was not killed by the hook")
+    pushed = git.Repo(remote).heads["agent/lost"].commit.hexsha
+    fleet("runner-1")
+    status = _final(api, namespace, "lost", timeout=45)
+    assert status["phase"] == "Succeeded"
+    lost, adopted = status["attempts"][-2], status["attempts"][-1]
+    assert (lost["outcome"], lost["reason"], lost["pushed"]) == ("InfraError", "LeaseExpired", {"branch": "agent/lost", "commit": pushed})
+    assert (adopted["outcome"], adopted["reason"], adopted["pod"]) == ("Succeeded", "Adopted", "runner-1")
+    assert status["result"]["commit"] == pushed and status["result"]["changedFiles"] == [".gigafactory/task.md"]
+    assert first.executions() == 1  # the agent ran once, on the first runner; the second only adopted
+
+
 def test_a_push_the_remote_refuses_fails_with_its_reason(api, namespace, fleet, remote) -> None:
     hook = remote / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\necho 'protected: agents may not push' >&2\nexit 1\n")
@@ -211,7 +238,7 @@ def test_two_jobs_of_one_repo_on_one_runner_both_succeed(api, namespace, fleet, 
     assert heads["agent/one"].commit != heads["agent/two"].commit
     assert (heads["agent/two"].commit.tree / ".gigafactory" / "task.md").data_stream.read() == b"second\n"
     assert runner.executions() == 2  # each ran exactly once
-    workdirs = runner.marker.read_text().splitlines()
+    workdirs = runner.starts()
     assert len(set(workdirs)) == 2  # in worktrees of their own
 
 

@@ -11,10 +11,15 @@ from tests import gitrepos
 
 
 class SecretsNowhere:
-    """Just enough of kubeclient.Client: every object is missing."""
+    """Just enough of kubeclient.Client: every object is missing but the binding Lease, which takes patches."""
 
     def __init__(self) -> None:
         self.created: list[dict] = []
+        self.patched: list[dict] = []
+
+    async def patch(self, resource, name, patch, *, namespace=None, **_):
+        self.patched.append(patch)
+        return {"metadata": {"name": name, "resourceVersion": str(len(self.patched) + 1)}}
 
     async def get(self, resource, name, *, namespace=None):
         raise kubeclient.NotFound(404, "NotFound", f"{resource.plural} {name} not found")
@@ -93,6 +98,8 @@ async def test_a_good_job_after_bad_ones_succeeds(runner, tmp_path) -> None:
     assert report["outcome"] == "Succeeded" and report["result"]["branch"] == "agent/job"
     assert report["result"]["changedFiles"] == [".gigafactory/task.md"]
     assert runner.client.created[0]["data"]["output"].endswith("script agent: committed .gigafactory/task.md\n")
+    # The push was announced on the binding Lease first, naming the commit the report names.
+    assert runner.client.patched[-1]["metadata"]["annotations"]["gigafactory.dev/pushed"] == f"{report['result']['commit']} agent/job"
 
 
 def test_only_installed_agents_are_offered(runner) -> None:

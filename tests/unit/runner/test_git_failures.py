@@ -174,6 +174,24 @@ async def test_sweep_takes_crash_leftovers_too(workspace, remote) -> None:
     assert [h.name for h in git.Repo(mirror).heads] == []
 
 
+async def test_sweep_frees_a_worktree_add_killed_half_way_and_stale_git_locks(workspace, remote) -> None:
+    """A SIGKILL during `git worktree add` leaves the admin entry locked ("initializing") and its
+    branch "checked out", and any git killed mid-write leaves *.lock files: the next start clears both."""
+    mirror = await workspace.sync_mirror(str(remote), NONE)
+    path, _ = await workspace.add_worktree(mirror, name="dead-1", base_ref="main")
+    (mirror / "worktrees" / "dead-1" / "locked").write_text("initializing")
+    (mirror / "packed-refs.lock").write_text("")
+    (mirror / "refs" / "heads" / "gf").mkdir(parents=True, exist_ok=True)
+    (mirror / "refs" / "heads" / "gf" / "other.lock").write_text("")
+    workspace.sweep()
+    assert not path.exists()
+    assert [h.name for h in git.Repo(mirror).heads] == []
+    assert not list(mirror.glob("**/*.lock"))
+    # And the mirror works again: the same attempt name can be added anew.
+    again, _ = await workspace.add_worktree(mirror, name="dead-1", base_ref="main")
+    assert again.exists()
+
+
 def test_a_second_runner_on_the_same_work_dir_is_refused(tmp_path) -> None:
     held = running.lock_work_dir(tmp_path / "work")
     try:
