@@ -33,7 +33,7 @@ def scheduled(job):
     return next((c for c in (job.get("status") or {}).get("conditions") or () if c["type"] == "Scheduled"), None)
 
 
-def test_jobs_bind_where_they_fit_and_an_unfit_job_explains_itself_until_capacity_appears(api, kubeconfig, namespace, tmp_path) -> None:
+def test_invariant_7_jobs_bind_where_they_fit_and_an_unfit_job_explains_itself_until_capacity_appears(api, kubeconfig, namespace, tmp_path) -> None:
     cpu, gpu = stubs.unique("cpu"), stubs.unique("gpu")
     api.create_factory(cpu, namespace, capabilities=["python"])
     api.create_factory(gpu, namespace, capabilities=["gpu"], subscriptions=["backend"], slotsPerPod=2)
@@ -155,7 +155,7 @@ def test_invariant_1_two_active_operators_in_a_split_brain_never_bind_a_job_twic
         assert all(j["status"]["attempt"] == 1 for j in api.jobs(namespace))
 
 
-def test_restart_in_the_middle_of_a_burst_loses_and_duplicates_nothing(api, kubeconfig, namespace, tmp_path) -> None:
+def test_invariant_10_restart_in_the_middle_of_a_burst_loses_and_duplicates_nothing(api, kubeconfig, namespace, tmp_path) -> None:
     pool = stubs.unique("pool")
     api.create_factory(pool, namespace, slotsPerPod=3)
     for i in range(10):
@@ -182,7 +182,7 @@ def test_restart_in_the_middle_of_a_burst_loses_and_duplicates_nothing(api, kube
         _assert_each_job_bound_once(api, namespace, bound, slots_per_pod=3)
 
 
-def test_an_idle_fleet_costs_no_writes_and_renewals_rewrite_nothing(api, kubeconfig, namespace, tmp_path) -> None:
+def test_invariant_8_an_idle_fleet_costs_no_writes_and_renewals_rewrite_nothing(api, kubeconfig, namespace, tmp_path) -> None:
     pool = stubs.unique("pool")
     api.create_factory(pool, namespace)
     runner = stubs.StubRunner(api, pod=f"{pool}-0", namespace=namespace, factory=pool)
@@ -248,7 +248,7 @@ def test_a_failed_attempt_backs_off_then_binds_again(api, kubeconfig, namespace,
         assert failed["reason"] == "AttemptsExhausted"
 
 
-def test_after_a_crash_between_the_two_writes_the_restarted_operator_restores_the_lease(api, kubeconfig, namespace, tmp_path) -> None:
+def test_invariant_2_after_a_crash_between_the_bind_writes_the_restarted_operator_restores_the_lease(api, kubeconfig, namespace, tmp_path) -> None:
     pool = stubs.unique("pool")
     api.create_factory(pool, namespace)
     runner = stubs.StubRunner(api, pod=f"{pool}-0", namespace=namespace, factory=pool)
@@ -336,7 +336,7 @@ def test_a_binding_nobody_claims_moves_to_another_pod(api, kubeconfig, namespace
         assert status["assignment"]["pod"] != first
 
 
-def test_a_stale_runners_late_report_changes_nothing(api, kubeconfig, namespace, tmp_path) -> None:
+def test_invariant_1_a_stale_runners_late_report_changes_nothing(api, kubeconfig, namespace, tmp_path) -> None:
     pool = stubs.unique("pool")
     api.create_factory(pool, namespace)
     runners = {f"{pool}-{i}": stubs.StubRunner(api, pod=f"{pool}-{i}", namespace=namespace, factory=pool) for i in range(2)}

@@ -12,7 +12,7 @@ def crds(install_crds) -> None:
     install_crds(stubs.ROOT / "crds")
 
 
-def test_orphaned_binding_lease_is_removed_on_start(kubeconfig, namespace, tmp_path) -> None:
+def test_invariant_2_an_orphaned_binding_lease_is_removed_on_start(kubeconfig, namespace, tmp_path) -> None:
     api = stubs.Api(kubeconfig)
     orphan = leases.build_binding_lease(
         job_namespace=namespace, job_name="deleted-meanwhile", job_uid="no-such-uid", attempt=1, factory="f",

@@ -54,7 +54,7 @@ def _report(api, namespace, name):
     return (api.job(namespace, name).get("status") or {}).get("report")
 
 
-def test_claim_renew_report_release_and_never_more_than_its_slots(api, namespace, runner, remote) -> None:
+def test_invariant_3_claim_renew_report_release_and_never_more_than_its_slots(api, namespace, runner, remote) -> None:
     # Two jobs bound to a one-slot runner; each agent waits for a peer that must never come.
     alone = {"profile": "script", "args": ["--await-peers", "2"]}
     for name in ("a", "b"):

@@ -226,7 +226,7 @@ def test_bad_input_fails_the_job_and_the_runner_serves_on(api, namespace, fleet,
     assert _final(api, namespace, "good")["phase"] == "Succeeded"
 
 
-def test_two_jobs_of_one_repo_on_one_runner_both_succeed(api, namespace, fleet, remote) -> None:
+def test_invariant_4_two_jobs_of_one_repo_on_one_runner_get_their_own_worktrees_and_both_succeed(api, namespace, fleet, remote) -> None:
     runner = fleet(slots=2)
     # Each agent waits until both are running: the jobs succeed only if they really ran at the same time.
     together = {"profile": "script-patient", "args": ["--await-peers", "2"]}
@@ -242,7 +242,7 @@ def test_two_jobs_of_one_repo_on_one_runner_both_succeed(api, namespace, fleet, 
     assert len(set(workdirs)) == 2  # in worktrees of their own
 
 
-def test_kill_minus_9_leaves_nothing_the_next_start_does_not_sweep(api, namespace, fleet, remote) -> None:
+def test_invariant_5_kill_minus_9_leaves_nothing_the_next_start_does_not_sweep(api, namespace, fleet, remote) -> None:
     runner = fleet()
     _submit(api, namespace, "long", remote, agent={"profile": "script", "args": ["--hang"]})
     wait_for(lambda: runner.executions() >= 1, timeout=20, message="the agent never started")
@@ -359,7 +359,7 @@ def test_finished_job_is_deleted_after_its_ttl(api, namespace, fleet, remote) ->
     wait_for(gone, timeout=15, message="the finished job outlived its TTL")
 
 
-def test_deleting_a_running_job_stops_its_agent_and_drops_the_binding(api, namespace, fleet, remote) -> None:
+def test_invariant_6_deleting_a_running_job_stops_its_agent_releases_the_binding_then_goes(api, namespace, fleet, remote) -> None:
     runner = fleet()
     _submit(api, namespace, "doomed", remote, agent={"profile": "script", "args": ["--hang"]})
     wait_for(lambda: runner.executions() >= 1, timeout=20, message="the agent never started")
