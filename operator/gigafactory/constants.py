@@ -43,6 +43,10 @@ ANNOTATION_SLOTS: Final = f"{GROUP}/slots"
 ANNOTATION_AGENTS: Final = f"{GROUP}/agents"
 ANNOTATION_WARM_REPOS: Final = f"{GROUP}/warm-repos"
 
+# A user's request to run a Failed or Cancelled job again (`gigafactory retry`, or kubectl annotate):
+# any new value is one request; the operator records the value it honoured in status.retryRequest.
+ANNOTATION_RETRY: Final = f"{GROUP}/retry"
+
 # A runner sets these env names itself; a job may not override them (the schema says so too).
 RESERVED_ENV_PREFIXES: Final = ("GIGAFACTORY_", "GIT_")
 # ...and these names, which would let a job steer the runner's own git, ssh or dynamic loader.

@@ -108,6 +108,7 @@ class Operator:
             self._maybe_fold(body)
             self._maybe_stop(body)
             self._maybe_finalize(body)
+            self._maybe_retry(body)
         # Our own explanation coming back (a new message, nothing else) changes nothing the cycle
         # reads: no cycle for it, or ten thousand explanation echoes would mean ten thousand cycles.
         state = _scheduling_state(body)
@@ -126,6 +127,7 @@ class Operator:
             self._disarm(("deadline", *kubeclient.object_key(body)))
             self._arm_ttl(body)
             return
+        self._disarm(("ttl", *kubeclient.object_key(body)))  # a retried job is not finished any more
         end = patches.deadline(body)
         if end is not None and end > now:
             # The deadline passes without any event: a timer brings the job back here then.
@@ -143,6 +145,28 @@ class Operator:
             return  # a suspended waiting job just waits: the cycle skips it
         self.busy.add(uid)
         self._spawn(self._stop(body, reason), name=f"stop:{_name(body)}")
+
+    def _maybe_retry(self, body: Body) -> None:
+        """`gigafactory retry` (the gigafactory.dev/retry annotation) on a Failed or Cancelled job."""
+        request = patches.retry_requested(body)
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        if request is None or uid in self.busy:
+            return
+        self.busy.add(uid)
+        self._spawn(self._retry(body, request), name=f"retry:{_name(body)}")
+
+    async def _retry(self, body: Body, request: str) -> None:
+        meta = body["metadata"]
+        try:
+            await self.client.patch(kubeclient.AGENTJOBS, meta["name"], patches.retry_patch(body=body, request=request, now=leases.now()),
+                                    namespace=meta.get("namespace"), subresource="status")
+            logger.info("job sent back to the queue by a retry request", extra={"job": _name(body)})
+        except (kubeclient.Conflict, kubeclient.NotFound):
+            pass  # it changed meanwhile; its next event decides again
+        except Exception:
+            logger.exception("retry failed", extra={"job": _name(body)})
+        finally:
+            self._release(str(meta.get("uid")), kubeclient.object_key(body))
 
     def _arm_ttl(self, body: Body) -> None:
         """ttlSecondsAfterFinished: delete a finished job that long after its completionTime."""
@@ -544,8 +568,11 @@ class Operator:
         orphans = {b.job_uid for b in map(leases.parse_binding, self.bindings.cache.values()) if b and b.job_uid not in live}
         self._drop_bindings_of(orphans)
         self.started = True
-        # Deletions and drains that began while no operator ran.
+        # What happened while no operator ran: cancels, suspends and retry requests; deadline and TTL
+        # timers (they live in memory only); deletions and drains.
         for body in list(self.jobs.cache.values()):
+            self._maybe_stop(body)
+            self._maybe_retry(body)
             self._maybe_finalize(body)
         for body in list(self.factories.cache.values()):
             self._maybe_drain(body)

@@ -132,7 +132,9 @@ def _finish(
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     attempts = list(status.get("attempts") or ())
-    verdict = retries.decide(spec=body.get("spec") or {}, attempts=attempts, outcome=outcome, exit_code=exit_code, now=now,
+    # Only this run's attempts count: those before a `gigafactory retry` had their budget.
+    current = [a for a in attempts if int(a.get("attempt") or 0) >= int(status.get("countFrom") or 0)]
+    verdict = retries.decide(spec=body.get("spec") or {}, attempts=current, outcome=outcome, exit_code=exit_code, now=now,
                              reason=str(record.get("reason") or ""))
     record["counted"] = verdict.counted
     # Keep the newest records if the list would outgrow the schema's bound.
@@ -285,3 +287,32 @@ def end_waiting_patch(*, body: Mapping[str, Any], reason: str, now: datetime.dat
                                    message=message, now=now, generation=meta.get("generation"))
     return {"metadata": {"resourceVersion": meta.get("resourceVersion")},
             "status": {"phase": phase.value, "completionTime": _stamp(now), "requeueAt": None, "conditions": conditions}}
+
+
+def retry_requested(body: Mapping[str, Any]) -> str | None:
+    """The retry request a Failed or Cancelled job carries and the operator has not honoured yet."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    request = (meta.get("annotations") or {}).get(constants.ANNOTATION_RETRY)
+    if not request or request == status.get("retryRequest") or meta.get("deletionTimestamp"):
+        return None
+    if status.get("phase") not in (Phase.FAILED.value, Phase.CANCELLED.value) or (body.get("spec") or {}).get("cancel"):
+        return None
+    return str(request)[:128]
+
+
+def retry_patch(*, body: Mapping[str, Any], request: str, now: datetime.datetime) -> Body:
+    """Back to Pending with a fresh attempt budget (the history stays); the deadline counts anew."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    generation = meta.get("generation")
+    conditions = set_condition(status.get("conditions"), type=constants.ConditionType.SCHEDULED.value, status="False",
+                               reason="RetryRequested", message=f"sent back to the queue by a retry request ({request})",
+                               now=now, generation=generation)
+    for kind in (constants.ConditionType.COMPLETE.value, constants.ConditionType.FAILED.value):
+        if any(c.get("type") == kind for c in conditions):
+            conditions = set_condition(conditions, type=kind, status="False", reason="RetryRequested", message="", now=now,
+                                       generation=generation)
+    return {"metadata": {"resourceVersion": meta.get("resourceVersion")},
+            "status": {"phase": Phase.PENDING.value, "countFrom": int(status.get("attempt") or 0) + 1, "retryRequest": request,
+                       "completionTime": None, "startTime": None, "requeueAt": None, "result": None, "conditions": conditions}}

@@ -1,4 +1,4 @@
-"""User commands of the `gigafactory` CLI: submit, list, get, describe, explain, cancel, factories.
+"""User commands of the `gigafactory` CLI: submit, list, get, describe, explain, logs, cancel, retry, factories.
 
 They find the cluster as kubectl does (--kubeconfig, else $KUBECONFIG, else ~/.kube/config, and the
 context's namespace), and turn every API error into one clear line on stderr with exit code 1.
@@ -305,6 +305,29 @@ def register(app: typer.Typer) -> None:
         ns = namespace or _context_namespace(_kubeconfig_path(kubeconfig))
         _run(kubeconfig, lambda c: c.patch(kubeclient.AGENTJOBS, name, {"spec": {"cancel": True}}, namespace=ns))
         console.print(f"agentjob {ns}/{name} cancel requested", markup=False)
+
+    @app.command()
+    def retry(name: str, namespace: NamespaceOption = None, kubeconfig: KubeconfigOption = None) -> None:
+        """Run a Failed or Cancelled job again, with a fresh attempt budget (its history stays)."""
+        ns = namespace or _context_namespace(_kubeconfig_path(kubeconfig))
+
+        async def request(client: kubeclient.Client) -> str:
+            job = await client.get(kubeclient.AGENTJOBS, name, namespace=ns)
+            phase = (job.get("status") or {}).get("phase") or "Pending"
+            if phase not in ("Failed", "Cancelled"):
+                fail(f"agentjob {ns}/{name} is {phase}: only a Failed or Cancelled job can be retried"
+                     + (" (submit a new job to run it again)" if phase == "Succeeded" else ""))
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            # One write: the request, un-cancelling, and the resourceVersion seen (so a concurrent change is not overwritten).
+            patch = {"metadata": {"resourceVersion": job["metadata"]["resourceVersion"],
+                                  "annotations": {constants.ANNOTATION_RETRY: stamp}},
+                     "spec": {"cancel": False}}
+            await client.patch(kubeclient.AGENTJOBS, name, patch, namespace=ns)
+            return phase
+
+        phase = _run(kubeconfig, request)
+        console.print(f"agentjob {ns}/{name} ({phase}) retry requested: it goes back to the queue with a fresh attempt budget",
+                      markup=False)
 
     @app.command("factories")
     def factories_(kubeconfig: KubeconfigOption = None) -> None:

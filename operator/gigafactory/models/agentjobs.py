@@ -404,6 +404,12 @@ class AgentJobStatus(common.Model):
     report: Annotated[
         AttemptReport | None, pydantic.Field(description="The runner's report of the current attempt, until the operator folds it in.")
     ] = None
+    count_from: Annotated[
+        int, pydantic.Field(ge=0, description="spec.retry counts attempts numbered from here on: a retried job gets a fresh budget.")
+    ] = 0
+    retry_request: Annotated[
+        str | None, pydantic.Field(max_length=128, description="The gigafactory.dev/retry annotation value the operator last honoured.")
+    ] = None
 
 
 class AgentJob(common.Model):
