@@ -162,6 +162,20 @@ def load_credentials(kubeconfig: str | None = None, *, context: str | None = Non
     return Credentials(server=cfg.host.rstrip("/"), headers=headers, ssl_context=ssl_context)
 
 
+RETRIES = 10
+MAX_RETRY_AFTER = 5.0
+
+
+def _retry_after(status: int, header: str | None) -> float | None:
+    """Seconds to wait before retrying a 429/5xx that says when to come back; None: do not retry."""
+    if header is None or not (status == 429 or status >= 500):
+        return None
+    try:
+        return min(max(float(header), 0.0), MAX_RETRY_AFTER)
+    except ValueError:
+        return 1.0
+
+
 class Client:
     """One aiohttp session to one API server. Create with `Client.from_kubeconfig()`; close with `close()`."""
 
@@ -202,16 +216,30 @@ class Client:
         body: Any = None,
         content_type: str = "application/json",
     ) -> Body:
+        """One call. As client-go does, a 429 or 5xx that carries Retry-After is retried after that long
+        (capped), up to RETRIES times: the server said it is busy, not that the request is wrong. A GET
+        is also retried after a broken connection. Everything else is the caller's to handle."""
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if data is not None else None
-        async with self.session.request(
-            method, self.credentials.server + path, params=params, data=data, headers=headers
-        ) as response:
-            text = await response.text()
-            if response.status >= 400:
-                raise _error_from_response(response.status, text)
-            payload = _parse(text)
-            return payload if isinstance(payload, dict) else {}
+        for attempt in range(RETRIES + 1):
+            try:
+                async with self.session.request(
+                    method, self.credentials.server + path, params=params, data=data, headers=headers
+                ) as response:
+                    text = await response.text()
+                    wait = _retry_after(response.status, response.headers.get("Retry-After"))
+                    if wait is not None and attempt < RETRIES:
+                        await asyncio.sleep(wait)
+                        continue
+                    if response.status >= 400:
+                        raise _error_from_response(response.status, text)
+                    payload = _parse(text)
+                    return payload if isinstance(payload, dict) else {}
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError):
+                if method != "GET" or attempt >= RETRIES:
+                    raise
+                await asyncio.sleep(min(0.1 * 2 ** attempt, 2.0))
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     async def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> Body:
         return await self.request("GET", resource.path(namespace=namespace, name=name))

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from gigafactory.localcluster import serving
+from gigafactory.localcluster import faults, serving
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -20,6 +20,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-crds", action="store_true", help="load no CRDs, not even ./crds")
     parser.add_argument("--apply", action="append", default=[], metavar="FILE_OR_DIR",
                         help="manifests to create at start-up (repeatable)")
+    parser.add_argument("--faults", type=float, default=0.0, metavar="RATE",
+                        help="inject API faults into this share of requests (0..1; see localcluster/faults.py)")
+    parser.add_argument("--faults-seed", type=int, default=None)
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -29,6 +32,8 @@ async def serve(args: argparse.Namespace) -> None:
     if args.no_crds:
         crds = []
     local = await serving.start(port=args.port, crd_dirs=crds, apply=args.apply)
+    if args.faults:
+        local.server.faults = faults.FaultPolicy(rate=args.faults, seed=args.faults_seed)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

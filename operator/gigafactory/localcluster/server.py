@@ -52,8 +52,11 @@ class Server:
             return await handler(request)
         except errors.ApiError as e:
             return respond(e.status, status=e.code, headers=e.headers)
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
             raise
+        except ConnectionResetError:
+            # The client went away mid-request (a killed process): nobody to answer, nothing to log.
+            return web.Response(status=499)
         except web.HTTPException:
             raise
         except Exception as e:
@@ -72,6 +75,8 @@ class Server:
         if head in ("healthz", "livez", "readyz"):
             return web.Response(text="ok")
         if head == "_gigafactory":
+            if parts[1:] == ["faults"]:
+                return await self._faults(request)
             return self._meta(request, parts)
         if head == "version":
             return respond(discovery.VERSION)
@@ -93,6 +98,17 @@ class Server:
                 raise errors.not_found_path()
             return respond(found)
         return await self._resource_request(request, group, version, rest)
+
+    async def _faults(self, request: web.Request) -> web.Response:
+        """GET: the fault policy and what it injected; PUT: a new policy (faults.FaultPolicy fields)."""
+        if request.method == "PUT":
+            try:
+                self.faults = faults.FaultPolicy.from_json(await request.json())
+            except (ValueError, TypeError) as exc:
+                raise errors.bad_request(f"bad fault policy: {exc}") from None
+        elif request.method != "GET":
+            raise errors.method_not_allowed()
+        return respond(self.faults.describe())
 
     def _meta(self, request: web.Request, parts: list[str]) -> web.Response:
         if parts[1:] != ["requests"]:
@@ -340,8 +356,13 @@ class Server:
                                 "metadata": {"resourceVersion": str(cluster.store.rv)}}
                         await response.write(_dumps({"type": "BOOKMARK", "object": mark}) + b"\n")
                     continue
-                if event is None or self.faults.drop_watch(call):
+                if event is None:
                     break
+                if self.faults.drop_watch(call):
+                    # Cut, not ended: the client sees a broken stream, as when a load balancer drops it.
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return response
                 line = convert(event)
                 if line is not None:
                     await response.write(line)
