@@ -75,6 +75,7 @@ class Report:
     max_used_ratio: float
     max_bound_ratio: float
     faults: dict[str, int]
+    reasons: collections.Counter[str]
     seconds: float
     violations: list[Violation]
 
@@ -87,6 +88,7 @@ class Report:
             ("API faults injected", ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"),
             ("final phases", ", ".join(f"{k} {v}" for k, v in sorted(self.phases.items()))),
             ("agent executions started / committed", f"{self.executions} / {self.successes}"),
+            ("attempts that did not simply succeed, by reason", ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))),
             ("most agents running at once on a pod (of its slots)", f"{self.max_used_ratio:.0%}"),
             ("most bindings seen at once on a pod (of its slots)", f"{self.max_bound_ratio:.0%}"),
             ("wall time", f"{self.seconds:.0f} s"),
@@ -152,6 +154,7 @@ class Chaos:
         self.violations: list[Violation] = []
         self.faults_seen: dict[str, int] = {}
         self.final_phases: collections.Counter[str] = collections.Counter()
+        self.reasons: collections.Counter[str] = collections.Counter()
 
     # --- set-up ---
 
@@ -350,6 +353,9 @@ class Chaos:
     def check(self) -> None:
         jobs = self.jobs()
         self.final_phases = collections.Counter(str((j.get("status") or {}).get("phase")) for j in jobs)
+        self.reasons = collections.Counter(
+            str(a.get("reason") or a.get("outcome")) for j in jobs for a in (j.get("status") or {}).get("attempts") or ()
+            if a.get("reason") not in ("", "AgentExit", None) or a.get("outcome") != "Succeeded")
         # 10: no job lost — every job terminal after the calm phase.
         for job in jobs:
             phase = (job.get("status") or {}).get("phase")
@@ -408,7 +414,7 @@ class Chaos:
             return max((n / self.pod_slots.get(pod, self.config.slots) for pod, n in worst.items()), default=0.0)
 
         return Report(self.config, phases, self.actions, len(starts), len(lines) - len(starts), ratio(self.worst),
-                      ratio(self.worst_bound), self.faults_seen, seconds, self.violations)
+                      ratio(self.worst_bound), self.faults_seen, self.reasons, seconds, self.violations)
 
 
 

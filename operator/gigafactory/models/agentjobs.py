@@ -92,6 +92,10 @@ class RepoSpec(common.Model):
                 X_VALIDATIONS: [
                     rule("!self.startsWith('-')", "url must not start with '-': git would read it as an option"),
                     rule(
+                        "!self.matches('^[A-Za-z][A-Za-z0-9+.-]*://([^/@]*@)?-')",
+                        "url's user or host must not start with '-': ssh would read it as an option",
+                    ),
+                    rule(
                         "!self.matches('^[A-Za-z0-9+.-]+::')",
                         "url must not name a git remote helper (transport::address, such as ext::)",
                     ),

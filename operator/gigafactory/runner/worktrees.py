@@ -31,6 +31,8 @@ case "$1" in
 esac
 """
 _REMOTE_HELPER = re.compile(r"^[A-Za-z0-9+.-]+::")
+# scheme://-host or scheme://-user@host: ssh would take it for an option (git refuses it too; so do we, first).
+_OPTION_HOST = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/@]*@)?-")
 _SAFE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 # scheme://user:password@host — a token inline in the URL.
 _USERINFO_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@")
@@ -75,7 +77,7 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
 
 def check_url(url: str, *, allow_local: bool) -> None:
     """Refuse remote helpers always, local repositories unless allowed (dev mode, tests)."""
-    if url.startswith("-") or _REMOTE_HELPER.match(url):
+    if url.startswith("-") or _REMOTE_HELPER.match(url) or _OPTION_HOST.match(url):
         raise GitFailure("Rejected", "RepoNotAllowed", f"repository URL {url!r} names a git remote helper or an option")
     local = url.startswith("file://") or url.startswith("/")
     if local and not allow_local:
