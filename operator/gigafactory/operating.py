@@ -505,11 +505,13 @@ class Operator:
                 logger.info("report folded", extra={"job": _name(body), "reason": report.get("outcome")})
         except Exception:
             logger.exception("fold failed", extra={"job": _name(body)})
+            await asyncio.sleep(1)  # the release looks again: a write that keeps failing must not spin
         finally:
             self._release(uid, kubeclient.object_key(body))
 
     async def _expire(self, binding: leases.Binding, *, reason: str | None = None, message: str | None = None) -> None:
         """Undo a binding nobody will report on: the attempt is recorded InfraError and the job requeued."""
+        expiry = reason is None
         if reason is None:
             reason = "LeaseExpired" if binding.claimed else "ClaimTimeout"
         if message is None:
@@ -521,12 +523,17 @@ class Operator:
             job = self.jobs.cache.get((binding.job_namespace, binding.job_name))
             if job is not None and patches.report_matches(job):
                 return  # the report came in time; the fold handles it
-            if await binder.undo(self.client, binding=binding, reason=reason, message=message):
+            # An expiry judged from the cache is checked against the Lease itself; a drain is not.
+            if await binder.undo(self.client, binding=binding, reason=reason, message=message, check_lease=expiry):
                 self.metrics.undone.labels(reason=reason).inc()
                 self.success.record_attempt({"factory": binding.factory, "outcome": agentjobs.Outcome.INFRA_ERROR.value, "reason": reason})
                 logger.info("binding undone", extra={"job": f"{binding.job_namespace}/{binding.job_name}", "pod": binding.pod, "reason": reason})
         except Exception:
             logger.exception("undo failed", extra={"lease": binding.name})
+            await asyncio.sleep(1)  # a write that keeps failing must not spin
+            # Nothing else would bring this binding back (its Lease stays expired, no event comes):
+            # look again, while the Lease is still there.
+            asyncio.get_running_loop().call_soon(self._on_binding_expired, (binding.namespace, binding.name))
         finally:
             self._release(binding.job_uid, (binding.job_namespace, binding.job_name))
 

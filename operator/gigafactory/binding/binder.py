@@ -83,9 +83,25 @@ async def _with_fresh_job(
     return False
 
 
-async def undo(client: kubeclient.Client, *, binding: leases.Binding, reason: str, message: str, delete_lease: bool = True) -> bool:
+async def undo(client: kubeclient.Client, *, binding: leases.Binding, reason: str, message: str, delete_lease: bool = True,
+               check_lease: bool = False) -> bool:
     """Claim timeout or lease expiry: record the attempt as InfraError and requeue, if the job still
-    holds this binding; then delete the Lease (a 404 is fine)."""
+    holds this binding; then delete the Lease (a 404 is fine). `check_lease`: first re-read the Lease
+    and leave it alone if it has not really run out."""
+
+    if check_lease and binding.name:
+        # The informer's copy may be behind (a cut watch): the runner may have claimed or renewed
+        # meanwhile. Undo only a Lease that has really run out, and take what it announced from it.
+        try:
+            fresh = leases.parse_binding(await client.get(kubeclient.LEASES, binding.name, namespace=binding.namespace))
+        except kubeclient.NotFound:
+            fresh = None
+        if fresh is not None:
+            if fresh.expires_at is not None and fresh.expires_at > leases.now():
+                return False
+            binding = fresh
+            if reason == "ClaimTimeout" and fresh.claimed:
+                reason, message = "LeaseExpired", f"runner pod {fresh.pod} stopped renewing the binding Lease"
 
     async def write(body: Body) -> bool:
         # A matching report wins over the timeout: the fold records what really happened.

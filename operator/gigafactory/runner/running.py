@@ -14,6 +14,7 @@ import os
 import pathlib
 import signal
 import tempfile
+import time
 from typing import Any
 
 import pydantic
@@ -192,12 +193,21 @@ class Runner:
 
     async def renew_loop(self, attempt: Attempt) -> None:
         binding = attempt.binding
+        renewed = time.monotonic()
         while not attempt.stop.is_set():
             await asyncio.sleep(self.settings.binding_lease_seconds / 3)
+            if time.monotonic() - renewed > self.settings.binding_lease_seconds:
+                # Cut off from the API server for longer than the Lease: the operator has (or soon will
+                # have) given the job to another runner. Stop the agent rather than run it twice.
+                logger.warning("could not renew %s for %ss: stopping its agent", binding.name, self.settings.binding_lease_seconds)
+                attempt.lost = True
+                attempt.stop.set()
+                return
             try:
                 lease = await self.client.patch(kubeclient.LEASES, binding.name, leases.renew_patch(
                     moment=leases.now(), resource_version=attempt.lease_version or ""), namespace=binding.namespace)
                 attempt.lease_version = lease["metadata"]["resourceVersion"]
+                renewed = time.monotonic()
             except kubeclient.Conflict:
                 try:
                     lease = await self.client.get(kubeclient.LEASES, binding.name, namespace=binding.namespace)
@@ -335,23 +345,26 @@ class Runner:
         next attempt adopts the branch instead of failing on BranchExists. Also a fence: a runner
         whose Lease is gone (the operator moved on) does not push."""
         binding = attempt.binding
-        for _ in range(5):
+        trouble = ""
+        for _ in range(8):
             try:
-                lease = await self.client.patch(kubeclient.LEASES, binding.name, leases.pushed_patch(
-                    branch=branch, commit=commit, resource_version=attempt.lease_version or ""), namespace=binding.namespace)
-                attempt.lease_version = lease["metadata"]["resourceVersion"]
-                return
-            except kubeclient.Conflict:
-                pass
+                try:
+                    lease = await self.client.patch(kubeclient.LEASES, binding.name, leases.pushed_patch(
+                        branch=branch, commit=commit, resource_version=attempt.lease_version or ""), namespace=binding.namespace)
+                    attempt.lease_version = lease["metadata"]["resourceVersion"]
+                    return
+                except kubeclient.Conflict:
+                    lease = await self.client.get(kubeclient.LEASES, binding.name, namespace=binding.namespace)
+                    if (lease.get("spec") or {}).get("holderIdentity") != self.settings.pod_name:
+                        break
+                    attempt.lease_version = lease["metadata"]["resourceVersion"]
             except kubeclient.NotFound:
                 break
-            try:
-                lease = await self.client.get(kubeclient.LEASES, binding.name, namespace=binding.namespace)
-            except kubeclient.NotFound:
-                break
-            if (lease.get("spec") or {}).get("holderIdentity") != self.settings.pod_name:
-                break
-            attempt.lease_version = lease["metadata"]["resourceVersion"]
+            except (kubeclient.ApiError, OSError) as exc:  # the API is struggling: try again shortly
+                trouble = str(exc)
+                await asyncio.sleep(0.5)
+        else:
+            raise AttemptFailed("InfraError", "ApiUnavailable", f"could not record the push on the binding Lease: {trouble}"[:4000])
         attempt.lost = True
         attempt.stop.set()
         raise AttemptFailed("InfraError", "LeaseLost", "the binding Lease is gone: not pushing")

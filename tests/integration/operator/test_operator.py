@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 
 from gigafactory import kubeclient, leases
+from gigafactory.localcluster import faults
 from tests.conftest import wait_for
 from tests.integration.operator import stubs
 
@@ -127,6 +128,29 @@ def test_claimed_binding_whose_lease_expires_is_recorded_as_lease_expired(api, k
             return attempts and attempts[0]
         record = wait_for(recorded, timeout=15, message="lease expiry recorded")
         assert (record["outcome"], record["reason"], record["pod"]) == ("InfraError", "LeaseExpired", f"{pool}-0")
+
+
+def test_an_expiry_whose_undo_fails_on_api_errors_is_undone_once_the_api_recovers(api, kubeconfig, namespace, tmp_path,
+                                                                                    local_cluster) -> None:
+    if local_cluster is None:
+        pytest.skip("needs the embedded API server's fault injection")
+    pool = stubs.unique("pool")
+    api.create_factory(pool, namespace)
+    runner = stubs.StubRunner(api, pod=f"{pool}-0", namespace=namespace, factory=pool)
+    runner.announce()
+    api.create_job(namespace, "unlucky")
+    with stubs.operators(kubeconfig, tmp_path) as (proc,):
+        lease = wait_for(lambda: next(iter(runner.bindings()), None), timeout=15, message="binding")
+        runner.claim(lease, duration_seconds=2)
+        # The undo reads the job first: make every such read fail while the Lease runs out.
+        local_cluster.local.server.faults = faults.FaultPolicy(rate=1.0, kinds=("error",), verbs=("get",), resources=("agentjobs",))
+        try:
+            wait_for(lambda: "undo failed" in proc.logs(), timeout=15, message="an undo that failed")
+        finally:
+            local_cluster.local.server.faults = faults.NoFaults()
+        record = wait_for(lambda: ((api.job(namespace, "unlucky").get("status") or {}).get("attempts") or [None])[0],
+                          timeout=10, message="the undo done once the API recovered")
+        assert record["reason"] == "LeaseExpired"
 
 
 def _assert_each_job_bound_once(api, namespace, jobs, slots_per_pod):

@@ -13,6 +13,7 @@ import sys
 import git
 import pytest
 
+from gigafactory.localcluster import faults
 from gigafactory.runner import executing
 from tests import gitrepos
 from tests.conftest import wait_for
@@ -272,6 +273,24 @@ def test_invariant_5_kill_minus_9_leaves_nothing_the_next_start_does_not_sweep(a
     finally:
         restarted.stop(signal.SIGTERM)
         executing.kill_orphans(restarted.work_dir / "agents")
+
+
+def test_a_runner_cut_off_from_the_api_stops_its_agent_once_its_lease_has_run_out(api, namespace, fleet, remote,
+                                                                                  local_cluster) -> None:
+    """Partitioned, not dead: the runner cannot renew its binding Lease, so the operator will give the
+    job to someone else; the runner must not keep the agent running beside that other attempt."""
+    if local_cluster is None:
+        pytest.skip("needs the embedded API server's fault injection")
+    runner = fleet()
+    _submit(api, namespace, "cut-off", remote, agent={"profile": "script-patient", "args": ["--hang"]})
+    wait_for(lambda: runner.executions() >= 1, timeout=20, message="the agent never started")
+    pid = int(runner.starts()[0].split()[0])
+    local_cluster.local.server.faults = faults.FaultPolicy(rate=1.0, kinds=("error",), verbs=("patch",), resources=("leases",))
+    try:
+        wait_for(lambda: not _alive(pid), timeout=15, message="the agent outlived its binding Lease")
+        assert "could not renew" in runner.log.read_text(errors="replace")
+    finally:
+        local_cluster.local.server.faults = faults.NoFaults()
 
 
 def test_sigterm_stops_claiming_releases_and_requeues(api, namespace, fleet, remote) -> None:
