@@ -51,6 +51,8 @@ class OperatorSettings(pydantic_settings.BaseSettings):
     explanation_refresh_seconds: float = pydantic.Field(default=120, ge=0)
     # Port of /healthz, /readyz and /metrics.
     http_port: int = pydantic.Field(default=8080, ge=0, le=65535)
+    # Log level of the JSON logs (DEBUG shows every write and watch restart).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Branch cleanup on job deletion (cleanup.deleteBranch): accept file:// URLs and local paths
     # (dev mode and tests only), and kill a git push that stalls after this long.
     allow_local_repos: bool = False
@@ -88,3 +90,5 @@ class RunnerSettings(pydantic_settings.BaseSettings):
     git_timeout_seconds: int = pydantic.Field(default=600, ge=1)
     # A task longer than this (UTF-8 bytes, inline or from a ConfigMap) is refused: Rejected, PromptTooLarge.
     max_prompt_bytes: int = pydantic.Field(default=256 * 1024, ge=1)
+    # Log level.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -934,5 +934,5 @@ async def main(settings: config.OperatorSettings) -> None:
 
 
 def run(settings: config.OperatorSettings) -> None:
-    observing.setup_logging()
+    observing.setup_logging(settings.log_level)
     asyncio.run(main(settings))

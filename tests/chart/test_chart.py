@@ -215,7 +215,8 @@ def test_rendered_chart_applies_to_an_api_server(tmp_path, kubectl, namespace, i
         pytest.param("pools:\n  - {name: a, agents: [x], namespaces: [Team_A]}\n", "namespaces", id="bad-namespace"),
         pytest.param("pools:\n  - {name: a, agents: [x], podDisruptionBudget: {maxUnavailable: 0}}\n", "maxUnavailable",
                      id="budget-blocking-every-drain"),
-        pytest.param("operator: {logLevel: DEBUG}\n", "logLevel", id="unknown-value"),
+        pytest.param("operator: {logLevel: LOUD}\n", "logLevel", id="bad-log-level"),
+        pytest.param("operator: {verbosity: 3}\n", "verbosity", id="unknown-value"),
         pytest.param("operator: {extraEnv: [{name: PATH, value: /x}]}\n", "extraEnv", id="extra-env-not-a-setting"),
         pytest.param("pools:\n  - {name: a, agents: [script, aider], profiles: {script: {argv: [x]}}}\n", "agent aider has no entry",
                      id="agent-without-profile"),
@@ -286,6 +287,7 @@ def test_the_operator_runs_two_replicas_under_leader_election_and_rolls_without_
     assert operator["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["GIGAFACTORY_LEADER_ELECTION"] == "true" and env["GIGAFACTORY_NAMESPACE"] == "gigafactory-system"
+    assert config.OperatorSettings(log_level=env["GIGAFACTORY_LOG_LEVEL"]).log_level == "INFO"
     # The names the operator reads are settings it has (a typo here would silently leave election off).
     assert {"leader_election", "namespace"} <= set(config.OperatorSettings.model_fields)
     assert any(d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == "gf-operator" for d in docs)

@@ -74,7 +74,6 @@ def runner(
     from gigafactory import config
     from gigafactory.runner import running
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     flags = {"kubeconfig": kubeconfig, "pod_name": pod_name, "namespace": namespace, "factory": factory, "slots": slots,
              "work_dir": work_dir, "profiles_file": profiles_file, "allow_local_repos": allow_local_repos}
     overrides = {key: str(value) if isinstance(value, pathlib.Path) else value
@@ -86,6 +85,7 @@ def runner(
                              for e in exc.errors())
         typer.echo(f"error: runner settings missing or invalid: {problems}", err=True)
         raise typer.Exit(2) from None
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         asyncio.run(running.main(settings))
     except (ValueError, kubernetes_config.ConfigException) as exc:  # one line, not a traceback
