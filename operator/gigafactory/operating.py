@@ -333,6 +333,11 @@ class Operator:
         try:
             for branch, commit in cleanup.branches_to_delete(body):
                 await self._delete_branch(body, branch, commit)
+            for namespace, name in cleanup.log_configmaps(body):
+                try:
+                    await self.client.delete(kubeclient.CONFIGMAPS, name, namespace=namespace)
+                except kubeclient.ApiError as exc:  # (no right to, say): the log outlives the job, the job still goes
+                    logger.warning("log %s/%s not deleted: %s", namespace, name, exc, extra={"job": _name(body)})
             if await cleanup.remove_finalizer(self.client, kubeclient.AGENTJOBS, body, constants.FINALIZER_JOB):
                 logger.info("job finalized", extra={"job": _name(body)})
         except Exception:

@@ -110,6 +110,18 @@ def branches_to_delete(body: Mapping[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
+def log_configmaps(body: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(namespace, name) of the ConfigMaps that keep the job's attempts' output (attempts[].logRef
+    "configmap/<namespace>/<name>"): they go with the job."""
+    found: list[tuple[str, str]] = []
+    for record in (body.get("status") or {}).get("attempts") or ():
+        parts = str(record.get("logRef") or "").split("/")
+        if len(parts) == 3 and parts[0] == "configmap" and parts[1] and parts[2].startswith("gf-log-"):
+            if (parts[1], parts[2]) not in found:
+                found.append((parts[1], parts[2]))
+    return found
+
+
 async def read_credentials(client: kubeclient.Client, body: Mapping[str, Any]) -> dict[str, str] | None:
     """The job's credentials Secret, decoded; {} when the job names none; None when it is missing."""
     name = ((body.get("spec") or {}).get("repo") or {}).get("credentialsSecret")

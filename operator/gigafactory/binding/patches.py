@@ -135,7 +135,7 @@ def _finish(
     # Only this run's attempts count: those before a `gigafactory retry` had their budget.
     current = [a for a in attempts if int(a.get("attempt") or 0) >= int(status.get("countFrom") or 0)]
     verdict = retries.decide(spec=body.get("spec") or {}, attempts=current, outcome=outcome, exit_code=exit_code, now=now,
-                             reason=str(record.get("reason") or ""))
+                             reason=str(record.get("reason") or ""), seed=str(meta.get("uid") or ""))
     record["counted"] = verdict.counted
     # Keep the newest records if the list would outgrow the schema's bound.
     attempts = (attempts + [record])[-1200:]

@@ -3,6 +3,7 @@ latest one ended, is the job done, failed, or waiting for another attempt (and f
 
 import dataclasses
 import datetime
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,12 +40,15 @@ def _default_action(outcome: Outcome) -> agentjobs.RetryAction:
     return agentjobs.RetryAction.COUNT
 
 
-def backoff_seconds(backoff: agentjobs.Backoff, failures: int) -> float:
-    """initialSeconds × factor^(failures-1), capped at maxSeconds. No jitter: the aging order
-    already staggers retries, and a deterministic delay is easier to read in status."""
+def backoff_seconds(backoff: agentjobs.Backoff, failures: int, *, seed: str = "") -> float:
+    """initialSeconds × factor^(failures-1), plus up to `jitter` of it, capped at maxSeconds. The
+    jitter comes from a hash of (seed, failures), not a random draw: jobs that failed together spread
+    out, and the same job's delay is the same whoever computes it (two operators, a replay)."""
     if failures <= 0:
         return 0.0
-    return float(min(backoff.max_seconds, backoff.initial_seconds * backoff.factor ** (failures - 1)))
+    base = backoff.initial_seconds * backoff.factor ** (failures - 1)
+    spread = int.from_bytes(hashlib.sha256(f"{seed}/{failures}".encode()).digest()[:8], "big") / 2**64
+    return float(min(backoff.max_seconds, base * (1 + backoff.jitter * spread)))
 
 
 def decide(
@@ -55,6 +59,7 @@ def decide(
     exit_code: int | None,
     now: datetime.datetime,
     reason: str = "",
+    seed: str = "",
 ) -> Verdict:
     """`attempts` are the records before this one (status.attempts); `reason` is the attempt's own."""
     if spec.get("cancel"):
@@ -75,5 +80,5 @@ def decide(
     counted = sum(1 for a in attempts if a.get("counted", True) is not False) + 1
     if counted >= policy.max_attempts:
         return Verdict(Phase.FAILED, counted=True, reason="AttemptsExhausted")
-    delay = backoff_seconds(policy.backoff, counted)
+    delay = backoff_seconds(policy.backoff, counted, seed=seed)
     return Verdict(Phase.PENDING, counted=True, requeue_at=now + datetime.timedelta(seconds=delay), reason=outcome.value)

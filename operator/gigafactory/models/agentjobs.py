@@ -242,6 +242,11 @@ class Backoff(common.Model):
     initial_seconds: Annotated[int, pydantic.Field(ge=0, le=86400, description="Delay before the second attempt.")] = 10
     factor: Annotated[float, pydantic.Field(ge=1, le=10, description="Multiplier for each further attempt.")] = 2.0
     max_seconds: Annotated[int, pydantic.Field(ge=0, le=86400, description="Upper bound of any one delay.")] = 600
+    jitter: Annotated[
+        float,
+        pydantic.Field(ge=0, le=1, description="Each delay grows by up to this fraction, so jobs that failed together do not "
+                       "retry together. Derived from the job's uid and attempt: the same in every replay."),
+    ] = 0.1
 
     @pydantic.model_validator(mode="after")
     def _ordered(self) -> "Backoff":

@@ -193,3 +193,19 @@ def test_a_deleted_factory_drains_moves_unclaimed_bindings_and_requeues_running_
         assert (last["outcome"], last["counted"]) == ("Stopped", False)
         # The requeued job waits for a free slot elsewhere (the new pod holds the moved job): nothing lost.
         assert phase(api, namespace, "long") in ("Pending", "Bound")
+
+
+def test_a_deleted_jobs_log_configmaps_go_with_it(api, kubeconfig, namespace, tmp_path) -> None:
+    factory = stubs.unique("fin")
+    api.create_factory(factory, namespace)
+    runner = stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
+    runner.announce()
+    log = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gf-log-x-1", "namespace": namespace}, "data": {"output": "..."}}
+    api.call("create", kubeclient.CONFIGMAPS, log, namespace=namespace)
+    with stubs.operators(kubeconfig, tmp_path):
+        running_job(api, namespace, runner, "logged")
+        runner.report(namespace, "logged", outcome="AgentFailed", exitCode=1, logRef=f"configmap/{namespace}/gf-log-x-1")
+        wait_for(lambda: (api.job(namespace, "logged").get("status") or {}).get("attempts"), timeout=10, message="folded")
+        delete_job(api, namespace, "logged")
+        wait_for(lambda: not exists(api, namespace, "logged"), timeout=10, message="job gone")
+    assert not api.call("list", kubeclient.CONFIGMAPS, namespace=namespace, field_selector="metadata.name=gf-log-x-1")[0]

@@ -44,9 +44,22 @@ def uncounted(n: int) -> list[dict]:
     ],
 )
 def test_retry_verdicts(spec, attempts, outcome, exit_code, phase, is_counted, delay) -> None:
-    verdict = retries.decide(spec=spec, attempts=attempts, outcome=outcome, exit_code=exit_code, now=NOW)
+    verdict = retries.decide(spec=spec, attempts=attempts, outcome=outcome, exit_code=exit_code, now=NOW, seed="job-uid")
     assert verdict.phase.value == phase and verdict.counted is is_counted
-    assert verdict.requeue_at == (NOW + datetime.timedelta(seconds=delay) if delay is not None else None)
+    if delay is None:
+        assert verdict.requeue_at is None
+    else:  # the delay plus up to 10 % jitter (the default), within the cap
+        waited = (verdict.requeue_at - NOW).total_seconds()
+        cap = ((spec.get("retry") or {}).get("backoff") or {}).get("maxSeconds", 600)
+        assert delay <= waited <= min(cap, delay * 1.1)
+
+
+def test_jitter_spreads_jobs_that_failed_together_and_is_the_same_on_every_replay() -> None:
+    backoff = agentjobs.Backoff(initialSeconds=100, factor=2, maxSeconds=10_000, jitter=0.5)
+    delays = [retries.backoff_seconds(backoff, 1, seed=f"uid-{i}") for i in range(50)]
+    assert len(set(delays)) == 50 and all(100 <= d < 150 for d in delays)
+    assert delays == [retries.backoff_seconds(backoff, 1, seed=f"uid-{i}") for i in range(50)]
+    assert retries.backoff_seconds(agentjobs.Backoff(initialSeconds=100, jitter=0), 1, seed="x") == 100
 
 
 def bound_job(**status) -> dict:
