@@ -32,13 +32,23 @@ LEAVES = st.one_of(
     st.lists(st.sampled_from(NASTY_TEXT), max_size=3), st.dictionaries(st.sampled_from(["a", "name", "value", "-"]),
                                                                          st.sampled_from(NASTY_TEXT), max_size=2),
 )
-PATHS = [
-    ("queue",), ("priority",), ("targetFactory",), ("activeDeadlineSeconds",), ("ttlSecondsAfterFinished",),
-    ("repo", "url"), ("repo", "baseRef"), ("repo", "branch"), ("repo", "credentialsSecret"), ("repo",),
-    ("task", "prompt"), ("task",), ("agent", "profile"), ("agent", "args"), ("agent", "env"), ("agent",),
-    ("requirements", "capabilities"), ("requirements", "preferences"), ("retry", "maxAttempts"), ("retry", "backoff"),
-    ("retry", "rules"), ("cleanup", "deleteBranch"), ("suspend",), ("cancel",), ("unknownField",),
-]
+def _schema_paths() -> list[tuple[str, ...]]:
+    """Every field of AgentJob.spec, from the generated CRD's openAPIV3Schema (objects and leaves),
+    plus one field the schema does not know."""
+    crd = yaml.safe_load((ROOT / "crds" / "agentjobs.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    paths: list[tuple[str, ...]] = []
+
+    def walk(node: dict, at: tuple[str, ...]) -> None:
+        for name, child in (node.get("properties") or {}).items():
+            paths.append((*at, name))
+            walk(child, (*at, name))
+
+    walk(spec, ())
+    return [*paths, ("unknownField",)]
+
+
+PATHS = _schema_paths()
 
 
 def base_spec() -> dict:
