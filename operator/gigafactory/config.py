@@ -44,11 +44,15 @@ class OperatorSettings(pydantic_settings.BaseSettings):
     # cycle's cost on a large fleet, as kube-scheduler's percentageOfNodesToScore does.
     max_pods_to_score: int = pydantic.Field(default=32, ge=1)
     # Binds (and explanation writes) in flight at once, so a burst does not flood the API server.
-    bind_concurrency: int = pydantic.Field(default=32, ge=1)
+    bind_concurrency: int = pydantic.Field(default=64, ge=1)
     # A waiting job's Scheduled=False message is rewritten at once when its substance changes (a
     # reason the job or the fleet's configuration must lift, or no pod at all); when only counts of
     # busy or stale pods change, at most this often, so that churn in a big fleet is no write storm.
     explanation_refresh_seconds: float = pydantic.Field(default=120, ge=0)
+    # "Scheduled" Events (kubectl describe shows them): at most this many per second on average, in
+    # bursts of up to ten times that. Beyond, a bind writes no Event: its score breakdown is in the
+    # job's status.assignment anyway, and an Event is one more write per bind in a burst.
+    bind_events_per_second: float = pydantic.Field(default=20, ge=0)
     # Port of /healthz, /readyz and /metrics.
     http_port: int = pydantic.Field(default=8080, ge=0, le=65535)
     # Log level of the JSON logs (DEBUG shows every write and watch restart).

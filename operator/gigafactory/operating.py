@@ -26,6 +26,7 @@ import logging
 import pathlib
 import signal
 import tempfile
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,6 +77,7 @@ class Operator:
         self.started = False
         self.cycles = 0
         self.elector: electing.LeaderElector | None = None
+        self.event_budget = TokenBucket(rate=settings.bind_events_per_second, burst=10 * settings.bind_events_per_second)
 
     # --- informer handlers: cheap, never write; they wake the loop or start a task ---
 
@@ -718,7 +720,8 @@ class Operator:
         if since is not None:
             self.metrics.bind_latency.observe(max(0.0, (leases.now() - since).total_seconds()))
         logger.info("bound", extra={"job": f"{job.namespace}/{job.name}", "pod": decision.pod.name, "factory": decision.pod.factory})
-        await binder.emit_bind_event(self.client, body=body, decision=decision)
+        if self.event_budget.take():
+            await binder.emit_bind_event(self.client, body=body, decision=decision)
 
     def _explanation_writes(self, bodies: Mapping[str, Body], explanations: list[cycle.Explanation]) -> list[Any]:
         """The Scheduled=False writes this cycle owes: new substance at once, changed counts once the
@@ -880,6 +883,24 @@ class Operator:
             if elector is not None:
                 await elector.release()
             await http.cleanup()
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up (client-go's event spam filter, simplified)."""
+
+    def __init__(self, *, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
 
 
 def _ready_condition(phase: str, ready: int, total: int) -> tuple[str, str, str]:

@@ -35,25 +35,35 @@ async def bind(
     except kubeclient.ApiError as exc:
         logger.warning("bind failed: %s", exc, extra={"job": f"{job.namespace}/{job.name}"})
         return False
-    # Before the Lease exists (the runner's claim would move the resourceVersion): from now on the
-    # job has something to clean up, so its deletion waits for the operator (binding/cleanup.py).
-    if await cleanup.add_finalizer(client, kubeclient.AGENTJOBS, bound, constants.FINALIZER_JOB) is None:
-        logger.info("job deleted while binding, reverting", extra={"job": f"{job.namespace}/{job.name}"})
-        await revert(client, namespace=job.namespace, name=job.name, reason="JobDeleted", message="the job is being deleted",
-                     uid=job.uid, attempt=decision.attempt, pod=pod.name)
-        return False
+    # The finalizer and the Lease at once (one round trip, not two). From the finalizer on the job has
+    # something to clean up, so its deletion waits for the operator (binding/cleanup.py); a runner's
+    # claim that races the finalizer patch gets a 409 and reads again, as does the finalizer patch.
     lease = leases.build_binding_lease(
         job_namespace=job.namespace, job_name=job.name, job_uid=job.uid, attempt=decision.attempt,
         factory=pod.factory, pod=pod.name, pod_namespace=pod.namespace,
         claim_timeout_seconds=claim_timeout_seconds, moment=now,
     )
-    try:
-        await client.create(kubeclient.LEASES, lease, namespace=pod.namespace)
-    except kubeclient.AlreadyExists:
-        pass  # a previous try of this very attempt made it: same name, same content
-    except Exception as exc:  # noqa: BLE001 - any failure: the job must not stay bound without a Lease
-        logger.warning("binding lease not created, reverting: %s", exc, extra={"job": f"{job.namespace}/{job.name}"})
-        await revert(client, namespace=job.namespace, name=job.name, reason="LeaseCreateFailed", message=str(exc)[:500],
+
+    async def create_lease() -> Exception | None:
+        try:
+            await client.create(kubeclient.LEASES, lease, namespace=pod.namespace)
+        except kubeclient.AlreadyExists:
+            pass  # a previous try of this very attempt made it: same name, same content
+        except Exception as exc:  # noqa: BLE001 - any failure: the job must not stay bound without a Lease
+            return exc
+        return None
+
+    finalized, failure = await asyncio.gather(
+        cleanup.add_finalizer(client, kubeclient.AGENTJOBS, bound, constants.FINALIZER_JOB), create_lease())
+    if finalized is None:
+        logger.info("job deleted while binding, reverting", extra={"job": f"{job.namespace}/{job.name}"})
+        await revert(client, namespace=job.namespace, name=job.name, reason="JobDeleted", message="the job is being deleted",
+                     uid=job.uid, attempt=decision.attempt, pod=pod.name)
+        await client.delete(kubeclient.LEASES, lease["metadata"]["name"], namespace=pod.namespace)
+        return False
+    if failure is not None:
+        logger.warning("binding lease not created, reverting: %s", failure, extra={"job": f"{job.namespace}/{job.name}"})
+        await revert(client, namespace=job.namespace, name=job.name, reason="LeaseCreateFailed", message=str(failure)[:500],
                      uid=job.uid, attempt=decision.attempt, pod=pod.name)
         return False
     return True
