@@ -178,9 +178,20 @@ class Claimer:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator["Claimer"]:
+        """Watch and claim for the duration of the block; claims still in flight at its end are dropped."""
+        try:
+            async with self.informer.running():
+                yield self
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
     async def claim(self, binding: leases.Binding) -> None:
         now = leases.now()
-        with contextlib.suppress(kubeclient.ApiError):
+        with contextlib.suppress(kubeclient.ApiError, OSError):  # a claim that fails leaves the job Bound: still a bind
             await self.s.client.patch(kubeclient.LEASES, binding.name, leases.claim_patch(
                 pod=binding.pod, duration_seconds=600, moment=now, resource_version=binding.resource_version or ""),
                 namespace=binding.namespace)
@@ -303,7 +314,7 @@ async def bind(api: Api, sizes: Sizes) -> dict[str, Any]:
     async with api.session() as s:
         await pool(s, name="pool", pods=sizes.bind_pods, slots=slots)
         claimer, watch = Claimer(s), Watch(s)
-        async with claimer.informer.running(), watch.informer.running(), operator(s, api.work) as (proc, port):
+        async with claimer.running(), watch.informer.running(), operator(s, api.work) as (proc, port):
             cpu_before = cpu_seconds(proc.proc.pid)
             rate = await _burst(s, sizes.bind_jobs, watch)
             cpu = cpu_seconds(proc.proc.pid) - cpu_before
@@ -372,7 +383,7 @@ async def naive(api: Api, sizes: Sizes) -> dict[str, Any]:
                         "BENCH_SLOTS": str(slots), "BENCH_RUNNERS": s.runners_ns}, api.work / "naive.log")
         try:
             await asyncio.sleep(3)  # kopf's start-up: discovery, the first list
-            async with claimer.informer.running(), watch.informer.running():
+            async with claimer.running(), watch.informer.running():
                 rate = await _burst(s, sizes.bind_jobs, watch)
         finally:
             proc.stop()
@@ -385,7 +396,7 @@ async def latency(api: Api, sizes: Sizes) -> dict[str, Any]:
         await pool(s, name="pool", pods=20, slots=max(1, -(-n // 20)))
         claimer, watch = Claimer(s), Watch(s)
         sent: dict[str, float] = {}
-        async with claimer.informer.running(), watch.informer.running(), operator(s, api.work):
+        async with claimer.running(), watch.informer.running(), operator(s, api.work):
             started = time.monotonic()
             tasks = []
             for i in range(n):
@@ -506,10 +517,37 @@ async def e2e(api: Api, sizes: Sizes) -> dict[str, Any]:
         return round(statistics.mean(m[b] - (created[n] if a == "created" else m[a]) for n, m in watch.first.items()
                                      if b in m and (a == "created" or a in m)) * 1000)
 
+    phases = runner_phases([api.work / f"e2e-runner-{i}.log" for i in range(sizes.e2e_runners)])
     return {"jobs": sizes.e2e_jobs, "runners": f"{sizes.e2e_runners} × {sizes.e2e_slots} slots",
-            "jobs_per_second": round(sizes.e2e_jobs / elapsed, 1),
+            "jobs_per_second": round(sizes.e2e_jobs / elapsed, 1), **phases,
             "mean_ms_created_to_bound": mean("created", "Bound"), "mean_ms_bound_to_running": mean("Bound", "Running"),
             "mean_ms_running_to_reported": mean("Running", "Reported"), "mean_ms_reported_to_succeeded": mean("Reported", "Succeeded")}
+
+
+def runner_phases(logs: list[pathlib.Path]) -> dict[str, int]:
+    """Where a runner's time goes per job, from its log's millisecond timestamps: claim → the agent's
+    first line (fetch, worktree), → its last line (the agent), → the report (push, describe, API)."""
+    import datetime
+    import re
+
+    marks: dict[str, dict[str, float]] = collections.defaultdict(dict)
+    patterns = {"claimed": re.compile(r"claimed (\S+) attempt (\d+)"), "agent": re.compile(r"\[(\S+)#(\d+)\] script agent: task"),
+                "done": re.compile(r"\[(\S+)#(\d+)\] script agent: committed"), "reported": re.compile(r" (\S+) attempt (\d+): Succeeded")}
+    for log in logs:
+        for line in log.read_text(errors="replace").splitlines() if log.exists() else ():
+            for kind, pattern in patterns.items():
+                found = pattern.search(line)
+                if found:
+                    at = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                    marks[f"{found.group(1)}#{found.group(2)}"][kind] = at
+    steps = {"mean_ms_runner_prepare_git": ("claimed", "agent"), "mean_ms_runner_agent": ("agent", "done"),
+             "mean_ms_runner_push_and_report": ("done", "reported")}
+    out = {}
+    for name, (a, b) in steps.items():
+        spans = [m[b] - m[a] for m in marks.values() if a in m and b in m]
+        if spans:
+            out[name] = round(statistics.mean(spans) * 1000)
+    return out
 
 
 SCENARIOS: dict[str, Callable[[Api, Sizes], Awaitable[dict[str, Any]]]] = {
