@@ -21,6 +21,7 @@ import rich.live
 import rich.table
 
 from gigafactory import constants, crdgen, kubeclient, localcluster
+from gigafactory.binding.scaler import DELETION_COST
 from gigafactory.models import agentjobs
 
 DEV_NAMESPACE = "default"
@@ -39,6 +40,87 @@ class Options:
     slots: int = 2
     examples: bool = True
     exit_when_done: bool = False
+    # The dev factory scales from zero with demand (Factory.spec.scaling): no runner runs until jobs
+    # come, and a local process provider plays the Deployment controller.
+    on_demand: bool = False
+    scale_down_delay_seconds: int = 10
+
+
+class ProcessProvider:
+    """Plays the Deployment (and ReplicaSet) controller of the operator's runner Deployments on one
+    machine: keeps as many local `gigafactory runner` processes as each Deployment's replicas. Each
+    process gets a Pod object of its name (so the operator can mark it with the pod-deletion-cost
+    annotation); on scale-down the pods with the lowest deletion cost get SIGTERM first (the runner
+    drains: it finishes or hands back its jobs), and their Pod objects go when they have exited."""
+
+    def __init__(self, client: kubeclient.Client, *, namespace: str, kubeconfig: pathlib.Path, work_dir: pathlib.Path) -> None:
+        self.client, self.namespace, self.kubeconfig, self.work_dir = client, namespace, kubeconfig, work_dir
+        self.processes: dict[str, dict[str, asyncio.subprocess.Process]] = {}  # deployment → pod → process
+        self.started_total = 0
+        self.counter = 0
+        self.lock = asyncio.Lock()
+        self.informer = kubeclient.Informer(client, kubeclient.DEPLOYMENTS, namespace=namespace,
+                                            label_selector=f"{constants.LABEL_ROLE}=runners", handler=self._changed)
+        self.kick = asyncio.Event()
+
+    def _changed(self, event: str, body: dict[str, Any]) -> None:
+        self.kick.set()
+
+    async def run(self) -> None:
+        async with self.informer.running():
+            while True:
+                self.kick.clear()
+                async with self.lock:
+                    await self.reconcile()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.kick.wait(), timeout=0.5)
+
+    async def reconcile(self) -> None:
+        for deployment in list(self.informer.cache.values()):
+            name = deployment["metadata"]["name"]
+            mine = self.processes.setdefault(name, {})
+            for pod, proc in list(mine.items()):  # exited: its Pod object goes too
+                if proc.returncode is not None:
+                    del mine[pod]
+                    with contextlib.suppress(kubeclient.ApiError):
+                        await self.client.delete(kubeclient.PODS, pod, namespace=self.namespace)
+            stopping = {pod for pod, proc in mine.items() if getattr(proc, "gigafactory_stopping", False)}
+            running = [pod for pod in mine if pod not in stopping]
+            want = int((deployment.get("spec") or {}).get("replicas") or 0)
+            template_env = {e["name"]: e.get("value") for c in deployment["spec"]["template"]["spec"].get("containers", [])[:1]
+                            for e in c.get("env") or [] if "value" in e}
+            while len(running) < want:
+                self.counter += 1
+                pod = f"{name}-{self.counter}"
+                await self.client.create(kubeclient.PODS, {"apiVersion": "v1", "kind": "Pod", "metadata": {
+                    "name": pod, "namespace": self.namespace, "labels": {constants.LABEL_FACTORY: template_env.get("GIGAFACTORY_RUNNER_FACTORY", "")}},
+                    "spec": {"containers": [{"name": "runner", "image": "local"}]}}, namespace=self.namespace)
+                mine[pod] = await _spawn(["runner", "--kubeconfig", str(self.kubeconfig)], {
+                    "GIGAFACTORY_RUNNER_POD_NAME": pod, "GIGAFACTORY_RUNNER_NAMESPACE": self.namespace,
+                    "GIGAFACTORY_RUNNER_FACTORY": template_env.get("GIGAFACTORY_RUNNER_FACTORY", ""),
+                    "GIGAFACTORY_RUNNER_SLOTS": template_env.get("GIGAFACTORY_RUNNER_SLOTS", "1"),
+                    "GIGAFACTORY_RUNNER_WORK_DIR": str(self.work_dir / "runners" / pod), "GIGAFACTORY_RUNNER_ALLOW_LOCAL_REPOS": "true",
+                    "GIGAFACTORY_RUNNER_HEARTBEAT_SECONDS": "3",
+                }, self.work_dir / "logs" / f"{pod}.log")
+                self.started_total += 1
+                running.append(pod)
+            if len(running) > want:
+                costs = {}
+                for pod in running:
+                    try:
+                        body = await self.client.get(kubeclient.PODS, pod, namespace=self.namespace)
+                        costs[pod] = int(((body["metadata"].get("annotations") or {}).get(DELETION_COST)) or 0)
+                    except (kubeclient.ApiError, ValueError):
+                        costs[pod] = 0
+                # As the ReplicaSet: lowest pod-deletion-cost first, then the newest.
+                for pod in sorted(running, key=lambda p: (costs[p], -int(p.rsplit("-", 1)[1])))[: len(running) - want]:
+                    proc = mine[pod]
+                    proc.gigafactory_stopping = True  # type: ignore[attr-defined]
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGTERM)
+
+    async def stop(self) -> None:
+        await _stop([p for mine in self.processes.values() for p in mine.values()])
 
 
 def make_sample_repo(root: pathlib.Path) -> pathlib.Path:
@@ -126,6 +208,8 @@ async def run(options: Options) -> int:
     console.print(f"  try: kubectl --kubeconfig {kubeconfig} get agentjobs,factories -A")
 
     processes: list[asyncio.subprocess.Process] = []
+    provider: ProcessProvider | None = None
+    provider_task: asyncio.Task[None] | None = None
     client = kubeclient.Client.from_kubeconfig(str(kubeconfig))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -133,15 +217,21 @@ async def run(options: Options) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         remote = make_sample_repo(options.work_dir / "repos")
+        factory_spec: dict[str, Any] = {"agents": ["script"], "slotsPerPod": options.slots, "subscriptions": ["*"], "namespaces": ["*"]}
+        if options.on_demand:
+            factory_spec["scaling"] = {"minReplicas": 0, "maxReplicas": options.runners,
+                                       "scaleDownDelaySeconds": options.scale_down_delay_seconds}
         await client.create(kubeclient.FACTORIES, {
-            "apiVersion": constants.API_VERSION, "kind": constants.FACTORY_KIND, "metadata": {"name": FACTORY},
-            "spec": {"agents": ["script"], "slotsPerPod": options.slots, "subscriptions": ["*"], "namespaces": ["*"]},
+            "apiVersion": constants.API_VERSION, "kind": constants.FACTORY_KIND, "metadata": {"name": FACTORY}, "spec": factory_spec,
         })
         logs = options.work_dir / "logs"
         processes.append(await _spawn(
             ["operator", "--kubeconfig", str(kubeconfig)],
             {"GIGAFACTORY_NAMESPACE": RUNNER_NAMESPACE, "GIGAFACTORY_HTTP_PORT": "0", "GIGAFACTORY_ALLOW_LOCAL_REPOS": "true"}, logs / "operator.log"))
-        for index in range(options.runners):
+        if options.on_demand:
+            provider = ProcessProvider(client, namespace=RUNNER_NAMESPACE, kubeconfig=kubeconfig, work_dir=options.work_dir)
+            provider_task = asyncio.create_task(provider.run())
+        for index in range(0 if options.on_demand else options.runners):
             pod = f"dev-runner-{index}"
             processes.append(await _spawn(["runner", "--kubeconfig", str(kubeconfig)], {
                 "GIGAFACTORY_RUNNER_POD_NAME": pod,
@@ -151,7 +241,10 @@ async def run(options: Options) -> int:
                 "GIGAFACTORY_RUNNER_WORK_DIR": str(options.work_dir / "runners" / pod),
                 "GIGAFACTORY_RUNNER_ALLOW_LOCAL_REPOS": "true",
             }, logs / f"{pod}.log"))
-        console.print(f"operator and {options.runners} runners started; their logs are in {logs}")
+        if options.on_demand:
+            console.print(f"operator started; runners start with demand (up to {options.runners}); logs in {logs}")
+        else:
+            console.print(f"operator and {options.runners} runners started; their logs are in {logs}")
 
         submitted = example_jobs(remote) if options.examples else []
         for job in submitted:
@@ -188,6 +281,9 @@ async def run(options: Options) -> int:
                         await asyncio.wait_for(stop.wait(), timeout=0.25)
         return 0
     finally:
+        if provider is not None and provider_task is not None:
+            provider_task.cancel()
+            await provider.stop()
         await _stop(processes)
         await client.close()
         await server.stop()

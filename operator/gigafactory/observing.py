@@ -37,6 +37,11 @@ class Metrics:
         self.undone = prometheus_client.Counter("gigafactory_bindings_undone", "Bindings undone, by reason.", ["reason"], registry=r)
         self.slots_used = prometheus_client.Gauge("gigafactory_slots_used", "Slots held on ready pods, by factory.", ["factory"], registry=r)
         self.slots_total = prometheus_client.Gauge("gigafactory_slots_total", "Slots of ready pods, by factory.", ["factory"], registry=r)
+        self.runners_desired = prometheus_client.Gauge("gigafactory_runners_desired", "Runner pods a scaled factory wants.", ["factory"], registry=r)
+        self.runners_ready = prometheus_client.Gauge("gigafactory_runners_ready", "Runner pods of a scaled factory that announced themselves.",
+                                                     ["factory"], registry=r)
+        self.scale_up_seconds = prometheus_client.Histogram("gigafactory_scale_up_seconds", "From demand to the wanted runner pods ready.",
+                                                            registry=r, buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
         self.leader = prometheus_client.Gauge("gigafactory_leader", "1 while this replica is the active operator, else 0.", registry=r)
 
     def render(self) -> bytes:

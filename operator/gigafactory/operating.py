@@ -21,6 +21,7 @@ missing (a crash between the two writes of a bind) gets it created again.
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import datetime
 import logging
 import pathlib
@@ -31,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gigafactory import config, constants, electing, kubeclient, leases, observing
-from gigafactory.binding import binder, cleanup, patches
+from gigafactory.binding import binder, cleanup, patches, scaler
 from gigafactory.models import agentjobs
 from gigafactory.runner import worktrees
 from gigafactory.scheduling import cycle, framework, plugins, snapshots
@@ -56,7 +57,12 @@ class Operator:
         self.bindings = kubeclient.Informer(
             client, kubeclient.LEASES, label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_BINDING}", handler=self._on_binding
         )
-        self.informers = (self.jobs, self.factories, self.heartbeats, self.bindings)
+        # The runner Deployments this operator owns for scaled factories (binding/scaler.py).
+        self.deployments = kubeclient.Informer(client, kubeclient.DEPLOYMENTS, namespace=settings.namespace,
+                                               label_selector=f"{constants.LABEL_ROLE}=runners", handler=lambda *_: self.wake())
+        self.informers = (self.jobs, self.factories, self.heartbeats, self.bindings, self.deployments)
+        self.scaler = scaler.Scaler(client, namespace=settings.namespace, profile=self.profile)
+        self.waiting_for: dict[str, str] = {}  # job uid → the scaled factory it waits on
         self.wakeup = asyncio.Event()
         # Binds decided but not yet seen back from the informer: job uid → (attempt, pod key, repo key).
         self.assumed: dict[str, tuple[int, snapshots.PodKey, str]] = {}
@@ -595,6 +601,8 @@ class Operator:
         now = leases.now()
         factories = {f.name: f for f in (snapshots.factory_from_body(b) for b in self.factories.cache.values())}
         pods = [snapshots.PodInfo.from_heartbeat(beat, at=now) for beat in self.beats.values()]
+        # Pods the scaler chose for removal take no new jobs (the operator is the only one that binds).
+        pods = [dataclasses.replace(p, draining=True) if p.key in self.scaler.leaving else p for p in pods]
         used: dict[snapshots.PodKey, int] = collections.defaultdict(int)
         repos: dict[snapshots.PodKey, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         pending: list[snapshots.JobInfo] = []
@@ -692,8 +700,17 @@ class Operator:
         for decision in result.decisions:
             self.assumed[decision.job.uid] = (decision.attempt, decision.pod.key, decision.job.repo_key)
         writes = [self._bind(bodies[d.job.uid], d) for d in result.decisions]
+        for decision in result.decisions:  # a pod bound a job this very cycle is not idle
+            self.scaler.bound(decision.pod.key, snap.now)
+        plan = self.scaler.plan(snap, [e.job for e in result.unschedulable],
+                                {b["metadata"]["name"]: b for b in self.factories.cache.values()},
+                                {(d["metadata"].get("labels") or {}).get(constants.LABEL_FACTORY, ""): d for d in self.deployments.cache.values()})
+        self.waiting_for = plan.waiting_for
+        if plan.recheck_at is not None:
+            self._arm(("scale", "", ""), plan.recheck_at, self.wake)
+        writes += plan.writes
         writes += self._explanation_writes(bodies, result.unschedulable)
-        writes += self._factory_status_writes(snap, used_before)
+        writes += self._factory_status_writes(snap, used_before, plan.status)
         if writes:
             for outcome in await binder.gather_bounded(writes, limit=self.settings.bind_concurrency):
                 if isinstance(outcome, Exception):
@@ -736,6 +753,12 @@ class Operator:
         for explanation in explanations:
             body = bodies[explanation.job.uid]
             current = patches.condition(body, constants.ConditionType.SCHEDULED.value)
+            waiting = self.waiting_for.get(explanation.job.uid)
+            if waiting is not None:
+                # Not unschedulable: a scaled factory is growing for it. Written when the words change.
+                if current is None or current.get("reason") != patches.REASON_WAITING_FOR_CAPACITY or current.get("message") != waiting:
+                    writes.append(self._explain(body, explanation, waiting=waiting))
+                continue
             message = None
             if current is not None and current.get("status") == "False" and current.get("reason") == patches.REASON_UNSCHEDULABLE:
                 message = str(current.get("message") or "")
@@ -748,9 +771,13 @@ class Operator:
             self._arm(("explain", "", ""), leases.now() + datetime.timedelta(seconds=max(0.0, next_due)), self.wake)
         return writes
 
-    async def _explain(self, body: Body, explanation: cycle.Explanation) -> None:
+    async def _explain(self, body: Body, explanation: cycle.Explanation, waiting: str | None = None) -> None:
         # The persisted message leaves out the queue position: it moves with every bind ahead of
         # the job, and writing it would rewrite every waiting job on every cycle.
+        if waiting is not None:
+            await binder.explain(self.client, body=body, message=f"waiting for capacity: {waiting}",
+                                 reason=patches.REASON_WAITING_FOR_CAPACITY)
+            return
         if await binder.explain(self.client, body=body, message=explanation.message):
             self.explained_at[explanation.job.uid] = asyncio.get_running_loop().time()
             job = explanation.job
@@ -778,7 +805,8 @@ class Operator:
         if times:
             self._arm(("requeue", "", ""), min(times), self.wake)
 
-    def _factory_status_writes(self, snap: snapshots.Snapshot, used: Mapping[snapshots.PodKey, int]) -> list[Any]:
+    def _factory_status_writes(self, snap: snapshots.Snapshot, used: Mapping[snapshots.PodKey, int],
+                               scaling: Mapping[str, Body] | None = None) -> list[Any]:
         by_factory: dict[str, list[snapshots.PodInfo]] = collections.defaultdict(list)
         for pod in snap.pods:
             by_factory[pod.factory].append(pod)
@@ -811,6 +839,13 @@ class Operator:
             )
             self.metrics.slots_total.labels(factory=name).set(desired["slotsTotal"])
             self.metrics.slots_used.labels(factory=name).set(desired["slotsUsed"])
+            if scaling and name in scaling:
+                desired["scaling"] = scaling[name]
+                self.metrics.runners_desired.labels(factory=name).set(scaling[name]["desiredReplicas"])
+                self.metrics.runners_ready.labels(factory=name).set(scaling[name]["readyReplicas"])
+                took = self.scaler.ready_after_scale_up(name, scaling[name]["readyReplicas"], scaling[name]["desiredReplicas"], snap.now)
+                if took is not None:
+                    self.metrics.scale_up_seconds.observe(took)
             if all(current.get(k) == v for k, v in desired.items()):
                 continue
             patch = {"status": {**desired, "observedGeneration": generation}}

@@ -136,13 +136,21 @@ def test_pool_with_listed_namespaces_gets_rights_there_only(tmp_path) -> None:
     assert any(d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"] == "gf-any-runner" for d in docs)
 
 
-def test_operator_reads_no_secrets_and_creates_no_workloads(tmp_path) -> None:
+def test_operator_touches_workloads_only_in_its_own_namespace_and_reads_no_secret_cluster_wide(tmp_path) -> None:
     docs = render(tmp_path, FULL_VALUES.read_text())
-    rules = [r for d in docs if d["kind"] in ("ClusterRole", "Role") and d["metadata"]["name"] == "gf-operator" for r in d["rules"]]
-    assert rules
-    for rule in rules:
+    cluster = [r for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "gf-operator" for r in d["rules"]]
+    local = [r for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "gf-operator" for r in d["rules"]]
+    assert cluster and local
+    for rule in cluster + local:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
-        assert not {"secrets", "pods", "deployments", "serviceaccounts", "roles", "rolebindings"} & set(rule["resources"]), rule
+        assert not {"secrets", "serviceaccounts", "roles", "rolebindings"} & set(rule["resources"]), rule
+    for rule in cluster:
+        assert not {"pods", "deployments", "configmaps"} & set(rule["resources"]), rule
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "gf-operator")
+    assert role["metadata"]["namespace"] == "gigafactory-system"
+    # Runner Deployments are created and scaled, never deleted (the Factory owns them: GC does it); pods only annotated.
+    assert {tuple(r["resources"]): r["verbs"] for r in local} == {
+        ("configmaps",): ["delete"], ("deployments",): ["get", "list", "watch", "create", "patch"], ("pods",): ["patch"]}
 
 
 def test_pool_replicas_and_cost_may_be_zero(tmp_path) -> None:

@@ -154,10 +154,11 @@ async def fold(client: kubeclient.Client, *, body: Mapping[str, Any]) -> bool:
     return done
 
 
-async def explain(client: kubeclient.Client, *, body: Mapping[str, Any], message: str) -> bool:
+async def explain(client: kubeclient.Client, *, body: Mapping[str, Any], message: str,
+                  reason: str = patches.REASON_UNSCHEDULABLE) -> bool:
     """Write Scheduled=False/Unschedulable, only when it says something new. A 409 is left to the
     next cycle (the job changed, so the cycle will run again anyway)."""
-    patch = patches.unschedulable_patch(body=body, message=message, now=leases.now())
+    patch = patches.unschedulable_patch(body=body, message=message, now=leases.now(), reason=reason)
     if patch is None:
         return False
     meta = body.get("metadata") or {}

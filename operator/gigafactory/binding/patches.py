@@ -16,6 +16,7 @@ Phase = agentjobs.Phase
 
 REASON_UNSCHEDULABLE = "Unschedulable"
 REASON_BOUND = "Bound"
+REASON_WAITING_FOR_CAPACITY = "WaitingForCapacity"
 
 
 def _stamp(moment: datetime.datetime) -> str:
@@ -92,17 +93,18 @@ def bind_patch(*, body: Mapping[str, Any], decision: cycle.Decision, now: dateti
     return {"metadata": {"resourceVersion": job.resource_version}, "status": patch_status}
 
 
-def unschedulable_patch(*, body: Mapping[str, Any], message: str, now: datetime.datetime) -> Body | None:
-    """Scheduled=False with the reason counts, or None when the job already says exactly that
-    (so a cycle that changes nothing writes nothing)."""
+def unschedulable_patch(*, body: Mapping[str, Any], message: str, now: datetime.datetime,
+                        reason: str = REASON_UNSCHEDULABLE) -> Body | None:
+    """Scheduled=False with the reason counts (or WaitingForCapacity, while a scaled factory grows for
+    the job), or None when the job already says exactly that (a cycle that changes nothing writes nothing)."""
     current = condition(body, constants.ConditionType.SCHEDULED.value)
-    if current is not None and current.get("status") == "False" and current.get("reason") == REASON_UNSCHEDULABLE \
+    if current is not None and current.get("status") == "False" and current.get("reason") == reason \
             and current.get("message") == message:
         return None
     meta = body.get("metadata") or {}
     conditions = set_condition(
         (body.get("status") or {}).get("conditions"), type=constants.ConditionType.SCHEDULED.value, status="False",
-        reason=REASON_UNSCHEDULABLE, message=message, now=now, generation=meta.get("generation"),
+        reason=reason, message=message, now=now, generation=meta.get("generation"),
     )
     return {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": {"conditions": conditions}}
 

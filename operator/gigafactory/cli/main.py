@@ -102,13 +102,14 @@ def dev(
     slots: Annotated[int, typer.Option(min=1, max=8, help="Slots per runner.")] = 2,
     examples: Annotated[bool, typer.Option(help="Submit the example jobs.")] = True,
     exit_when_done: Annotated[bool, typer.Option(help="Stop once the example jobs finished.")] = False,
+    on_demand: Annotated[bool, typer.Option(help="Scale the dev factory from zero with demand (up to --runners).")] = False,
 ) -> None:
     """Run Gigafactory locally: embedded API server, operator, runners, a sample repo and example jobs."""
     from gigafactory import devmode  # imports git and the server only for this command
 
     options = devmode.Options(
         work_dir=work_dir, kubeconfig=kubeconfig or work_dir / "kubeconfig", port=port, runners=runners,
-        slots=slots, examples=examples, exit_when_done=exit_when_done,
+        slots=slots, examples=examples, exit_when_done=exit_when_done, on_demand=on_demand,
     )
     raise typer.Exit(asyncio.run(devmode.run(options)))
 

@@ -88,7 +88,7 @@ def test_defaults_are_filled_in_by_the_server(kubectl, namespace) -> None:
     stored = json.loads(kubectl("get", "aj", "fix-flaky-test", "-n", namespace, "-o", "json").stdout)
     assert stored["spec"]["priority"] == 0
     assert stored["spec"]["retry"]["maxAttempts"] == 3
-    assert stored["spec"]["retry"]["backoff"] == {"initialSeconds": 10, "factor": 2, "maxSeconds": 600}
+    assert stored["spec"]["retry"]["backoff"] == {"initialSeconds": 10, "factor": 2, "maxSeconds": 600, "jitter": 0.1}
     assert stored["spec"]["cleanup"] == {"deleteBranch": "Never"}
 
 

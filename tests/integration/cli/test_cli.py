@@ -64,6 +64,16 @@ def test_explain_a_waiting_job_shows_the_counts(gf, api_client, namespace) -> No
     assert "Unschedulable" in out and message in out
 
 
+def test_explain_a_job_waiting_on_a_scaling_factory_says_so(gf, api_client, namespace) -> None:
+    gf("submit", str(ROOT / "examples" / "job.yaml"), "-n", namespace)
+    message = "waiting for capacity: factory pool is scaling up (0/3 runners ready)"
+    _patch_status(api_client, namespace, "fix-flaky-test", {"phase": "Pending", "conditions": [
+        {"type": "Scheduled", "status": "False", "reason": "WaitingForCapacity", "message": message,
+         "lastTransitionTime": "2026-11-24T10:00:00Z"}]})
+    out = gf("explain", "fix-flaky-test", "-n", namespace)
+    assert f"is Pending: WaitingForCapacity: {message}" in " ".join(out.split())
+
+
 def test_explain_a_bound_job_shows_the_score_breakdown(gf, api_client, namespace) -> None:
     gf("submit", str(ROOT / "examples" / "job.yaml"), "-n", namespace)
     _patch_status(api_client, namespace, "fix-flaky-test", {"phase": "Bound", "attempt": 1, "assignment": {
