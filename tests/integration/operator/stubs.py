@@ -172,5 +172,18 @@ def operators(kubeconfig: str, tmp_path: pathlib.Path, count: int = 1, **env: st
             proc.stop()
 
 
+def phase(api: Api, namespace: str, name: str) -> str | None:
+    return (api.job(namespace, name).get("status") or {}).get("phase")
+
+
+def one_runner(api: Api, namespace: str, prefix: str, **factory_spec: Any) -> "StubRunner":
+    """A factory of this test with one announced stub runner pod."""
+    factory = unique(prefix)
+    api.create_factory(factory, namespace, **factory_spec)
+    runner = StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
+    runner.announce()
+    return runner
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"

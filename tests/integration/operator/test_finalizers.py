@@ -14,18 +14,7 @@ pytestmark = pytest.mark.xdist_group("operator")
 FINALIZER = "gigafactory.dev/cleanup"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def crds(install_crds) -> None:
-    install_crds(stubs.ROOT / "crds")
-
-
-@pytest.fixture()
-def api(kubeconfig) -> stubs.Api:
-    return stubs.Api(kubeconfig)
-
-
-def phase(api, namespace, name):
-    return (api.job(namespace, name).get("status") or {}).get("phase")
+phase = stubs.phase
 
 
 def exists(api, namespace, name) -> bool:
@@ -49,10 +38,7 @@ def running_job(api, namespace, runner, name, **spec):
 
 
 def test_invariant_6_a_deleted_running_job_waits_for_its_runner_then_goes(api, kubeconfig, namespace, tmp_path) -> None:
-    factory = stubs.unique("fin")
-    api.create_factory(factory, namespace)
-    runner = stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
-    runner.announce()
+    runner = stubs.one_runner(api, namespace, "fin")
     with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_STOP_GRACE_SECONDS="60"):
         lease = running_job(api, namespace, runner, "doomed")
         assert FINALIZER in api.job(namespace, "doomed")["metadata"]["finalizers"]
@@ -68,10 +54,7 @@ def test_invariant_6_a_deleted_running_job_waits_for_its_runner_then_goes(api, k
 
 
 def test_invariant_6_a_runner_that_never_acknowledges_holds_the_deletion_only_for_the_stop_grace(api, kubeconfig, namespace, tmp_path) -> None:
-    factory = stubs.unique("fin")
-    api.create_factory(factory, namespace)
-    runner = stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
-    runner.announce()
+    runner = stubs.one_runner(api, namespace, "fin")
     with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_STOP_GRACE_SECONDS="2"):
         running_job(api, namespace, runner, "stuck")
         delete_job(api, namespace, "stuck")
@@ -130,10 +113,7 @@ def branches(bare) -> set[str]:
 @pytest.mark.parametrize("policy, kept", [("Always", False), ("Never", True)])
 def test_delete_branch_policy_is_applied_when_the_job_is_deleted(api, kubeconfig, namespace, tmp_path, remote, policy, kept) -> None:
     bare, _, commit = remote
-    factory = stubs.unique("fin")
-    api.create_factory(factory, namespace)
-    runner = stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
-    runner.announce()
+    runner = stubs.one_runner(api, namespace, "fin")
     with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_ALLOW_LOCAL_REPOS="true"):
         finished_job(api, namespace, runner, "done", url=f"file://{bare.git_dir}", commit=commit, policy=policy)
         delete_job(api, namespace, "done")
@@ -146,10 +126,7 @@ def test_a_branch_moved_since_the_job_pushed_it_is_kept_and_the_event_says_so(ap
     bare, work, commit = remote
     commit_file(tmp_path / "work", "human-work")
     work.git.push("origin", "HEAD:refs/heads/agent/done")
-    factory = stubs.unique("fin")
-    api.create_factory(factory, namespace)
-    runner = stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
-    runner.announce()
+    runner = stubs.one_runner(api, namespace, "fin")
     with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_ALLOW_LOCAL_REPOS="true"):
         finished_job(api, namespace, runner, "done", url=f"file://{bare.git_dir}", commit=commit, policy="Always")
         delete_job(api, namespace, "done")
@@ -196,10 +173,7 @@ def test_a_deleted_factory_drains_moves_unclaimed_bindings_and_requeues_running_
 
 
 def test_a_deleted_jobs_log_configmaps_go_with_it(api, kubeconfig, namespace, tmp_path) -> None:
-    factory = stubs.unique("fin")
-    api.create_factory(factory, namespace)
-    runner = stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
-    runner.announce()
+    runner = stubs.one_runner(api, namespace, "fin")
     log = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gf-log-x-1", "namespace": namespace}, "data": {"output": "..."}}
     api.call("create", kubeclient.CONFIGMAPS, log, namespace=namespace)
     with stubs.operators(kubeconfig, tmp_path):

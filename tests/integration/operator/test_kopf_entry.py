@@ -4,15 +4,9 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from tests.conftest import wait_for
 from tests.integration.operator import stubs
-
-
-@pytest.fixture(scope="module", autouse=True)
-def crds(install_crds) -> None:
-    install_crds(stubs.ROOT / "crds")
 
 
 def test_kopf_run_binds_a_job(kubeconfig, namespace, tmp_path) -> None:

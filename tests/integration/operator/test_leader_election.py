@@ -12,11 +12,6 @@ from tests.integration.operator import stubs
 pytestmark = pytest.mark.xdist_group("operator")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def crds(install_crds) -> None:
-    install_crds(stubs.ROOT / "crds")
-
-
 def leading(proc: stubs.OperatorProcess) -> bool:
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/metrics", timeout=2).read().decode()

@@ -16,18 +16,7 @@ from tests.integration.operator import stubs
 pytestmark = pytest.mark.xdist_group("operator")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def crds(install_crds) -> None:
-    install_crds(stubs.ROOT / "crds")
-
-
-@pytest.fixture()
-def api(kubeconfig) -> stubs.Api:
-    return stubs.Api(kubeconfig)
-
-
-def phase(api, namespace, name):
-    return (api.job(namespace, name).get("status") or {}).get("phase")
+phase = stubs.phase
 
 
 def scheduled(job):

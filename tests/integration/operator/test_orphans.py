@@ -1,15 +1,9 @@
 """Invariant 2 after downtime: a binding Lease whose job was deleted while no operator ran is removed."""
 
-import pytest
 
 from gigafactory import leases
 from tests.conftest import wait_for
 from tests.integration.operator import stubs
-
-
-@pytest.fixture(scope="module", autouse=True)
-def crds(install_crds) -> None:
-    install_crds(stubs.ROOT / "crds")
 
 
 def test_invariant_2_an_orphaned_binding_lease_is_removed_on_start(kubeconfig, namespace, tmp_path) -> None:

@@ -10,11 +10,6 @@ from tests.integration.operator import stubs
 pytestmark = pytest.mark.xdist_group("operator")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def crds(install_crds) -> None:
-    install_crds(stubs.ROOT / "crds")
-
-
 def gf(kubeconfig, *args):
     result = CliRunner().invoke(main.app, [*args, "--kubeconfig", kubeconfig])
     assert "Traceback" not in result.output
@@ -34,10 +29,7 @@ def run_attempt(api, runner, namespace, name, outcome, **extra):
 
 def test_a_failed_job_retried_runs_again_with_a_fresh_budget_and_keeps_its_history(kubeconfig, namespace, tmp_path) -> None:
     api = stubs.Api(kubeconfig)
-    factory = stubs.unique("retry")
-    api.create_factory(factory, namespace)
-    runner = stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
-    runner.announce()
+    runner = stubs.one_runner(api, namespace, "retry")
     with stubs.operators(kubeconfig, tmp_path):
         api.create_job(namespace, "flaky", retry={"maxAttempts": 1})
         run_attempt(api, runner, namespace, "flaky", "AgentFailed", exitCode=1, message="it broke")
