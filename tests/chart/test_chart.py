@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from gigafactory import config
+from gigafactory.binding import scaler
 from gigafactory.runner import profiles
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -200,7 +201,8 @@ def test_rendered_chart_applies_to_an_api_server(tmp_path, kubectl, namespace, i
         for pool in values["pools"]:
             factory = yaml.safe_load(kubectl("get", "factory", pool["name"], "-o", "yaml").stdout)
             assert factory["spec"]["slotsPerPod"] == pool["slotsPerPod"] and factory["spec"]["agents"] == pool["agents"]
-            assert kubectl("get", "deployment,serviceaccount,pdb", f"gf-{pool['name']}-runner", "-n", namespace).returncode == 0
+            kinds = "serviceaccount,pdb" if pool.get("scaling") else "deployment,serviceaccount,pdb"  # scaled: the operator's Deployment
+            assert kubectl("get", kinds, f"gf-{pool['name']}-runner", "-n", namespace).returncode == 0
         policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
         stored = yaml.safe_load(kubectl("get", "validatingadmissionpolicy", policy["metadata"]["name"], "-o", "yaml").stdout)
         assert stored["spec"]["validations"] == policy["spec"]["validations"]
@@ -259,6 +261,9 @@ def test_extra_env_names_are_settings_the_processes_read(tmp_path) -> None:
     """The full values' extraEnv reach the containers, and every GIGAFACTORY_* a container gets is a setting."""
     docs = render(tmp_path, FULL_VALUES.read_text())
     deployments = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0] for d in docs if d["kind"] == "Deployment"}
+    # A scaled pool's pod template lives in its Factory (the operator makes the Deployment from it).
+    deployments |= {f"gf-{d['metadata']['name']}-runner": d["spec"]["scaling"]["template"]["spec"]["containers"][0]
+                    for d in docs if d["kind"] == "Factory" and d["spec"].get("scaling")}
     operator_fields = {f"GIGAFACTORY_{n.upper()}" for n in config.OperatorSettings.model_fields}
     runner_fields = {f"GIGAFACTORY_RUNNER_{n.upper()}" for n in config.RunnerSettings.model_fields}
     operator_env = {e["name"]: e.get("value") for e in deployments.pop("gf-operator")["env"]}
@@ -310,3 +315,22 @@ def test_the_operator_reads_credential_secrets_only_where_pools_take_jobs(tmp_pa
     assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
     off = render(tmp_path, "operator: {branchCleanup: false}\n")
     assert not [d for d in off if d["metadata"]["name"] == "gf-operator-credentials"]
+
+
+def test_a_pool_with_scaling_hands_its_runner_template_to_the_operator(tmp_path) -> None:
+    pool = "pools:\n  - {name: burst, agents: [script], slotsPerPod: 2, " + SCRIPT_PROFILE + "%s}\n"
+    fixed = render(tmp_path, pool % "")
+    scaled = render(tmp_path, pool % ", scaling: {maxReplicas: 5, scaleDownDelaySeconds: 60}")
+    deployment = next(d for d in fixed if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-burst-runner")
+    factory = next(d for d in scaled if d["kind"] == "Factory")
+    assert not [d for d in scaled if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-burst-runner"]
+    scaling = factory["spec"]["scaling"]
+    assert (scaling["minReplicas"], scaling["maxReplicas"], scaling["scaleDownDelaySeconds"]) == (0, 5, 60)
+    # The same pod as a fixed pool's: service account, locked-down containers, profiles, volumes.
+    assert scaling["template"] == deployment["spec"]["template"]
+    built = scaler.build_deployment(factory, namespace="gigafactory-system", replicas=3)
+    assert built["spec"]["template"]["spec"]["serviceAccountName"] == "gf-burst-runner"
+    assert built["metadata"]["ownerReferences"][0]["name"] == "burst" and built["spec"]["replicas"] == 3
+    env = {e["name"]: e for e in built["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["GIGAFACTORY_RUNNER_FACTORY"]["value"] == "burst" and env["GIGAFACTORY_RUNNER_SLOTS"]["value"] == "2"
+    assert [e["name"] for e in built["spec"]["template"]["spec"]["containers"][0]["env"]].count("GIGAFACTORY_RUNNER_POD_NAME") == 1

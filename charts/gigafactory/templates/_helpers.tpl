@@ -76,3 +76,51 @@ spec:
   policyName: {{ .pool }}-runner-{{ .suffix }}
   validationActions: [Deny]
 {{- end }}
+
+{{/* The runner pod template of a pool: in its Deployment, or in its Factory's spec.scaling.template
+when the operator scales the pool with demand. Context: dict "root" $ "pool" <pool values> "name" <pool full name>. */}}
+{{- define "gigafactory.runnerPodTemplate" -}}
+{{- $root := .root -}}
+{{- $poolName := .name -}}
+{{- with .pool -}}
+metadata:
+  labels: {{- include "gigafactory.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: runner
+    gigafactory.dev/factory: {{ .name }}
+spec:
+  serviceAccountName: {{ $poolName }}-runner
+  # Running agents get the runner's shutdown grace plus time to report and release.
+  terminationGracePeriodSeconds: 60
+  securityContext: {{- include "gigafactory.podSecurityContext" $root | nindent 4 }}
+  containers:
+    - name: runner
+      image: {{ include "gigafactory.image" $root }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      args: [runner]
+      env:
+        - name: GIGAFACTORY_RUNNER_POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        - name: GIGAFACTORY_RUNNER_NAMESPACE
+          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+        - {name: GIGAFACTORY_RUNNER_FACTORY, value: {{ .name | quote }}}
+        - {name: GIGAFACTORY_RUNNER_SLOTS, value: {{ .slotsPerPod | default 1 | quote }}}
+        - {name: GIGAFACTORY_RUNNER_WORK_DIR, value: /work}
+        - {name: GIGAFACTORY_RUNNER_PROFILES_FILE, value: /etc/gigafactory/profiles.yaml}
+        - {name: GIGAFACTORY_RUNNER_SHUTDOWN_GRACE_SECONDS, value: "40"}
+        - {name: HOME, value: /tmp}
+        {{- with concat ($root.Values.runnerDefaults.extraEnv | default list) (.extraEnv | default list) }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      resources: {{- toYaml (.resources | default $root.Values.runnerDefaults.resources) | nindent 8 }}
+      securityContext: {{- include "gigafactory.containerSecurityContext" $root | nindent 8 }}
+      volumeMounts:
+        - {name: work, mountPath: /work}
+        - {name: tmp, mountPath: /tmp}
+        - {name: profiles, mountPath: /etc/gigafactory, readOnly: true}
+  volumes:
+    - {name: work, emptyDir: {}}
+    - {name: tmp, emptyDir: {}}
+    - name: profiles
+      configMap: {name: {{ $poolName }}-profiles}
+{{- end }}
+{{- end }}
