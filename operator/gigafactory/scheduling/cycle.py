@@ -232,8 +232,10 @@ class Cycle:
                 else:
                     full += 1
             shape.cursor = start + 1
-            if full > count // 2:
-                # Drop pods that no longer pass (full): they stay full for the rest of the cycle.
+            if full > limit:
+                # Drop pods that no longer pass (full): they stay full for the rest of the cycle. As
+                # soon as a scan met more full pods than it may pick, not when half are: else every
+                # job rescans up to half the fleet, and a cycle grows with jobs × pods.
                 shape.candidates = [pod for pod in candidates if passes(pod)]
                 shape.warm.clear()
         return picked
