@@ -1,15 +1,25 @@
 """Shared cluster fixtures: every test that needs a Kubernetes API gets it from here.
 
-By default each pytest process (each xdist worker) starts one embedded API server
-(`gigafactory.localcluster`) in a background thread. Only when GIGAFACTORY_TEST_KUBECONFIG names
-a kubeconfig do the same tests run against that real cluster instead. KUBECONFIG and
-~/.kube/config are never read: clients are built from the explicit file and every kubectl call
-gets `--kubeconfig`, so running the tests cannot touch a production cluster by accident.
+Three modes, the same test code:
+- embedded (default): each pytest process (each xdist worker) starts one embedded API server
+  (`gigafactory.localcluster`) in a background thread.
+- real control plane: GIGAFACTORY_TEST_SERVER=real starts etcd + kube-apiserver v1.28.7 +
+  kube-controller-manager per pytest process (tests/controlplane.py, binaries from KUBEBUILDER_ASSETS
+  or ../shared/k8s/assets), on loopback, with fresh certificates and data.
+- external cluster: GIGAFACTORY_TEST_KUBECONFIG names a kubeconfig.
+KUBECONFIG and ~/.kube/config are never read: clients are built from the explicit file and every
+kubectl call gets `--kubeconfig`, so running the tests cannot touch a production cluster by accident.
+
+Against a real server only the tests that touch the API are collected (those using `kubeconfig`,
+directly or through another fixture), less those marked `embedded_only` (fault injection, say):
+unit tests already ran in the embedded pass, and nothing is skipped and counted.
 
 Fixtures:
     cluster_mode  'embedded' | 'real' (session)
     kubeconfig    path of the kubeconfig to use (session)
     local_cluster the embedded server's handle (session; None against a real cluster)
+    control_plane the real control plane this session started (session; None otherwise): mints
+                  kubeconfigs for any user with control_plane.kubeconfig_for(user, groups)
     api_client    a kubernetes.client.ApiClient built from that kubeconfig (session)
     kubectl       kubectl(*args, input=None, check=True) → CompletedProcess, with --kubeconfig (session)
     install_crds  install_crds(*paths) → applies CRD manifests with kubectl, waits until Established (session)
@@ -32,7 +42,34 @@ import pytest
 from gigafactory import localcluster
 
 ENV = "GIGAFACTORY_TEST_KUBECONFIG"
+SERVER_ENV = "GIGAFACTORY_TEST_SERVER"
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _mode() -> str:
+    if os.environ.get(ENV):
+        return "external"
+    server = os.environ.get(SERVER_ENV, "embedded")
+    if server not in ("embedded", "real"):
+        raise pytest.UsageError(f"{SERVER_ENV}={server!r}: use 'embedded' or 'real'")
+    return server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "embedded_only: needs the embedded API server (fault injection); "
+                                       "not collected against a real server")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _mode() == "embedded":
+        return
+    keep, drop = [], []
+    for item in items:
+        touches_api = "kubeconfig" in getattr(item, "fixturenames", ())
+        (keep if touches_api and not item.get_closest_marker("embedded_only") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def _kubectl_binary() -> str:
@@ -45,7 +82,22 @@ def _kubectl_binary() -> str:
 
 @pytest.fixture(scope="session")
 def cluster_mode() -> str:
-    return "real" if os.environ.get(ENV) else "embedded"
+    return "embedded" if _mode() == "embedded" else "real"
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[Any]:
+    if _mode() != "real":
+        yield None
+        return
+    from tests import controlplane
+
+    assets = controlplane.find_assets()
+    if assets is None:
+        pytest.exit(f"{SERVER_ENV}=real, but no Kubernetes binaries: set KUBEBUILDER_ASSETS "
+                    f"or provide {controlplane.ASSETS_SCRIPT}", returncode=4)
+    with controlplane.ControlPlane(assets) as plane:
+        yield plane
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +112,10 @@ def local_cluster(cluster_mode: str) -> Iterator[localcluster.ThreadedCluster | 
 
 
 @pytest.fixture(scope="session")
-def kubeconfig(cluster_mode: str, local_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+def kubeconfig(cluster_mode: str, local_cluster: Any, control_plane: Any,
+               tmp_path_factory: pytest.TempPathFactory) -> str:
+    if control_plane is not None:
+        return str(control_plane.kubeconfig)
     if cluster_mode == "real":
         path = pathlib.Path(os.environ[ENV]).expanduser()
         if not path.is_file():

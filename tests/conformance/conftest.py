@@ -58,8 +58,11 @@ class Raw:
                 headers: dict[str, str] | None = None, raw: bytes | None = None,
                 preload: bool = True) -> Any:
         all_headers = {"Accept": "application/json", **(headers or {})}
-        if self.client.configuration.api_key.get("authorization"):
-            all_headers["Authorization"] = self.client.configuration.get_api_key_with_prefix("authorization")
+        # auth_settings() is where the client keeps the token, whatever its version calls the key
+        # (kubernetes >= 33: api_key["BearerToken"]); a client certificate travels in the TLS layer.
+        for setting in self.client.configuration.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("value"):
+                all_headers[setting["key"]] = setting["value"]
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         if data is not None:
             all_headers["Content-Type"] = content_type

@@ -236,7 +236,11 @@ class Backoff(common.Model):
     """Exponential backoff between attempts: initialSeconds × factor^(n-1), capped at maxSeconds, with jitter."""
 
     model_config = pydantic.ConfigDict(
-        json_schema_extra={X_VALIDATIONS: [rule("self.maxSeconds >= self.initialSeconds", "maxSeconds must be at least initialSeconds")]}
+        # kube-apiserver checks the schema's `default: {}` of this object against this rule before any
+        # nested default is filled in, so the rule must hold on an object without the fields too.
+        json_schema_extra={X_VALIDATIONS: [rule(
+            "!has(self.maxSeconds) || !has(self.initialSeconds) || self.maxSeconds >= self.initialSeconds",
+            "maxSeconds must be at least initialSeconds")]}
     )
 
     initial_seconds: Annotated[int, pydantic.Field(ge=0, le=86400, description="Delay before the second attempt.")] = 10

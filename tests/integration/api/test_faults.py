@@ -10,12 +10,13 @@ import pytest
 from gigafactory import kubeclient
 from gigafactory.localcluster import faults
 
+# Fault injection is a switch of the embedded API server.
+pytestmark = pytest.mark.embedded_only
+
 
 @pytest.fixture()
 def server(local_cluster, namespace):
     """The embedded server; its faults are reset before the namespace (set up first) is deleted."""
-    if local_cluster is None:
-        pytest.skip("fault injection is a switch of the embedded API server")
     yield local_cluster
     local_cluster.local.server.faults = faults.NoFaults()
 

@@ -119,10 +119,9 @@ def test_claimed_binding_whose_lease_expires_is_recorded_as_lease_expired(api, k
         assert (record["outcome"], record["reason"], record["pod"]) == ("InfraError", "LeaseExpired", f"{pool}-0")
 
 
+@pytest.mark.embedded_only  # fault injection
 def test_an_expiry_whose_undo_fails_on_api_errors_is_undone_once_the_api_recovers(api, kubeconfig, namespace, tmp_path,
                                                                                     local_cluster) -> None:
-    if local_cluster is None:
-        pytest.skip("needs the embedded API server's fault injection")
     pool = stubs.unique("pool")
     api.create_factory(pool, namespace)
     runner = stubs.StubRunner(api, pod=f"{pool}-0", namespace=namespace, factory=pool)

@@ -275,12 +275,11 @@ def test_invariant_5_kill_minus_9_leaves_nothing_the_next_start_does_not_sweep(a
         executing.kill_orphans(restarted.work_dir / "agents")
 
 
+@pytest.mark.embedded_only  # fault injection
 def test_a_runner_cut_off_from_the_api_stops_its_agent_once_its_lease_has_run_out(api, namespace, fleet, remote,
                                                                                   local_cluster) -> None:
     """Partitioned, not dead: the runner cannot renew its binding Lease, so the operator will give the
     job to someone else; the runner must not keep the agent running beside that other attempt."""
-    if local_cluster is None:
-        pytest.skip("needs the embedded API server's fault injection")
     runner = fleet()
     _submit(api, namespace, "cut-off", remote, agent={"profile": "script-patient", "args": ["--hang"]})
     wait_for(lambda: runner.executions() >= 1, timeout=20, message="the agent never started")
