@@ -58,15 +58,19 @@ def _mode() -> str:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "embedded_only: needs the embedded API server (fault injection); "
                                        "not collected against a real server")
+    config.addinivalue_line("markers", "real_only: needs a real kube-apiserver (RBAC, admission policies, "
+                                       "a differential against it); not collected in the embedded pass")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _mode() == "embedded":
-        return
     keep, drop = [], []
     for item in items:
-        touches_api = "kubeconfig" in getattr(item, "fixturenames", ())
-        (keep if touches_api and not item.get_closest_marker("embedded_only") else drop).append(item)
+        if _mode() == "embedded":
+            wanted = not item.get_closest_marker("real_only")
+        else:
+            touches_api = "kubeconfig" in getattr(item, "fixturenames", ())
+            wanted = touches_api and not item.get_closest_marker("embedded_only")
+        (keep if wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -1,6 +1,7 @@
 """`gigafactory dev`: the whole system on one machine, no cluster needed.
 
-It starts the embedded API server with the CRDs, the operator and a few local runner processes
+It starts the embedded API server with the CRDs (or, with `--server KUBECONFIG`, installs them into
+the API server that kubeconfig names: a real kube-apiserver, say), the operator and a few local runner processes
 (a dev Factory that takes jobs of every namespace and queue and offers the `script` profile),
 makes a sample repository with a local bare remote, submits example jobs against it, shows a live
 table until they finish and prints where the pushed branches are. Ctrl-C stops everything.
@@ -44,6 +45,8 @@ class Options:
     # come, and a local process provider plays the Deployment controller.
     on_demand: bool = False
     scale_down_delay_seconds: int = 10
+    # An existing API server to use instead of starting the embedded one (its kubeconfig).
+    server: pathlib.Path | None = None
 
 
 class ProcessProvider:
@@ -157,6 +160,34 @@ def example_jobs(remote: pathlib.Path) -> list[dict[str, Any]]:
     ]
 
 
+CRDS = kubeclient.Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
+                           namespaced=False)
+ESTABLISHED_TIMEOUT = 60.0
+
+
+async def install(client: kubeclient.Client) -> None:
+    """The CRDs (created, or replaced by this version's) and the runner namespace, on an existing server."""
+    for crd in crdgen.build_crds().values():
+        try:
+            await client.create(CRDS, crd)
+        except kubeclient.AlreadyExists:
+            current = await client.get(CRDS, crd["metadata"]["name"])
+            crd = {**crd, "metadata": {**crd["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}}
+            await client.replace(CRDS, crd["metadata"]["name"], crd)
+    with contextlib.suppress(kubeclient.AlreadyExists):
+        await client.create(kubeclient.NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RUNNER_NAMESPACE}})
+    # A CRD serves its resource only once Established (kube-apiserver: a moment after the create).
+    deadline = asyncio.get_running_loop().time() + ESTABLISHED_TIMEOUT
+    for crd in crdgen.build_crds().values():
+        while True:
+            conditions = (await client.get(CRDS, crd["metadata"]["name"])).get("status", {}).get("conditions") or []
+            if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"CRD {crd['metadata']['name']} not Established after {ESTABLISHED_TIMEOUT:.0f} s")
+            await asyncio.sleep(0.2)
+
+
 async def _spawn(args: list[str], env: dict[str, str], log: pathlib.Path) -> asyncio.subprocess.Process:
     log.parent.mkdir(parents=True, exist_ok=True)
     handle = log.open("ab")
@@ -199,18 +230,29 @@ async def run(options: Options) -> int:
     # Absolute: the sample remote's path becomes a job's repo URL, and git resolves it from elsewhere.
     options.work_dir = options.work_dir.resolve()
     options.work_dir.mkdir(parents=True, exist_ok=True)
-    server = await localcluster.start(port=options.port)
-    for crd in crdgen.build_crds().values():
-        server.apply(crd)
-    server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RUNNER_NAMESPACE}})
-    kubeconfig = server.write_kubeconfig(options.kubeconfig)
-    console.print(f"API server at {server.url}; kubeconfig: {kubeconfig}")
+    server: localcluster.LocalCluster | None = None
+    if options.server is None:
+        server = await localcluster.start(port=options.port)
+        for crd in crdgen.build_crds().values():
+            server.apply(crd)
+        server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RUNNER_NAMESPACE}})
+        kubeconfig = server.write_kubeconfig(options.kubeconfig)
+        client = kubeclient.Client.from_kubeconfig(str(kubeconfig))
+        console.print(f"API server at {server.url}; kubeconfig: {kubeconfig}")
+    else:
+        kubeconfig = options.server.resolve()
+        client = kubeclient.Client.from_kubeconfig(str(kubeconfig))
+        try:
+            await install(client)
+        except BaseException:
+            await client.close()
+            raise
+        console.print(f"API server at {client.credentials.server} (from {kubeconfig}); CRDs installed")
     console.print(f"  try: kubectl --kubeconfig {kubeconfig} get agentjobs,factories -A")
 
     processes: list[asyncio.subprocess.Process] = []
     provider: ProcessProvider | None = None
     provider_task: asyncio.Task[None] | None = None
-    client = kubeclient.Client.from_kubeconfig(str(kubeconfig))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -221,9 +263,10 @@ async def run(options: Options) -> int:
         if options.on_demand:
             factory_spec["scaling"] = {"minReplicas": 0, "maxReplicas": options.runners,
                                        "scaleDownDelaySeconds": options.scale_down_delay_seconds}
-        await client.create(kubeclient.FACTORIES, {
-            "apiVersion": constants.API_VERSION, "kind": constants.FACTORY_KIND, "metadata": {"name": FACTORY}, "spec": factory_spec,
-        })
+        with contextlib.suppress(kubeclient.AlreadyExists):  # an existing server may keep it from a run before
+            await client.create(kubeclient.FACTORIES, {
+                "apiVersion": constants.API_VERSION, "kind": constants.FACTORY_KIND, "metadata": {"name": FACTORY}, "spec": factory_spec,
+            })
         logs = options.work_dir / "logs"
         processes.append(await _spawn(
             ["operator", "--kubeconfig", str(kubeconfig)],
@@ -286,5 +329,6 @@ async def run(options: Options) -> int:
             await provider.stop()
         await _stop(processes)
         await client.close()
-        await server.stop()
+        if server is not None:
+            await server.stop()
         console.print("stopped")

@@ -103,6 +103,9 @@ def dev(
     examples: Annotated[bool, typer.Option(help="Submit the example jobs.")] = True,
     exit_when_done: Annotated[bool, typer.Option(help="Stop once the example jobs finished.")] = False,
     on_demand: Annotated[bool, typer.Option(help="Scale the dev factory from zero with demand (up to --runners).")] = False,
+    server: Annotated[pathlib.Path | None, typer.Option(
+        help="Use the API server of this kubeconfig (a real kube-apiserver, say) instead of starting the embedded "
+             "one; installs the CRDs there. --kubeconfig and --port then do not apply.")] = None,
 ) -> None:
     """Run Gigafactory locally: embedded API server, operator, runners, a sample repo and example jobs."""
     from gigafactory import devmode  # imports git and the server only for this command
@@ -110,6 +113,7 @@ def dev(
     options = devmode.Options(
         work_dir=work_dir, kubeconfig=kubeconfig or work_dir / "kubeconfig", port=port, runners=runners,
         slots=slots, examples=examples, exit_when_done=exit_when_done, on_demand=on_demand,
+        server=server,
     )
     raise typer.Exit(asyncio.run(devmode.run(options)))
 

@@ -109,9 +109,9 @@ def default(schema: dict[str, Any], obj: Any) -> Any:
 # --- validation -----------------------------------------------------------------------------
 
 # Schema errors after which kube-apiserver does not evaluate CEL rules at all (its hasBlockingErr):
-# the rules could not be trusted to see the types they were written for.
-_BLOCKING = frozenset({"FieldValueNotSupported", "FieldValueRequired", "FieldValueTooLong", "FieldValueTooMany",
-                       "FieldValueTypeInvalid"})
+# the rules could not be trusted to see the types they were written for. An enum violation
+# (FieldValueNotSupported) is not one of them: v1.28.7 reports it beside the rules' messages.
+_BLOCKING = frozenset({"FieldValueRequired", "FieldValueTooLong", "FieldValueTooMany", "FieldValueTypeInvalid"})
 
 
 def validate(schema: dict[str, Any], obj: Any, old: Any = None) -> list[dict[str, str]]:
@@ -176,7 +176,7 @@ def _validate(schema: dict[str, Any], value: Any, old: Any, path: str, causes: l
     elif isinstance(value, dict):
         _validate_object(schema, value, old, path, causes, root=root, rules=rules)
     if rules and schema.get("x-kubernetes-validations"):
-        _validate_rules(schema["x-kubernetes-validations"], value, old, path, causes)
+        _validate_rules(schema["x-kubernetes-validations"], value, old, path, causes, type_=schema.get("type", ""))
 
 
 def _validate_number(schema: dict[str, Any], value: float, path: str, causes: list[dict[str, str]]) -> None:
@@ -202,7 +202,7 @@ def _validate_number(schema: dict[str, Any], value: float, path: str, causes: li
 def _validate_string(schema: dict[str, Any], value: str, path: str, causes: list[dict[str, str]]) -> None:
     if "maxLength" in schema and len(value) > schema["maxLength"]:
         causes.append(errors.cause(path, "FieldValueTooLong",
-                                   f"Too long: may not be more than {schema['maxLength']} bytes"))
+                                   f"Too long: may not be longer than {schema['maxLength']}"))
     if "minLength" in schema and len(value) < schema["minLength"]:
         _invalid(causes, path, value, f"{path} in body should be at least {schema['minLength']} chars long")
     if "pattern" in schema:
@@ -268,7 +268,9 @@ def _program(rule: str) -> Any:
 
 
 def _validate_rules(rules: list[dict[str, Any]], value: Any, old: Any, path: str,
-                    causes: list[dict[str, str]]) -> None:
+                    causes: list[dict[str, str]], *, type_: str) -> None:
+    # kube-apiserver names the schema's type, not the value, in a rule's error ('Invalid value: "string"'):
+    # the value may be large or secret, and the rule's message says what is wrong with it.
     for rule in rules:
         expression = rule.get("rule", "")
         field = path + rule["fieldPath"] if rule.get("fieldPath") else path
@@ -282,7 +284,7 @@ def _validate_rules(rules: list[dict[str, Any]], value: Any, old: Any, path: str
             else:
                 result = program.execute({"self": value})
         except Exception as e:  # the CEL library raises ValueError/RuntimeError on compile and eval errors
-            _invalid(causes, field, value, f"{e} evaluating rule: {expression}")
+            _invalid(causes, field, type_, f"{e} evaluating rule: {expression}")
             continue
         if result is True:
             continue
@@ -298,9 +300,9 @@ def _validate_rules(rules: list[dict[str, Any]], value: Any, old: Any, path: str
         elif reason == "FieldValueForbidden":
             causes.append(errors.cause(field, reason, f"Forbidden: {message}"))
         elif reason == "FieldValueDuplicate":
-            causes.append(errors.cause(field, reason, f"Duplicate value: {render(value)}: {message}"))
+            causes.append(errors.cause(field, reason, f"Duplicate value: {render(type_)}: {message}"))
         else:
-            _invalid(causes, field, value, message)
+            _invalid(causes, field, type_, message)
 
 
 # --- metadata -------------------------------------------------------------------------------
