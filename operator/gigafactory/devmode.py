@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import pathlib
+import shutil
 import signal
 import sys
 from typing import Any
@@ -28,6 +29,10 @@ from gigafactory.models import agentjobs
 DEV_NAMESPACE = "default"
 RUNNER_NAMESPACE = "gigafactory-dev"
 FACTORY = "dev"
+# The embedded API server's port unless --port says otherwise: stable, so that a second shell's
+# kubectl and .dev/kubeconfig keep working across restarts.
+DEFAULT_PORT = 17080
+EXAMPLE_LABEL = "gigafactory.dev/dev-example"
 
 console = rich.console.Console(highlight=False)
 
@@ -36,7 +41,7 @@ console = rich.console.Console(highlight=False)
 class Options:
     work_dir: pathlib.Path
     kubeconfig: pathlib.Path
-    port: int = 0
+    port: int = DEFAULT_PORT
     runners: int = 2
     slots: int = 2
     examples: bool = True
@@ -153,7 +158,7 @@ def example_jobs(remote: pathlib.Path) -> list[dict[str, Any]]:
         {
             "apiVersion": constants.API_VERSION,
             "kind": constants.AGENTJOB_KIND,
-            "metadata": {"name": name, "namespace": DEV_NAMESPACE},
+            "metadata": {"name": name, "namespace": DEV_NAMESPACE, "labels": {EXAMPLE_LABEL: "true"}},
             "spec": {"queue": "default", "repo": {"url": str(remote)}, "task": {"prompt": prompt}, "agent": {"profile": "script"}},
         }
         for name, prompt in tasks.items()
@@ -215,24 +220,88 @@ async def _stop(processes: list[asyncio.subprocess.Process], grace: float = 10.0
                     proc.kill()
 
 
-def _table(jobs: dict[tuple[str, str], dict[str, Any]]) -> rich.table.Table:
-    table = rich.table.Table("JOB", "PHASE", "ATTEMPT", "RUNNER", "BRANCH", box=None, pad_edge=False)
-    for (_, name), job in sorted(jobs.items()):
-        status = job.get("status") or {}
-        result = status.get("result") or {}
-        last = (status.get("attempts") or [{}])[-1]
-        runner = (status.get("assignment") or {}).get("pod") or last.get("pod", "")
-        table.add_row(name, status.get("phase", "Pending"), str(status.get("attempt", 0)), runner, result.get("branch", ""))
-    return table
+class Board:
+    """What the live table shows: each job's phases as they were seen (a bind and a claim can follow
+    each other within one refresh, so the current phase alone would hide Bound) and why it failed."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], list[str]] = {}
+
+    def record(self, event: str, body: dict[str, Any]) -> None:
+        key = (body["metadata"].get("namespace", ""), body["metadata"]["name"])
+        phase = (body.get("status") or {}).get("phase") or "Pending"
+        phases = self.seen.setdefault(key, [])
+        if event != "DELETED" and (not phases or phases[-1] != phase):
+            phases.append(phase)
+
+    def table(self, jobs: dict[tuple[str, str], dict[str, Any]]) -> rich.table.Table:
+        table = rich.table.Table("JOB", "PHASES", "ATTEMPT", "RUNNER", "BRANCH", "REASON", box=None, pad_edge=False)
+        for key, job in sorted(jobs.items()):
+            status = job.get("status") or {}
+            result = status.get("result") or {}
+            last = (status.get("attempts") or [{}])[-1]
+            runner = (status.get("assignment") or {}).get("pod") or last.get("pod", "")
+            phases = " → ".join(self.seen.get(key) or [status.get("phase", "Pending")])
+            table.add_row(key[1], phases, str(status.get("attempt", 0)), runner, result.get("branch", ""), _reason(status),
+                          style="red" if status.get("phase") in ("Failed", "Cancelled") else None)
+        return table
+
+
+def _reason(status: dict[str, Any]) -> str:
+    """Why a job is where it is: a failed attempt's outcome and message, or why a pending job waits."""
+    phase = status.get("phase") or "Pending"
+    last = (status.get("attempts") or [{}])[-1]
+    if phase == "Succeeded":
+        return ""
+    if last.get("outcome") and last.get("outcome") != "Succeeded":
+        return " ".join(filter(None, [last.get("outcome"), last.get("reason"), last.get("message")]))[:120]
+    if phase == "Pending":
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == constants.ConditionType.SCHEDULED.value and condition.get("status") == "False":
+                return f"{condition.get('reason', '')}: {condition.get('message', '')}"[:120]
+    return ""
+
+
+def _start_clean(work_dir: pathlib.Path) -> bool:
+    """A run starts from a fresh sample remote and runner work dirs: the embedded API server starts
+    empty, and a remote that kept the last run's branches would refuse this run's pushes."""
+    stale = [work_dir / "repos", work_dir / "runners"]
+    if not any(path.exists() for path in stale):
+        return False
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return True
+
+
+async def _drop_old_examples(client: kubeclient.Client) -> None:
+    """On an existing API server: the example jobs of an earlier run go first (the operator, already
+    running, finalizes them), so that this run's jobs start from scratch under the same names."""
+    old, _ = await client.list(kubeclient.AGENTJOBS, namespace=DEV_NAMESPACE, label_selector=f"{EXAMPLE_LABEL}=true")
+    for job in old:
+        with contextlib.suppress(kubeclient.NotFound):
+            await client.delete(kubeclient.AGENTJOBS, job["metadata"]["name"], namespace=DEV_NAMESPACE)
+    deadline = asyncio.get_running_loop().time() + 60
+    while old:
+        old, _ = await client.list(kubeclient.AGENTJOBS, namespace=DEV_NAMESPACE, label_selector=f"{EXAMPLE_LABEL}=true")
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"the previous run's example jobs are still there after 60 s: {[j['metadata']['name'] for j in old]}")
+        await asyncio.sleep(0.2)
 
 
 async def run(options: Options) -> int:
     # Absolute: the sample remote's path becomes a job's repo URL, and git resolves it from elsewhere.
     options.work_dir = options.work_dir.resolve()
     options.work_dir.mkdir(parents=True, exist_ok=True)
+    if _start_clean(options.work_dir):
+        console.print(f"starting clean: removed the previous run's sample repository and runner work dirs in {options.work_dir}")
     server: localcluster.LocalCluster | None = None
     if options.server is None:
-        server = await localcluster.start(port=options.port)
+        try:
+            server = await localcluster.start(port=options.port)
+        except OSError as exc:
+            console.print(f"error: cannot serve on 127.0.0.1:{options.port} ({exc.strerror}): is another `gigafactory dev` "
+                          "running? Stop it, or pass --port with another port (0: any free one).", markup=False)
+            return 2
         for crd in crdgen.build_crds().values():
             server.apply(crd)
         server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RUNNER_NAMESPACE}})
@@ -289,33 +358,37 @@ async def run(options: Options) -> int:
         else:
             console.print(f"operator and {options.runners} runners started; their logs are in {logs}")
 
+        if options.server is not None and options.examples:
+            await _drop_old_examples(client)
         submitted = example_jobs(remote) if options.examples else []
         for job in submitted:
             with contextlib.suppress(kubeclient.AlreadyExists):
                 await client.create(kubeclient.AGENTJOBS, job)
 
-        informer = kubeclient.Informer(client, kubeclient.AGENTJOBS)
+        board = Board()
+        informer = kubeclient.Informer(client, kubeclient.AGENTJOBS, handler=board.record)
         async with informer.running():
             wanted = {(DEV_NAMESPACE, job["metadata"]["name"]) for job in submitted}
             reported = False
-            with rich.live.Live(_table(informer.cache), console=console, refresh_per_second=4) as live:
+            with rich.live.Live(board.table(informer.cache), console=console, refresh_per_second=4) as live:
                 while not stop.is_set():
-                    live.update(_table(informer.cache))
+                    live.update(board.table(informer.cache))
                     done = wanted and all(
                         (informer.cache.get(key, {}).get("status") or {}).get("phase") in {p.value for p in agentjobs.TERMINAL_PHASES}
                         for key in wanted
                     )
                     if done and not reported:
                         reported = True
-                        live.update(_table(informer.cache))
-                        live.stop()
-                        console.print()
+                        live.update(board.table(informer.cache))
                         branches = [h.name for h in git.Repo(remote).heads if h.name != "main"]
-                        console.print(f"all example jobs finished; branches pushed to {remote}: {', '.join(branches) or 'none'}")
+                        failed = sorted(k[1] for k in wanted if informer.cache[k].get("status", {}).get("phase") != "Succeeded")
+                        # Printed through the live display: the lines stay above the table, which keeps
+                        # refreshing below them (stopping and restarting it would erase them).
+                        live.console.print(f"all example jobs finished{f' ({len(failed)} not Succeeded: ' + ', '.join(failed) + ')' if failed else ''}; "
+                                           f"branches pushed to {remote}: {', '.join(branches) or 'none'}", markup=False)
                         if options.exit_when_done:
-                            break
-                        console.print("still serving: submit more with kubectl, Ctrl-C to stop")
-                        live.start()
+                            return 1 if failed else 0
+                        live.console.print("still serving: submit more with kubectl, Ctrl-C to stop")
                     dead = [p for p in processes if p.returncode is not None]
                     if dead:
                         console.print(f"a Gigafactory process exited (code {dead[0].returncode}); see {logs}")

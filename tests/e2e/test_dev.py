@@ -1,14 +1,21 @@
 """`gigafactory dev` (the README's first command) on a fresh directory: jobs flow to Succeeded,
 branches land in the sample remote, and kubectl can watch it all while it runs."""
 
+import fcntl
 import json
 import os
 import pathlib
+import pty
+import select
+import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 import git
+import pyte
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -21,7 +28,7 @@ def _run_dev(tmp_path: pathlib.Path, *extra: str, kubeconfig: pathlib.Path | Non
     env.pop("KUBECONFIG", None)
     process = subprocess.Popen(
         # A relative work dir, as `make dev` passes it.
-        [sys.executable, "-m", "gigafactory.cli.main", "dev", "--work-dir", ".dev", "--exit-when-done", *extra],
+        [sys.executable, "-m", "gigafactory.cli.main", "dev", "--work-dir", ".dev", "--exit-when-done", "--port", "0", *extra],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     kubectl = ROOT / ".venv" / "bin" / "kubectl"
@@ -51,8 +58,73 @@ def _run_dev(tmp_path: pathlib.Path, *extra: str, kubeconfig: pathlib.Path | Non
     return work / "repos" / "sample.git"
 
 
-def test_dev_mode_runs_the_examples_to_pushed_branches(tmp_path) -> None:
-    _run_dev(tmp_path)
+def _on_a_terminal(command: list[str], cwd: pathlib.Path, env: dict[str, str], *, timeout: float = 120,
+                   columns: int = 160, lines: int = 40) -> tuple[int, str]:
+    """Run `command` on a pseudo-terminal and return its exit code and the screen a person would
+    see at the end (a VT100 emulator replays every byte: a line the program erased is gone)."""
+    screen = pyte.Screen(columns, lines)
+    stream = pyte.ByteStream(screen)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
+    process = subprocess.Popen(command, cwd=cwd, env={**env, "TERM": "xterm-256color"}, stdin=slave, stdout=slave,
+                               stderr=slave, start_new_session=True)
+    os.close(slave)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the program exited and closed the terminal
+                    break
+                if not data:
+                    break
+                stream.feed(data)
+        process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+    return process.returncode, "\n".join(line.rstrip() for line in screen.display).strip()
+
+
+def test_make_dev_runs_again_and_again_with_every_example_succeeded(tmp_path) -> None:
+    """`make dev ARGS=--exit-when-done` three times in one clone: each run starts clean (and says so),
+    every example job Succeeded, and the last words stay on the screen below a table that shows the
+    phases each job went through."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("KUBECONFIG", None)
+    command = [sys.executable, "-m", "gigafactory.cli.main", "dev", "--work-dir", ".dev", "--exit-when-done",
+               "--port", "0"]  # any free port: tests run side by side
+    for run in range(3):
+        code, screen = _on_a_terminal(command, tmp_path, env)
+        assert code == 0, screen
+        assert ("starting clean" in screen) == (run > 0), screen
+        assert "all example jobs finished; branches pushed to" in screen, screen
+        rows = {line.split()[0]: line for line in screen.splitlines() if line.split()[:1] and line.split()[0] in
+                ("add-docstrings", "fix-rounding", "write-tests")}
+        assert set(rows) == {"add-docstrings", "fix-rounding", "write-tests"}, screen
+        for name, row in rows.items():
+            assert "Pending → Bound → Running → Succeeded" in row, row
+            assert f"agent/{name}" in row, row
+        remote = git.Repo(tmp_path / ".dev" / "repos" / "sample.git")
+        assert sorted(h.name for h in remote.heads if h.name != "main") == [
+            "agent/add-docstrings", "agent/fix-rounding", "agent/write-tests"]
+
+
+def test_a_busy_port_is_one_clear_line(tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "gigafactory.cli.main", "dev", "--work-dir", ".dev", "--port", str(port)],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "PYTHONPATH": str(ROOT / "operator")})
+    assert result.returncode == 2
+    assert f"cannot serve on 127.0.0.1:{port}" in result.stdout and "--port" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_dev_mode_runs_on_an_existing_api_server(tmp_path, kubeconfig, kubectl) -> None:

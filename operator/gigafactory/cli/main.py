@@ -97,7 +97,8 @@ def runner(
 def dev(
     work_dir: Annotated[pathlib.Path, typer.Option(help="Where the sample repository, runner work dirs and logs go.")] = pathlib.Path(".dev"),
     kubeconfig: Annotated[pathlib.Path | None, typer.Option(help="Write the kubeconfig here (default: WORK_DIR/kubeconfig).")] = None,
-    port: Annotated[int, typer.Option(help="API server port on 127.0.0.1 (0: any free port).")] = 0,
+    port: Annotated[int | None, typer.Option(
+        help="Embedded API server port on 127.0.0.1 [default: 17080, the same every run; 0: any free port].")] = None,
     runners: Annotated[int, typer.Option(min=1, max=16, help="Local runner processes.")] = 2,
     slots: Annotated[int, typer.Option(min=1, max=8, help="Slots per runner.")] = 2,
     examples: Annotated[bool, typer.Option(help="Submit the example jobs.")] = True,
@@ -111,7 +112,8 @@ def dev(
     from gigafactory import devmode  # imports git and the server only for this command
 
     options = devmode.Options(
-        work_dir=work_dir, kubeconfig=kubeconfig or work_dir / "kubeconfig", port=port, runners=runners,
+        work_dir=work_dir, kubeconfig=kubeconfig or work_dir / "kubeconfig",
+        port=devmode.DEFAULT_PORT if port is None else port, runners=runners,
         slots=slots, examples=examples, exit_when_done=exit_when_done, on_demand=on_demand,
         server=server,
     )
