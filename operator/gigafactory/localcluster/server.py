@@ -24,6 +24,10 @@ _JSON = "application/json"
 _READ_VERBS = {"get", "list", "watch"}
 
 
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"  # as kube-apiserver labels it
+OPENAPI_V2_EMPTY_PROTOBUF = b"\x0a\x032.0"  # gnostic openapi_v2.Document{swagger: "2.0"}
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -141,6 +145,13 @@ class Server:
         self.counts[("openapi", "/".join(parts[:2]))] += 1
         registry = self.cluster.registry
         if parts[1:] == ["v2"]:
+            accept = request.headers.get("Accept", "")
+            if "protobuf" in accept and "json" not in accept:
+                # kubectl asks for v2 in protobuf only when v3 has no schema for a kind (a misspelt
+                # kind, say). An OpenAPI v2 Document that holds only `swagger: "2.0"` has no schema for
+                # it either, so kubectl goes on to say what kube-apiserver's answer makes it say:
+                # `no matches for kind "AgentJobb"` (with JSON it failed to parse the proto instead).
+                return web.Response(body=OPENAPI_V2_EMPTY_PROTOBUF, headers={"Content-Type": OPENAPI_V2_PROTOBUF})
             return respond(discovery.openapi_v2(registry))
         if parts[1:] == ["v3"]:
             return respond(discovery.openapi_v3_root(registry, self.cluster.schema_version))
