@@ -19,7 +19,7 @@ import rich.table
 import typer
 import yaml
 
-from gigafactory import config, constants, kubeclient
+from gigafactory import config, constants, kubeclient, leases
 from gigafactory.models import agentjobs, factories
 from gigafactory.scheduling import queues, snapshots
 
@@ -113,6 +113,32 @@ def _jobs_table(items: list[dict[str, Any]], *, all_namespaces: bool) -> rich.ta
         ]
         table.add_row(*(([item["metadata"].get("namespace", "")] if all_namespaces else []) + row))
     return table
+
+
+# Why an ended attempt kept no output, by its outcome.
+_NO_OUTPUT = {
+    agentjobs.Outcome.REJECTED.value: "the runner refused the job before starting the agent",
+    agentjobs.Outcome.INFRA_ERROR.value: "its runner never reported on it, so no output was kept",
+    agentjobs.Outcome.STOPPED.value: "it was stopped and its runner kept no output",
+}
+
+
+def _no_log(job: str, status: dict[str, Any], records: list[dict[str, Any]], attempt: int | None) -> str:
+    """One true line on why there is no log to show."""
+    numbers = [r.get("attempt") for r in records]
+    current = int(status.get("attempt") or 0)
+    if attempt is not None and attempt not in numbers:
+        if attempt == current and status.get("phase") in (agentjobs.Phase.BOUND.value, agentjobs.Phase.RUNNING.value):
+            return f"no log yet for {job} attempt {attempt}: it is {status.get('phase')}; its output is kept when it ends"
+        return f"{job} has no attempt {attempt}" + (f" (attempts: {', '.join(str(n) for n in numbers)})" if numbers else "")
+    if not records:
+        phase = status.get("phase") or agentjobs.Phase.PENDING.value
+        return f"no log for {job}: it is {phase} and no attempt has ended yet; an attempt's output is kept when it ends"
+    record = next(r for r in reversed(records) if attempt is None or r.get("attempt") == attempt)
+    outcome = str(record.get("outcome") or "")
+    why = _NO_OUTPUT.get(outcome, "its runner kept no output")
+    detail = ": ".join(str(part) for part in (record.get("reason"), record.get("message")) if part)
+    return f"no log for {job} attempt {record.get('attempt')}: it ended {outcome}" + (f" ({detail})" if detail else "") + f"; {why}"
 
 
 def queue_position(job: dict[str, Any], pending: list[dict[str, Any]]) -> tuple[int, int] | None:
@@ -289,8 +315,7 @@ def register(app: typer.Typer) -> None:
             if attempt is not None:
                 refs = [ref for ref in refs if ref[0] == attempt]
             if not refs:
-                fail(f"no log kept for {ns}/{name}" + (f" attempt {attempt}" if attempt is not None else "")
-                     + " (logs are kept when an attempt ends)")
+                fail(_no_log(f"{ns}/{name}", status, records, attempt))
             kind, log_ns, log_name = refs[-1][1].split("/", 2)
             if kind != "configmap":
                 fail(f"unknown log reference {refs[-1][1]!r}")
@@ -303,8 +328,26 @@ def register(app: typer.Typer) -> None:
     def cancel(name: str, namespace: NamespaceOption = None, kubeconfig: KubeconfigOption = None) -> None:
         """Cancel a job: a running attempt is stopped; the job ends Cancelled without retries."""
         ns = namespace or _context_namespace(_kubeconfig_path(kubeconfig))
-        _run(kubeconfig, lambda c: c.patch(kubeclient.AGENTJOBS, name, {"spec": {"cancel": True}}, namespace=ns))
-        console.print(f"agentjob {ns}/{name} cancel requested", markup=False)
+
+        async def request(client: kubeclient.Client) -> str:
+            for _ in range(5):
+                job = await client.get(kubeclient.AGENTJOBS, name, namespace=ns)
+                phase = (job.get("status") or {}).get("phase") or agentjobs.Phase.PENDING.value
+                if phase in {p.value for p in agentjobs.TERMINAL_PHASES}:
+                    fail(f"agentjob {ns}/{name} is {phase}: it has finished, there is nothing to cancel"
+                         + (" (gigafactory retry runs it again)" if phase != agentjobs.Phase.SUCCEEDED.value else ""))
+                if (job.get("spec") or {}).get("cancel"):
+                    return f"agentjob {ns}/{name} ({phase}): cancel was already requested"
+                # With the resourceVersion read: a job that finishes meanwhile is read again, not cancelled for nothing.
+                patch = {"metadata": {"resourceVersion": job["metadata"]["resourceVersion"]}, "spec": {"cancel": True}}
+                try:
+                    await client.patch(kubeclient.AGENTJOBS, name, patch, namespace=ns)
+                except kubeclient.Conflict:
+                    continue
+                return f"agentjob {ns}/{name} ({phase}) cancel requested"
+            fail(f"agentjob {ns}/{name} keeps changing; try again")
+
+        console.print(_run(kubeconfig, request), markup=False)
 
     @app.command()
     def retry(name: str, namespace: NamespaceOption = None, kubeconfig: KubeconfigOption = None) -> None:
@@ -332,7 +375,25 @@ def register(app: typer.Typer) -> None:
     @app.command("factories")
     def factories_(kubeconfig: KubeconfigOption = None) -> None:
         """The fleet: factories, their pods, slots and heartbeats."""
-        items, _ = _run(kubeconfig, lambda c: c.list(kubeclient.FACTORIES))
+
+        async def fleet(client: kubeclient.Client) -> tuple[list[dict[str, Any]], dict[tuple[str, str], datetime.datetime]]:
+            items, _ = await client.list(kubeclient.FACTORIES)
+            # A heartbeat's age comes from the runner's heartbeat Lease itself (the Factory status does not
+            # carry it: it would be rewritten on every renewal); without the right to list Leases, from the status.
+            renewed: dict[tuple[str, str], datetime.datetime] = {}
+            try:
+                heartbeat_leases, _ = await client.list(kubeclient.LEASES, label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_HEARTBEAT}")
+            except kubeclient.ApiError:
+                heartbeat_leases = []
+            for lease in heartbeat_leases:
+                beat = leases.parse_heartbeat(lease)
+                spec = lease.get("spec") or {}
+                moment = leases.parse_time(spec.get("renewTime")) or leases.parse_time(spec.get("acquireTime"))
+                if beat is not None and moment is not None:
+                    renewed[(beat.factory, beat.pod)] = moment
+            return items, renewed
+
+        items, renewed = _run(kubeconfig, fleet)
         table = rich.table.Table("FACTORY", "PHASE", "POD", "READY", "SLOTS", "RUNNING", "HEARTBEAT", box=None, pad_edge=False)
         for item in sorted(items, key=lambda i: i["metadata"]["name"]):
             fac = factories.Factory.model_validate(item)
@@ -340,7 +401,8 @@ def register(app: typer.Typer) -> None:
             if not fac.status.pods:
                 table.add_row(name, fac.status.phase.value, "-", "", "", "", "")
             for pod in fac.status.pods:
-                beat = _age(pod.last_heartbeat.isoformat()) + " ago" if pod.last_heartbeat else "never"
+                moment = renewed.get((name, pod.name)) or pod.last_heartbeat
+                beat = _age(moment.isoformat()) + " ago" if moment else "never"
                 table.add_row(name, fac.status.phase.value, pod.name, "yes" if pod.ready else "no",
                               str(pod.slots), str(pod.running), beat)
         console.print(table)
