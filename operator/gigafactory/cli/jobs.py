@@ -9,11 +9,11 @@ import datetime
 import json
 import os
 import pathlib
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NoReturn, TypeVar
 
-import pydantic
 import rich.console
 import rich.table
 import typer
@@ -141,6 +141,56 @@ def _no_log(job: str, status: dict[str, Any], records: list[dict[str, Any]], att
     return f"no log for {job} attempt {record.get('attempt')}: it ended {outcome}" + (f" ({detail})" if detail else "") + f"; {why}"
 
 
+def _read_manifests(source: str, label: str) -> list[dict[str, Any]]:
+    """The AgentJobs of a YAML file (or stdin): every non-empty document; a YAML error names the file and line."""
+    try:
+        text = sys.stdin.read() if source == "-" else pathlib.Path(source).read_text()
+    except OSError as exc:
+        fail(f"cannot read {label}: {exc.strerror or exc}")
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark is not None else label
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        fail(f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else ""))
+    if not documents:
+        fail(f"{label} holds no manifest")
+    for index, doc in enumerate(documents, start=1):
+        where = label + (f" (document {index})" if len(documents) > 1 else "")
+        if not isinstance(doc, dict):
+            fail(f"{where}: not a manifest (a YAML mapping with apiVersion, kind, metadata and spec)")
+        if doc.get("kind") != constants.AGENTJOB_KIND or doc.get("apiVersion") != constants.API_VERSION:
+            fail(f"{where}: kind {doc.get('kind')!r} of {doc.get('apiVersion')!r} is not an AgentJob of {constants.API_VERSION}")
+    return documents
+
+
+async def _validate(client: kubeclient.Client, body: dict[str, Any], namespace: str) -> list[str]:
+    """What the API server says is wrong with the job, every error at once: a dry-run create with strict
+    field validation. kube-apiserver stops at unknown fields, so a second dry run (ignoring them) adds the
+    schema's errors."""
+    path = kubeclient.AGENTJOBS.path(namespace=namespace)
+    found: list[str] = []
+    for validation in ("Strict", "Ignore"):
+        try:
+            await client.request("POST", path, body=body, params={"fieldValidation": validation, "dryRun": "All"})
+            return found
+        except kubeclient.ApiError as exc:
+            if exc.status == 400 and "strict decoding error:" in exc.message:
+                detail = exc.message.split("strict decoding error:", 1)[1].strip()
+                found += sorted(re.findall(r'(?:unknown|duplicate) field "[^"]*"', detail)) or [detail]
+                continue
+            causes = (exc.body.get("details") or {}).get("causes") or []
+            if exc.status != 422 or not causes:
+                raise
+            for cause in sorted(causes, key=lambda c: str(c.get("field") or "")):
+                field, message = cause.get("field") or "", cause.get("message") or cause.get("reason") or ""
+                found.append(f"{field}: {message}" if field else message)
+            return found
+    return found
+
+
 def queue_position(job: dict[str, Any], pending: list[dict[str, Any]]) -> tuple[int, int] | None:
     """(position, length) of a pending job in its queue, by the scheduler's own ordering.
 
@@ -163,7 +213,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def submit(
-        file: Annotated[pathlib.Path | None, typer.Argument(help="An AgentJob manifest (YAML); or use the flags.")] = None,
+        file: Annotated[str | None, typer.Argument(help="AgentJob manifests (YAML, one or more documents); - reads stdin. Or use the flags.",
+                                                   show_default=False)] = None,
+        filename: Annotated[str | None, typer.Option("--filename", "-f", help="The same as FILE, as kubectl spells it.")] = None,
         name: Annotated[str | None, typer.Option(help="Job name (with flags).")] = None,
         repo: Annotated[str | None, typer.Option(help="Repository URL (with flags).")] = None,
         prompt: Annotated[str | None, typer.Option(help="The task (with flags).")] = None,
@@ -173,30 +225,46 @@ def register(app: typer.Typer) -> None:
         namespace: NamespaceOption = None,
         kubeconfig: KubeconfigOption = None,
     ) -> None:
-        """Submit an AgentJob from a file or from flags."""
-        if file is not None:
-            try:
-                body = yaml.safe_load(file.read_text())
-            except (OSError, yaml.YAMLError) as exc:
-                fail(f"cannot read {file}: {exc}")
+        """Submit AgentJobs from a file (or stdin) or one from flags. The API server validates every
+        document first, strictly (an unknown field is an error), and nothing is created unless all pass."""
+        if file is not None and filename is not None:
+            fail("give the manifest either as FILE or as -f, not both")
+        source = file if file is not None else filename
+        if source is not None:
+            label = "<stdin>" if source == "-" else source
+            bodies = _read_manifests(source, label)
         elif name and repo and prompt:
-            body = {
+            label = "flags"
+            bodies = [{
                 "apiVersion": constants.API_VERSION, "kind": constants.AGENTJOB_KIND, "metadata": {"name": name},
                 "spec": {"queue": queue, "repo": {"url": repo, "baseRef": base_ref}, "task": {"prompt": prompt}, "agent": {"profile": profile}},
-            }
+            }]
         else:
-            fail("give a manifest file, or --name, --repo and --prompt")
-        if not isinstance(body, dict) or body.get("kind") != constants.AGENTJOB_KIND:
-            fail("the manifest is not an AgentJob")
-        try:
-            agentjobs.AgentJob.model_validate(body)  # a clear message before the round trip
-        except pydantic.ValidationError as exc:
-            first = exc.errors()[0]
-            fail(f"invalid AgentJob: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+            fail("give a manifest file (or - for stdin), or --name, --repo and --prompt")
         path = _kubeconfig_path(kubeconfig)
-        ns = namespace or (body.get("metadata") or {}).get("namespace") or _context_namespace(path)
-        created = _run(kubeconfig, lambda c: c.create(kubeclient.AGENTJOBS, body, namespace=ns))
-        console.print(f"agentjob {ns}/{created['metadata']['name']} submitted")
+        default_ns = namespace or _context_namespace(path)
+        targets = [(namespace or (body.get("metadata") or {}).get("namespace") or default_ns, body) for body in bodies]
+
+        async def send(client: kubeclient.Client) -> list[str]:
+            problems: list[str] = []
+            for index, (ns, body) in enumerate(targets, start=1):
+                found = await _validate(client, body, ns)
+                if found:
+                    where = f"{label}" + (f" (document {index})" if len(targets) > 1 else "")
+                    problems.append(f"{where}: agentjob {ns}/{(body.get('metadata') or {}).get('name') or '?'} is invalid:")
+                    problems.extend(f"  {line}" for line in found)
+            if problems:
+                return problems
+            for ns, body in targets:
+                created = await client.request("POST", kubeclient.AGENTJOBS.path(namespace=ns), body=body,
+                                               params={"fieldValidation": "Strict"})
+                console.print(f"agentjob {ns}/{created['metadata']['name']} submitted", markup=False)
+            return []
+
+        problems = _run(kubeconfig, send)
+        if problems:
+            errors.print("error: " + "\n".join(problems), markup=False)
+            raise typer.Exit(1)
 
     @app.command("list")
     def list_(

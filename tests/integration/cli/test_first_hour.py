@@ -124,3 +124,73 @@ def test_runner_help_reads_cleanly() -> None:
     assert "[env GIGAFACTORY_RUNNER_POD_NAME]" in text and "[env GIGAFACTORY_RUNNER_ALLOW_LOCAL_REPOS]" in text
     assert " ." not in text and "<bool>" not in text
     assert "--allow-local-repos / --no-allow-local-repos" in text
+
+
+# --- 2. submit validates as the API server does ---
+
+JOB = """apiVersion: gigafactory.dev/v1alpha1
+kind: AgentJob
+metadata:
+  name: {name}
+spec:
+{extra}  repo:
+    url: https://git.example.com/a.git
+  task:
+    prompt: do it
+  agent:
+    profile: script
+"""
+
+
+def _job_names(api_client, namespace: str) -> list[str]:
+    items = _jobs(api_client).list_namespaced_custom_object(GROUP, VERSION, namespace, "agentjobs")["items"]
+    return sorted(item["metadata"]["name"] for item in items)
+
+
+def test_submit_refuses_an_unknown_field_and_names_it(gf, api_client, namespace, tmp_path) -> None:
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(JOB.format(name="typo", extra="  prioritty: 5\n"))
+    out = gf("submit", str(typo), "-n", namespace, code=1)
+    assert out.splitlines() == [f"error: {typo}: agentjob {namespace}/typo is invalid:", '  unknown field "spec.prioritty"']
+    assert _job_names(api_client, namespace) == []
+
+
+def test_submit_lists_every_error_at_once(gf, api_client, namespace, tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(JOB.format(name="bad", extra='  prioritty: 5\n  priority: 5000\n  queue: "Bad Queue"\n'
+                                                "  retry:\n    maxAttempts: 0\n"))
+    out = gf("submit", str(bad), "-n", namespace, code=1)
+    lines = out.splitlines()
+    assert lines[0] == f"error: {bad}: agentjob {namespace}/bad is invalid:"
+    assert lines[1] == '  unknown field "spec.prioritty"'
+    assert [line.split(":")[0].strip() for line in lines[2:]] == ["spec.priority", "spec.queue", "spec.retry.maxAttempts"]
+    assert "Invalid value: 5000" in lines[2]
+    assert _job_names(api_client, namespace) == []
+
+
+def test_submit_names_the_file_and_line_of_a_yaml_error(gf, namespace, tmp_path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(JOB.format(name="broken", extra="  queue: a: b\n"))
+    line = _one_error_line(gf("submit", str(broken), "-n", namespace, code=1))
+    assert line == f"error: {broken}:6:11: invalid YAML: mapping values are not allowed here"
+    assert "<unicode string>" not in line
+
+
+def test_submit_takes_several_documents_and_stdin(gf, api_client, namespace, tmp_path) -> None:
+    both = tmp_path / "both.yaml"
+    both.write_text("---\n" + JOB.format(name="one", extra="") + "---\n" + JOB.format(name="two", extra="") + "---\n")
+    out = gf("submit", "-f", str(both), "-n", namespace)
+    assert out.splitlines() == [f"agentjob {namespace}/one submitted", f"agentjob {namespace}/two submitted"]
+    out = gf("submit", "-f", "-", "-n", namespace, input=JOB.format(name="three", extra=""))
+    assert out.strip() == f"agentjob {namespace}/three submitted"
+    assert _job_names(api_client, namespace) == ["one", "three", "two"]
+
+
+def test_submit_creates_nothing_when_one_document_is_invalid(gf, api_client, namespace, tmp_path) -> None:
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text(JOB.format(name="good", extra="") + "---\n" + JOB.format(name="bad", extra="  priority: -1\n"))
+    out = gf("submit", str(mixed), "-n", namespace, code=1)
+    lines = out.splitlines()
+    assert lines[0] == f"error: {mixed} (document 2): agentjob {namespace}/bad is invalid:"
+    assert lines[1].startswith("  spec.priority: Invalid value: -1") and len(lines) == 2
+    assert _job_names(api_client, namespace) == []
