@@ -95,21 +95,44 @@ def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     return {}
 
 
+def _reason(item: dict[str, Any]) -> str:
+    """Why the job is in its phase: status.reason; for a job written before it existed, the condition that goes with the phase."""
+    status = item.get("status") or {}
+    if status.get("reason"):
+        return str(status["reason"])
+    phase = status.get("phase") or agentjobs.Phase.PENDING.value
+    kind = {agentjobs.Phase.SUCCEEDED.value: constants.ConditionType.COMPLETE, agentjobs.Phase.FAILED.value: constants.ConditionType.FAILED,
+            agentjobs.Phase.RUNNING.value: constants.ConditionType.RUNNING}.get(phase, constants.ConditionType.SCHEDULED)
+    return str(_condition(item, kind.value).get("reason") or ("Cancelled" if phase == agentjobs.Phase.CANCELLED.value else ""))
+
+
+def _placement(item: dict[str, Any]) -> tuple[str, str]:
+    """(factory, pod) of the current attempt, or of the last one once it ended."""
+    status = item.get("status") or {}
+    assignment = status.get("assignment") or {}
+    last = (status.get("attempts") or [{}])[-1]
+    factory = assignment.get("factory") or status.get("factory") or last.get("factory") or ""
+    pod = assignment.get("pod") or status.get("pod") or last.get("pod") or ""
+    return str(factory), str(pod)
+
+
 def _jobs_table(items: list[dict[str, Any]], *, all_namespaces: bool) -> rich.table.Table:
     table = rich.table.Table(box=None, pad_edge=False)
-    columns = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "PHASE", "QUEUE", "FACTORY", "ATTEMPT", "AGE", "REASON"]
+    columns = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "PHASE", "QUEUE", "FACTORY", "POD", "ATTEMPT", "AGE", "REASON"]
     for column in columns:
         table.add_column(column, no_wrap=True)
     for item in sorted(items, key=lambda i: (i["metadata"].get("namespace", ""), i["metadata"]["name"])):
         status = item.get("status") or {}
+        factory, pod = _placement(item)
         row = [
             item["metadata"]["name"],
             status.get("phase", "Pending"),
             (item.get("spec") or {}).get("queue", ""),
-            (status.get("assignment") or {}).get("factory", ""),
+            factory,
+            pod,
             str(status.get("attempt", 0)),
             _age(item["metadata"].get("creationTimestamp")),
-            _condition(item, constants.ConditionType.SCHEDULED.value).get("reason", ""),
+            _reason(item),
         ]
         table.add_row(*(([item["metadata"].get("namespace", "")] if all_namespaces else []) + row))
     return table
@@ -130,15 +153,16 @@ def _no_log(job: str, status: dict[str, Any], records: list[dict[str, Any]], att
     if attempt is not None and attempt not in numbers:
         if attempt == current and status.get("phase") in (agentjobs.Phase.BOUND.value, agentjobs.Phase.RUNNING.value):
             return f"no log yet for {job} attempt {attempt}: it is {status.get('phase')}; its output is kept when it ends"
-        return f"{job} has no attempt {attempt}" + (f" (attempts: {', '.join(str(n) for n in numbers)})" if numbers else "")
+        return f"no log kept for {job} attempt {attempt}: there is no such attempt" + (
+            f" (attempts: {', '.join(str(n) for n in numbers)})" if numbers else " yet")
     if not records:
         phase = status.get("phase") or agentjobs.Phase.PENDING.value
-        return f"no log for {job}: it is {phase} and no attempt has ended yet; an attempt's output is kept when it ends"
+        return f"no log kept for {job}: it is {phase} and no attempt has ended yet; an attempt's output is kept when it ends"
     record = next(r for r in reversed(records) if attempt is None or r.get("attempt") == attempt)
     outcome = str(record.get("outcome") or "")
     why = _NO_OUTPUT.get(outcome, "its runner kept no output")
     detail = ": ".join(str(part) for part in (record.get("reason"), record.get("message")) if part)
-    return f"no log for {job} attempt {record.get('attempt')}: it ended {outcome}" + (f" ({detail})" if detail else "") + f"; {why}"
+    return f"no log kept for {job} attempt {record.get('attempt')}: it ended {outcome}" + (f" ({detail})" if detail else "") + f"; {why}"
 
 
 def _read_manifests(source: str, label: str) -> list[dict[str, Any]]:
@@ -318,7 +342,7 @@ def register(app: typer.Typer) -> None:
         if status.attempts:
             console.print("Attempts:")
             for rec in status.attempts:
-                where = f"{rec.factory or '-'}/{rec.pod or '-'}"
+                where = f"{rec.factory or '-'}/{rec.pod or '-'}" + (f" (score {rec.score})" if rec.score is not None else "")
                 console.print(f"  #{rec.attempt} {rec.outcome.value:<12} {rec.reason:<14} {where} {rec.message}", markup=False)
         if status.result:
             r = status.result
@@ -345,6 +369,15 @@ def register(app: typer.Typer) -> None:
             last = status.attempts[-1] if status.attempts else None
             detail = f": last attempt {last.outcome.value} {last.reason} {last.message}".rstrip() if last else ""
             console.print(f"{ns}/{name} is {status.phase.value}{detail}", markup=False)
+            if last is not None and last.factory:
+                score = f" with score {last.score}/100" if last.score is not None else ""
+                console.print(f"attempt {last.attempt} ran on {last.factory}/{last.pod or '-'}{score}" + (":" if last.scores else ""),
+                              markup=False)
+                if last.scores:
+                    table = rich.table.Table("PLUGIN", "SCORE", box=None, pad_edge=False)
+                    for plugin, value in sorted(last.scores.items(), key=lambda kv: -kv[1]):
+                        table.add_row(plugin, str(value))
+                    console.print(table)
         elif job.spec.suspend:
             console.print(f"{ns}/{name} is suspended (spec.suspend): it is not scheduled until resumed.", markup=False)
         else:

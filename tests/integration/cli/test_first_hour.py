@@ -102,7 +102,7 @@ def test_logs_of_a_rejected_attempt_say_why_there_are_none(gf, api_client, names
         {"attempt": 1, "factory": "pool-a", "pod": "pool-a-0", "outcome": "Rejected", "reason": "SecretNotFound",
          "message": "Secret git-creds not found"}]})
     line = _one_error_line(gf("logs", "job", "-n", namespace, code=1))
-    assert line == (f"error: no log for {namespace}/job attempt 1: it ended Rejected (SecretNotFound: Secret git-creds not found); "
+    assert line == (f"error: no log kept for {namespace}/job attempt 1: it ended Rejected (SecretNotFound: Secret git-creds not found); "
                     "the runner refused the job before starting the agent")
     assert "logs are kept when an attempt ends" not in line
 
@@ -111,7 +111,7 @@ def test_logs_before_any_attempt_ended(gf, namespace) -> None:
     _submit(gf, namespace)
     line = _one_error_line(gf("logs", "job", "-n", namespace, code=1))
     assert "it is Pending and no attempt has ended yet" in line
-    assert "has no attempt 3" in _one_error_line(gf("logs", "job", "--attempt", "3", "-n", namespace, code=1))
+    assert "attempt 3: there is no such attempt yet" in _one_error_line(gf("logs", "job", "--attempt", "3", "-n", namespace, code=1))
 
 
 # --- 5. help text ---
@@ -194,3 +194,53 @@ def test_submit_creates_nothing_when_one_document_is_invalid(gf, api_client, nam
     assert lines[0] == f"error: {mixed} (document 2): agentjob {namespace}/bad is invalid:"
     assert lines[1].startswith("  spec.priority: Invalid value: -1") and len(lines) == 2
     assert _job_names(api_client, namespace) == []
+
+
+# --- 3. a finished job keeps where and why it ran; REASON goes with PHASE ---
+
+
+def _apply(api_client, namespace: str, name: str, build) -> None:
+    """Write a status patch built by the operator's own builders (binding/patches.py) from the stored job."""
+    body = _jobs(api_client).get_namespaced_custom_object(GROUP, VERSION, namespace, "agentjobs", name)
+    patch = build(body)
+    _jobs(api_client).patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "agentjobs", name, patch)
+
+
+def _row(out: str, name: str) -> list[str]:
+    return next(line for line in out.splitlines() if line.split()[:1] == [name]).split()
+
+
+def test_a_finished_job_keeps_its_factory_pod_and_score_breakdown(gf, api_client, kubectl, namespace) -> None:
+    from gigafactory.binding import patches
+    from gigafactory.scheduling import cycle, snapshots
+
+    _submit(gf, namespace)
+    pod = snapshots.PodInfo(name="pool-a-0", namespace=namespace, factory="pool-a", slots=1, agents=frozenset({"script"}))
+
+    def bind(body):
+        job = snapshots.JobInfo(namespace=namespace, name="job", uid=body["metadata"]["uid"],
+                                resource_version=body["metadata"]["resourceVersion"], attempt=1)
+        decision = cycle.Decision(job=job, pod=pod, score=87, scores={"FreeCapacity": 100, "WarmRepo": 60}, attempt=1)
+        return patches.bind_patch(body=body, decision=decision, now=leases.now())
+
+    _apply(api_client, namespace, "job", bind)
+    assert _row(gf("list", "-n", namespace), "job")[1:5] == ["Bound", "default", "pool-a", "pool-a-0"]
+    assert _row(gf("list", "-n", namespace), "job")[-1] == "Bound"
+    # What the runner writes when it claims (runner/running.py).
+    _patch_status(api_client, namespace, "job", {"phase": "Running", "reason": "AgentRunning"})
+    assert _row(gf("list", "-n", namespace), "job")[-1] == "AgentRunning"
+    _patch_status(api_client, namespace, "job", {"report": {"attempt": 1, "pod": "pool-a-0", "outcome": "Succeeded",
+                                                           "result": {"branch": "agent/job", "commit": "c0ffee"}}})
+    _apply(api_client, namespace, "job", lambda body: patches.fold_patch(body=body, now=leases.now()))
+
+    row = _row(gf("list", "-n", namespace), "job")
+    assert row[1:5] == ["Succeeded", "default", "pool-a", "pool-a-0"] and row[-1] == "Succeeded"
+    wide = kubectl("get", "aj", "job", "-n", namespace, "-o", "wide").stdout
+    header, line = wide.splitlines()
+    assert header.split() == ["NAME", "PHASE", "QUEUE", "FACTORY", "ATTEMPT", "AGE", "POD", "REASON"]
+    assert line.split()[:5] == ["job", "Succeeded", "default", "pool-a", "1"]
+    assert line.split()[-2:] == ["pool-a-0", "Succeeded"]
+    explained = gf("explain", "job", "-n", namespace)
+    assert "attempt 1 ran on pool-a/pool-a-0 with score 87/100:" in explained
+    assert explained.index("FreeCapacity") < explained.index("WarmRepo")
+    assert "pool-a/pool-a-0 (score 87)" in gf("describe", "job", "-n", namespace)
