@@ -6,6 +6,7 @@ context's namespace), and turn every API error into one clear line on stderr wit
 
 import asyncio
 import datetime
+import io
 import json
 import os
 import pathlib
@@ -30,6 +31,15 @@ errors = rich.console.Console(stderr=True, highlight=False, soft_wrap=True)
 
 KubeconfigOption = Annotated[str | None, typer.Option("--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config).")]
 NamespaceOption = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: the context's).")]
+
+
+def print_table(table: rich.table.Table) -> None:
+    """A table as kubectl prints one: plain, every cell whole however narrow the terminal or pipe
+    (rich would cut cells to 80 columns with "…" when stdout is not a terminal)."""
+    plain = rich.console.Console(width=100_000, file=io.StringIO(), color_system=None, highlight=False, soft_wrap=True)
+    plain.print(table)
+    text = plain.file.getvalue()  # type: ignore[attr-defined]
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in text.splitlines()))
 
 
 def fail(message: str) -> NoReturn:
@@ -299,7 +309,7 @@ def register(app: typer.Typer) -> None:
         """List AgentJobs as a table."""
         ns = None if all_namespaces else (namespace or _context_namespace(_kubeconfig_path(kubeconfig)))
         items, _ = _run(kubeconfig, lambda c: c.list(kubeclient.AGENTJOBS, namespace=ns))
-        console.print(_jobs_table(items, all_namespaces=all_namespaces))
+        print_table(_jobs_table(items, all_namespaces=all_namespaces))
 
     @app.command()
     def get(
@@ -316,7 +326,7 @@ def register(app: typer.Typer) -> None:
         elif output == "json":
             sys.stdout.write(json.dumps(obj, indent=2) + "\n")
         elif output == "table":
-            console.print(_jobs_table([obj], all_namespaces=False))
+            print_table(_jobs_table([obj], all_namespaces=False))
         else:
             fail(f"unknown output format {output!r} (table, yaml or json)")
 
@@ -362,12 +372,12 @@ def register(app: typer.Typer) -> None:
             table = rich.table.Table("PLUGIN", "SCORE", box=None, pad_edge=False)
             for plugin, value in sorted(a.scores.items(), key=lambda kv: -kv[1]):
                 table.add_row(plugin, str(value))
-            console.print(table)
+            print_table(table)
             return
         scheduled = _condition(obj, constants.ConditionType.SCHEDULED.value)
         if status.phase in agentjobs.TERMINAL_PHASES:
             last = status.attempts[-1] if status.attempts else None
-            detail = f": last attempt {last.outcome.value} {last.reason} {last.message}".rstrip() if last else ""
+            detail = (": last attempt " + " ".join(part for part in (last.outcome.value, last.reason, last.message) if part)) if last else ""
             console.print(f"{ns}/{name} is {status.phase.value}{detail}", markup=False)
             if last is not None and last.factory:
                 score = f" with score {last.score}/100" if last.score is not None else ""
@@ -377,7 +387,7 @@ def register(app: typer.Typer) -> None:
                     table = rich.table.Table("PLUGIN", "SCORE", box=None, pad_edge=False)
                     for plugin, value in sorted(last.scores.items(), key=lambda kv: -kv[1]):
                         table.add_row(plugin, str(value))
-                    console.print(table)
+                    print_table(table)
         elif job.spec.suspend:
             console.print(f"{ns}/{name} is suspended (spec.suspend): it is not scheduled until resumed.", markup=False)
         else:
@@ -506,4 +516,4 @@ def register(app: typer.Typer) -> None:
                 beat = _age(moment.isoformat()) + " ago" if moment else "never"
                 table.add_row(name, fac.status.phase.value, pod.name, "yes" if pod.ready else "no",
                               str(pod.slots), str(pod.running), beat)
-        console.print(table)
+        print_table(table)

@@ -244,3 +244,12 @@ def test_a_finished_job_keeps_its_factory_pod_and_score_breakdown(gf, api_client
     assert "attempt 1 ran on pool-a/pool-a-0 with score 87/100:" in explained
     assert explained.index("FreeCapacity") < explained.index("WarmRepo")
     assert "pool-a/pool-a-0 (score 87)" in gf("describe", "job", "-n", namespace)
+
+
+def test_list_is_never_cut_short_when_piped(gf, namespace) -> None:
+    long_name = "a-job-with-a-rather-long-name-that-a-pipe-must-keep-whole"
+    _submit(gf, namespace, long_name)
+    out = gf("list", "-A")  # not a terminal: rich alone would cut every row to 80 columns with "…"
+    row = next(line for line in out.splitlines() if long_name in line)
+    assert "…" not in out and row.split()[:3] == [namespace, long_name, "Pending"]
+    assert out.splitlines()[0].split() == ["NAMESPACE", "NAME", "PHASE", "QUEUE", "FACTORY", "POD", "ATTEMPT", "AGE", "REASON"]
