@@ -248,7 +248,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def submit(
         file: Annotated[str | None, typer.Argument(help="AgentJob manifests (YAML, one or more documents); - reads stdin. Or use the flags.",
-                                                   show_default=False)] = None,
+                                                   metavar="FILE", show_default=False)] = None,
         filename: Annotated[str | None, typer.Option("--filename", "-f", help="The same as FILE, as kubectl spells it.")] = None,
         name: Annotated[str | None, typer.Option(help="Job name (with flags).")] = None,
         repo: Annotated[str | None, typer.Option(help="Repository URL (with flags).")] = None,
