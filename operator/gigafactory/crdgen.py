@@ -165,11 +165,11 @@ def build_crds() -> dict[str, dict[str, Any]]:
             columns=[
                 _column("Phase", ".status.phase", "string", "Where the job is in its life."),
                 _column("Queue", ".spec.queue", "string", "The job's queue."),
-                _column("Factory", ".status.assignment.factory", "string", "The factory it is bound to."),
+                _column("Factory", ".status.factory", "string", "The factory of the current or last attempt."),
                 _column("Attempt", ".status.attempt", "integer", "The current attempt."),
                 age,
-                _column("Pod", ".status.assignment.pod", "string", "The runner pod it is bound to.", priority=1),
-                _column("Reason", ".status.conditions[?(@.type==\"Scheduled\")].reason", "string", "Why it is (not) scheduled.", priority=1),
+                _column("Pod", ".status.pod", "string", "The runner pod of the current or last attempt.", priority=1),
+                _column("Reason", ".status.reason", "string", "Why the job is in its phase.", priority=1),
             ],
         ),
         "factories.yaml": _crd(

@@ -72,6 +72,10 @@ class Operator:
         self.beats: dict[tuple[str, str], leases.Heartbeat] = {}
         self.timers: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
         self.busy: set[str] = set()  # jobs with a fold or undo in flight
+        # Jobs whose finalizer this operator removed: the cache may still show it until the DELETED
+        # event, and a second run would delete the branch again and call it "moved or gone".
+        self.finalized: set[str] = set()
+        self.branches_deleted: set[tuple[str, str, str]] = set()  # (job uid, branch, commit) already cleaned up
         self.tasks: set[asyncio.Task[Any]] = set()
         self.success = snapshots.SuccessRatios()
         # When this operator last wrote each waiting job's explanation (loop clock); before the first
@@ -103,6 +107,8 @@ class Operator:
         if assumed is not None and (event == "DELETED" or int(status.get("attempt") or 0) >= assumed[0]):
             del self.assumed[uid]  # the informer now shows what the bind wrote
         if event == "DELETED":
+            self.finalized.discard(uid)
+            self.branches_deleted = {entry for entry in self.branches_deleted if entry[0] != uid}
             self.job_infos.pop(uid, None)
             self.spec_valid.pop(uid, None)
             self.explained_at.pop(uid, None)
@@ -288,6 +294,8 @@ class Operator:
             return
         meta = body["metadata"]
         uid = str(meta.get("uid"))
+        if uid in self.finalized:
+            return  # done; the cache still shows the finalizer until the DELETED event
         if uid in self.busy:
             return  # a fold, undo or stop is running; its release looks again
         key = kubeclient.object_key(body)
@@ -338,15 +346,19 @@ class Operator:
 
     async def _finalize(self, body: Body) -> None:
         """The binding is gone: delete the branch per cleanup.deleteBranch, then the finalizer."""
+        uid = str(body["metadata"].get("uid"))
         try:
             for branch, commit in cleanup.branches_to_delete(body):
-                await self._delete_branch(body, branch, commit)
+                if (uid, branch, commit) not in self.branches_deleted:  # (a retry after a failed finalizer write)
+                    await self._delete_branch(body, branch, commit)
+                    self.branches_deleted.add((uid, branch, commit))
             for namespace, name in cleanup.log_configmaps(body):
                 try:
                     await self.client.delete(kubeclient.CONFIGMAPS, name, namespace=namespace)
                 except kubeclient.ApiError as exc:  # (no right to, say): the log outlives the job, the job still goes
                     logger.warning("log %s/%s not deleted: %s", namespace, name, exc, extra={"job": _name(body)})
             if await cleanup.remove_finalizer(self.client, kubeclient.AGENTJOBS, body, constants.FINALIZER_JOB):
+                self.finalized.add(uid)
                 logger.info("job finalized", extra={"job": _name(body)})
         except Exception:
             logger.exception("finalizing failed", extra={"job": _name(body)})

@@ -70,7 +70,10 @@ def bind_patch(*, body: Mapping[str, Any], decision: cycle.Decision, now: dateti
     message = f"bound to pod {pod.namespace}/{pod.name} of factory {pod.factory} (score {decision.score})"
     patch_status: Body = {
         "phase": Phase.BOUND.value,
+        "reason": REASON_BOUND,
         "attempt": decision.attempt,
+        "factory": pod.factory,  # these two stay when the attempt ends (printer columns cannot read attempts[-1])
+        "pod": pod.name,
         "assignment": {
             "factory": pod.factory,
             "pod": pod.name,
@@ -99,14 +102,14 @@ def unschedulable_patch(*, body: Mapping[str, Any], message: str, now: datetime.
     the job), or None when the job already says exactly that (a cycle that changes nothing writes nothing)."""
     current = condition(body, constants.ConditionType.SCHEDULED.value)
     if current is not None and current.get("status") == "False" and current.get("reason") == reason \
-            and current.get("message") == message:
+            and current.get("message") == message and (body.get("status") or {}).get("reason") == reason:
         return None
     meta = body.get("metadata") or {}
     conditions = set_condition(
         (body.get("status") or {}).get("conditions"), type=constants.ConditionType.SCHEDULED.value, status="False",
         reason=reason, message=message, now=now, generation=meta.get("generation"),
     )
-    return {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": {"conditions": conditions}}
+    return {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": {"reason": reason, "conditions": conditions}}
 
 
 def report_matches(body: Mapping[str, Any]) -> bool:
@@ -151,6 +154,7 @@ def _finish(
             conditions = set_condition(conditions, type=kind, status="False", reason=outcome.value, message="", now=now, generation=generation)
     patch_status: Body = {
         "phase": verdict.phase.value,
+        "reason": verdict.reason if verdict.phase in agentjobs.TERMINAL_PHASES else scheduled,
         "attempts": attempts,
         "assignment": None,
         "report": None,
@@ -177,6 +181,8 @@ def fold_patch(*, body: Mapping[str, Any], now: datetime.datetime) -> Body:
         "attempt": report["attempt"],
         "factory": assignment.get("factory"),
         "pod": report.get("pod"),
+        "score": assignment.get("score"),
+        "scores": assignment.get("scores") or None,
         "startedAt": assignment.get("boundAt"),
         "finishedAt": report.get("finishedAt") or _stamp(now),
         "outcome": outcome.value,
@@ -213,6 +219,8 @@ def undo_patch(*, body: Mapping[str, Any], reason: str, message: str, now: datet
         "attempt": assignment.get("attempt") or status.get("attempt") or 1,
         "factory": assignment.get("factory"),
         "pod": assignment.get("pod"),
+        "score": assignment.get("score"),
+        "scores": assignment.get("scores") or None,
         "startedAt": assignment.get("boundAt"),
         "finishedAt": _stamp(now),
         "outcome": agentjobs.Outcome.INFRA_ERROR.value,
@@ -288,7 +296,8 @@ def end_waiting_patch(*, body: Mapping[str, Any], reason: str, now: datetime.dat
         conditions = set_condition(conditions, type=constants.ConditionType.FAILED.value, status="True", reason=reason,
                                    message=message, now=now, generation=meta.get("generation"))
     return {"metadata": {"resourceVersion": meta.get("resourceVersion")},
-            "status": {"phase": phase.value, "completionTime": _stamp(now), "requeueAt": None, "conditions": conditions}}
+            "status": {"phase": phase.value, "reason": reason, "completionTime": _stamp(now), "requeueAt": None,
+                       "conditions": conditions}}
 
 
 def retry_requested(body: Mapping[str, Any]) -> str | None:
@@ -316,5 +325,5 @@ def retry_patch(*, body: Mapping[str, Any], request: str, now: datetime.datetime
             conditions = set_condition(conditions, type=kind, status="False", reason="RetryRequested", message="", now=now,
                                        generation=generation)
     return {"metadata": {"resourceVersion": meta.get("resourceVersion")},
-            "status": {"phase": Phase.PENDING.value, "countFrom": int(status.get("attempt") or 0) + 1, "retryRequest": request,
+            "status": {"phase": Phase.PENDING.value, "reason": "RetryRequested", "countFrom": int(status.get("attempt") or 0) + 1, "retryRequest": request,
                        "completionTime": None, "startTime": None, "requeueAt": None, "result": None, "conditions": conditions}}

@@ -6,20 +6,21 @@ context's namespace), and turn every API error into one clear line on stderr wit
 
 import asyncio
 import datetime
+import io
 import json
 import os
 import pathlib
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NoReturn, TypeVar
 
-import pydantic
 import rich.console
 import rich.table
 import typer
 import yaml
 
-from gigafactory import config, constants, kubeclient
+from gigafactory import config, constants, kubeclient, leases
 from gigafactory.models import agentjobs, factories
 from gigafactory.scheduling import queues, snapshots
 
@@ -30,6 +31,15 @@ errors = rich.console.Console(stderr=True, highlight=False, soft_wrap=True)
 
 KubeconfigOption = Annotated[str | None, typer.Option("--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config).")]
 NamespaceOption = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: the context's).")]
+
+
+def print_table(table: rich.table.Table) -> None:
+    """A table as kubectl prints one: plain, every cell whole however narrow the terminal or pipe
+    (rich would cut cells to 80 columns with "…" when stdout is not a terminal)."""
+    plain = rich.console.Console(width=100_000, file=io.StringIO(), color_system=None, highlight=False, soft_wrap=True)
+    plain.print(table)
+    text = plain.file.getvalue()  # type: ignore[attr-defined]
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in text.splitlines()))
 
 
 def fail(message: str) -> NoReturn:
@@ -95,24 +105,124 @@ def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     return {}
 
 
+def _reason(item: dict[str, Any]) -> str:
+    """Why the job is in its phase: status.reason; for a job written before it existed, the condition that goes with the phase."""
+    status = item.get("status") or {}
+    if status.get("reason"):
+        return str(status["reason"])
+    phase = status.get("phase") or agentjobs.Phase.PENDING.value
+    kind = {agentjobs.Phase.SUCCEEDED.value: constants.ConditionType.COMPLETE, agentjobs.Phase.FAILED.value: constants.ConditionType.FAILED,
+            agentjobs.Phase.RUNNING.value: constants.ConditionType.RUNNING}.get(phase, constants.ConditionType.SCHEDULED)
+    return str(_condition(item, kind.value).get("reason") or ("Cancelled" if phase == agentjobs.Phase.CANCELLED.value else ""))
+
+
+def _placement(item: dict[str, Any]) -> tuple[str, str]:
+    """(factory, pod) of the current attempt, or of the last one once it ended."""
+    status = item.get("status") or {}
+    assignment = status.get("assignment") or {}
+    last = (status.get("attempts") or [{}])[-1]
+    factory = assignment.get("factory") or status.get("factory") or last.get("factory") or ""
+    pod = assignment.get("pod") or status.get("pod") or last.get("pod") or ""
+    return str(factory), str(pod)
+
+
 def _jobs_table(items: list[dict[str, Any]], *, all_namespaces: bool) -> rich.table.Table:
     table = rich.table.Table(box=None, pad_edge=False)
-    columns = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "PHASE", "QUEUE", "FACTORY", "ATTEMPT", "AGE", "REASON"]
+    columns = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "PHASE", "QUEUE", "FACTORY", "POD", "ATTEMPT", "AGE", "REASON"]
     for column in columns:
         table.add_column(column, no_wrap=True)
     for item in sorted(items, key=lambda i: (i["metadata"].get("namespace", ""), i["metadata"]["name"])):
         status = item.get("status") or {}
+        factory, pod = _placement(item)
         row = [
             item["metadata"]["name"],
             status.get("phase", "Pending"),
             (item.get("spec") or {}).get("queue", ""),
-            (status.get("assignment") or {}).get("factory", ""),
+            factory,
+            pod,
             str(status.get("attempt", 0)),
             _age(item["metadata"].get("creationTimestamp")),
-            _condition(item, constants.ConditionType.SCHEDULED.value).get("reason", ""),
+            _reason(item),
         ]
         table.add_row(*(([item["metadata"].get("namespace", "")] if all_namespaces else []) + row))
     return table
+
+
+# Why an ended attempt kept no output, by its outcome.
+_NO_OUTPUT = {
+    agentjobs.Outcome.REJECTED.value: "the runner refused the job before starting the agent",
+    agentjobs.Outcome.INFRA_ERROR.value: "its runner never reported on it, so no output was kept",
+    agentjobs.Outcome.STOPPED.value: "it was stopped and its runner kept no output",
+}
+
+
+def _no_log(job: str, status: dict[str, Any], records: list[dict[str, Any]], attempt: int | None) -> str:
+    """One true line on why there is no log to show."""
+    numbers = [r.get("attempt") for r in records]
+    current = int(status.get("attempt") or 0)
+    if attempt is not None and attempt not in numbers:
+        if attempt == current and status.get("phase") in (agentjobs.Phase.BOUND.value, agentjobs.Phase.RUNNING.value):
+            return f"no log yet for {job} attempt {attempt}: it is {status.get('phase')}; its output is kept when it ends"
+        return f"no log kept for {job} attempt {attempt}: there is no such attempt" + (
+            f" (attempts: {', '.join(str(n) for n in numbers)})" if numbers else " yet")
+    if not records:
+        phase = status.get("phase") or agentjobs.Phase.PENDING.value
+        return f"no log kept for {job}: it is {phase} and no attempt has ended yet; an attempt's output is kept when it ends"
+    record = next(r for r in reversed(records) if attempt is None or r.get("attempt") == attempt)
+    outcome = str(record.get("outcome") or "")
+    why = _NO_OUTPUT.get(outcome, "its runner kept no output")
+    detail = ": ".join(str(part) for part in (record.get("reason"), record.get("message")) if part)
+    return f"no log kept for {job} attempt {record.get('attempt')}: it ended {outcome}" + (f" ({detail})" if detail else "") + f"; {why}"
+
+
+def _read_manifests(source: str, label: str) -> list[dict[str, Any]]:
+    """The AgentJobs of a YAML file (or stdin): every non-empty document; a YAML error names the file and line."""
+    try:
+        text = sys.stdin.read() if source == "-" else pathlib.Path(source).read_text()
+    except OSError as exc:
+        fail(f"cannot read {label}: {exc.strerror or exc}")
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark is not None else label
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        fail(f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else ""))
+    if not documents:
+        fail(f"{label} holds no manifest")
+    for index, doc in enumerate(documents, start=1):
+        where = label + (f" (document {index})" if len(documents) > 1 else "")
+        if not isinstance(doc, dict):
+            fail(f"{where}: not a manifest (a YAML mapping with apiVersion, kind, metadata and spec)")
+        if doc.get("kind") != constants.AGENTJOB_KIND or doc.get("apiVersion") != constants.API_VERSION:
+            fail(f"{where}: kind {doc.get('kind')!r} of {doc.get('apiVersion')!r} is not an AgentJob of {constants.API_VERSION}")
+    return documents
+
+
+async def _validate(client: kubeclient.Client, body: dict[str, Any], namespace: str) -> list[str]:
+    """What the API server says is wrong with the job, every error at once: a dry-run create with strict
+    field validation. kube-apiserver stops at unknown fields, so a second dry run (ignoring them) adds the
+    schema's errors."""
+    path = kubeclient.AGENTJOBS.path(namespace=namespace)
+    found: list[str] = []
+    for validation in ("Strict", "Ignore"):
+        try:
+            await client.request("POST", path, body=body, params={"fieldValidation": validation, "dryRun": "All"})
+            return found
+        except kubeclient.ApiError as exc:
+            if exc.status == 400 and "strict decoding error:" in exc.message:
+                detail = exc.message.split("strict decoding error:", 1)[1].strip()
+                found += sorted(re.findall(r'(?:unknown|duplicate) field "[^"]*"', detail)) or [detail]
+                continue
+            causes = (exc.body.get("details") or {}).get("causes") or []
+            if exc.status != 422 or not causes:
+                raise
+            for cause in sorted(causes, key=lambda c: str(c.get("field") or "")):
+                field, message = cause.get("field") or "", cause.get("message") or cause.get("reason") or ""
+                found.append(f"{field}: {message}" if field else message)
+            return found
+    return found
 
 
 def queue_position(job: dict[str, Any], pending: list[dict[str, Any]]) -> tuple[int, int] | None:
@@ -137,7 +247,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def submit(
-        file: Annotated[pathlib.Path | None, typer.Argument(help="An AgentJob manifest (YAML); or use the flags.")] = None,
+        file: Annotated[str | None, typer.Argument(help="AgentJob manifests (YAML, one or more documents); - reads stdin. Or use the flags.",
+                                                   metavar="FILE", show_default=False)] = None,
+        filename: Annotated[str | None, typer.Option("--filename", "-f", help="The same as FILE, as kubectl spells it.")] = None,
         name: Annotated[str | None, typer.Option(help="Job name (with flags).")] = None,
         repo: Annotated[str | None, typer.Option(help="Repository URL (with flags).")] = None,
         prompt: Annotated[str | None, typer.Option(help="The task (with flags).")] = None,
@@ -147,30 +259,46 @@ def register(app: typer.Typer) -> None:
         namespace: NamespaceOption = None,
         kubeconfig: KubeconfigOption = None,
     ) -> None:
-        """Submit an AgentJob from a file or from flags."""
-        if file is not None:
-            try:
-                body = yaml.safe_load(file.read_text())
-            except (OSError, yaml.YAMLError) as exc:
-                fail(f"cannot read {file}: {exc}")
+        """Submit AgentJobs from a file (or stdin) or one from flags. The API server validates every
+        document first, strictly (an unknown field is an error), and nothing is created unless all pass."""
+        if file is not None and filename is not None:
+            fail("give the manifest either as FILE or as -f, not both")
+        source = file if file is not None else filename
+        if source is not None:
+            label = "<stdin>" if source == "-" else source
+            bodies = _read_manifests(source, label)
         elif name and repo and prompt:
-            body = {
+            label = "flags"
+            bodies = [{
                 "apiVersion": constants.API_VERSION, "kind": constants.AGENTJOB_KIND, "metadata": {"name": name},
                 "spec": {"queue": queue, "repo": {"url": repo, "baseRef": base_ref}, "task": {"prompt": prompt}, "agent": {"profile": profile}},
-            }
+            }]
         else:
-            fail("give a manifest file, or --name, --repo and --prompt")
-        if not isinstance(body, dict) or body.get("kind") != constants.AGENTJOB_KIND:
-            fail("the manifest is not an AgentJob")
-        try:
-            agentjobs.AgentJob.model_validate(body)  # a clear message before the round trip
-        except pydantic.ValidationError as exc:
-            first = exc.errors()[0]
-            fail(f"invalid AgentJob: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+            fail("give a manifest file (or - for stdin), or --name, --repo and --prompt")
         path = _kubeconfig_path(kubeconfig)
-        ns = namespace or (body.get("metadata") or {}).get("namespace") or _context_namespace(path)
-        created = _run(kubeconfig, lambda c: c.create(kubeclient.AGENTJOBS, body, namespace=ns))
-        console.print(f"agentjob {ns}/{created['metadata']['name']} submitted")
+        default_ns = namespace or _context_namespace(path)
+        targets = [(namespace or (body.get("metadata") or {}).get("namespace") or default_ns, body) for body in bodies]
+
+        async def send(client: kubeclient.Client) -> list[str]:
+            problems: list[str] = []
+            for index, (ns, body) in enumerate(targets, start=1):
+                found = await _validate(client, body, ns)
+                if found:
+                    where = f"{label}" + (f" (document {index})" if len(targets) > 1 else "")
+                    problems.append(f"{where}: agentjob {ns}/{(body.get('metadata') or {}).get('name') or '?'} is invalid:")
+                    problems.extend(f"  {line}" for line in found)
+            if problems:
+                return problems
+            for ns, body in targets:
+                created = await client.request("POST", kubeclient.AGENTJOBS.path(namespace=ns), body=body,
+                                               params={"fieldValidation": "Strict"})
+                console.print(f"agentjob {ns}/{created['metadata']['name']} submitted", markup=False)
+            return []
+
+        problems = _run(kubeconfig, send)
+        if problems:
+            errors.print("error: " + "\n".join(problems), markup=False)
+            raise typer.Exit(1)
 
     @app.command("list")
     def list_(
@@ -181,7 +309,7 @@ def register(app: typer.Typer) -> None:
         """List AgentJobs as a table."""
         ns = None if all_namespaces else (namespace or _context_namespace(_kubeconfig_path(kubeconfig)))
         items, _ = _run(kubeconfig, lambda c: c.list(kubeclient.AGENTJOBS, namespace=ns))
-        console.print(_jobs_table(items, all_namespaces=all_namespaces))
+        print_table(_jobs_table(items, all_namespaces=all_namespaces))
 
     @app.command()
     def get(
@@ -198,7 +326,7 @@ def register(app: typer.Typer) -> None:
         elif output == "json":
             sys.stdout.write(json.dumps(obj, indent=2) + "\n")
         elif output == "table":
-            console.print(_jobs_table([obj], all_namespaces=False))
+            print_table(_jobs_table([obj], all_namespaces=False))
         else:
             fail(f"unknown output format {output!r} (table, yaml or json)")
 
@@ -224,7 +352,7 @@ def register(app: typer.Typer) -> None:
         if status.attempts:
             console.print("Attempts:")
             for rec in status.attempts:
-                where = f"{rec.factory or '-'}/{rec.pod or '-'}"
+                where = f"{rec.factory or '-'}/{rec.pod or '-'}" + (f" (score {rec.score})" if rec.score is not None else "")
                 console.print(f"  #{rec.attempt} {rec.outcome.value:<12} {rec.reason:<14} {where} {rec.message}", markup=False)
         if status.result:
             r = status.result
@@ -244,13 +372,22 @@ def register(app: typer.Typer) -> None:
             table = rich.table.Table("PLUGIN", "SCORE", box=None, pad_edge=False)
             for plugin, value in sorted(a.scores.items(), key=lambda kv: -kv[1]):
                 table.add_row(plugin, str(value))
-            console.print(table)
+            print_table(table)
             return
         scheduled = _condition(obj, constants.ConditionType.SCHEDULED.value)
         if status.phase in agentjobs.TERMINAL_PHASES:
             last = status.attempts[-1] if status.attempts else None
-            detail = f": last attempt {last.outcome.value} {last.reason} {last.message}".rstrip() if last else ""
+            detail = (": last attempt " + " ".join(part for part in (last.outcome.value, last.reason, last.message) if part)) if last else ""
             console.print(f"{ns}/{name} is {status.phase.value}{detail}", markup=False)
+            if last is not None and last.factory:
+                score = f" with score {last.score}/100" if last.score is not None else ""
+                console.print(f"attempt {last.attempt} ran on {last.factory}/{last.pod or '-'}{score}" + (":" if last.scores else ""),
+                              markup=False)
+                if last.scores:
+                    table = rich.table.Table("PLUGIN", "SCORE", box=None, pad_edge=False)
+                    for plugin, value in sorted(last.scores.items(), key=lambda kv: -kv[1]):
+                        table.add_row(plugin, str(value))
+                    print_table(table)
         elif job.spec.suspend:
             console.print(f"{ns}/{name} is suspended (spec.suspend): it is not scheduled until resumed.", markup=False)
         else:
@@ -289,8 +426,7 @@ def register(app: typer.Typer) -> None:
             if attempt is not None:
                 refs = [ref for ref in refs if ref[0] == attempt]
             if not refs:
-                fail(f"no log kept for {ns}/{name}" + (f" attempt {attempt}" if attempt is not None else "")
-                     + " (logs are kept when an attempt ends)")
+                fail(_no_log(f"{ns}/{name}", status, records, attempt))
             kind, log_ns, log_name = refs[-1][1].split("/", 2)
             if kind != "configmap":
                 fail(f"unknown log reference {refs[-1][1]!r}")
@@ -303,8 +439,26 @@ def register(app: typer.Typer) -> None:
     def cancel(name: str, namespace: NamespaceOption = None, kubeconfig: KubeconfigOption = None) -> None:
         """Cancel a job: a running attempt is stopped; the job ends Cancelled without retries."""
         ns = namespace or _context_namespace(_kubeconfig_path(kubeconfig))
-        _run(kubeconfig, lambda c: c.patch(kubeclient.AGENTJOBS, name, {"spec": {"cancel": True}}, namespace=ns))
-        console.print(f"agentjob {ns}/{name} cancel requested", markup=False)
+
+        async def request(client: kubeclient.Client) -> str:
+            for _ in range(5):
+                job = await client.get(kubeclient.AGENTJOBS, name, namespace=ns)
+                phase = (job.get("status") or {}).get("phase") or agentjobs.Phase.PENDING.value
+                if phase in {p.value for p in agentjobs.TERMINAL_PHASES}:
+                    fail(f"agentjob {ns}/{name} is {phase}: it has finished, there is nothing to cancel"
+                         + (" (gigafactory retry runs it again)" if phase != agentjobs.Phase.SUCCEEDED.value else ""))
+                if (job.get("spec") or {}).get("cancel"):
+                    return f"agentjob {ns}/{name} ({phase}): cancel was already requested"
+                # With the resourceVersion read: a job that finishes meanwhile is read again, not cancelled for nothing.
+                patch = {"metadata": {"resourceVersion": job["metadata"]["resourceVersion"]}, "spec": {"cancel": True}}
+                try:
+                    await client.patch(kubeclient.AGENTJOBS, name, patch, namespace=ns)
+                except kubeclient.Conflict:
+                    continue
+                return f"agentjob {ns}/{name} ({phase}) cancel requested"
+            fail(f"agentjob {ns}/{name} keeps changing; try again")
+
+        console.print(_run(kubeconfig, request), markup=False)
 
     @app.command()
     def retry(name: str, namespace: NamespaceOption = None, kubeconfig: KubeconfigOption = None) -> None:
@@ -332,7 +486,25 @@ def register(app: typer.Typer) -> None:
     @app.command("factories")
     def factories_(kubeconfig: KubeconfigOption = None) -> None:
         """The fleet: factories, their pods, slots and heartbeats."""
-        items, _ = _run(kubeconfig, lambda c: c.list(kubeclient.FACTORIES))
+
+        async def fleet(client: kubeclient.Client) -> tuple[list[dict[str, Any]], dict[tuple[str, str], datetime.datetime]]:
+            items, _ = await client.list(kubeclient.FACTORIES)
+            # A heartbeat's age comes from the runner's heartbeat Lease itself (the Factory status does not
+            # carry it: it would be rewritten on every renewal); without the right to list Leases, from the status.
+            renewed: dict[tuple[str, str], datetime.datetime] = {}
+            try:
+                heartbeat_leases, _ = await client.list(kubeclient.LEASES, label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_HEARTBEAT}")
+            except kubeclient.ApiError:
+                heartbeat_leases = []
+            for lease in heartbeat_leases:
+                beat = leases.parse_heartbeat(lease)
+                spec = lease.get("spec") or {}
+                moment = leases.parse_time(spec.get("renewTime")) or leases.parse_time(spec.get("acquireTime"))
+                if beat is not None and moment is not None:
+                    renewed[(beat.factory, beat.pod)] = moment
+            return items, renewed
+
+        items, renewed = _run(kubeconfig, fleet)
         table = rich.table.Table("FACTORY", "PHASE", "POD", "READY", "SLOTS", "RUNNING", "HEARTBEAT", box=None, pad_edge=False)
         for item in sorted(items, key=lambda i: i["metadata"]["name"]):
             fac = factories.Factory.model_validate(item)
@@ -340,7 +512,8 @@ def register(app: typer.Typer) -> None:
             if not fac.status.pods:
                 table.add_row(name, fac.status.phase.value, "-", "", "", "", "")
             for pod in fac.status.pods:
-                beat = _age(pod.last_heartbeat.isoformat()) + " ago" if pod.last_heartbeat else "never"
+                moment = renewed.get((name, pod.name)) or pod.last_heartbeat
+                beat = _age(moment.isoformat()) + " ago" if moment else "never"
                 table.add_row(name, fac.status.phase.value, pod.name, "yes" if pod.ready else "no",
                               str(pod.slots), str(pod.running), beat)
-        console.print(table)
+        print_table(table)

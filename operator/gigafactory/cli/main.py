@@ -14,6 +14,8 @@ app = typer.Typer(
     help="Dispatch autonomous coding-agent jobs to runner pools on Kubernetes.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain click help: rich markup would eat "[env ...]" in option help and print flags as "<bool>".
+    rich_markup_mode=None,
 )
 
 

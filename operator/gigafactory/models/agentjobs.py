@@ -354,6 +354,8 @@ class AttemptRecord(common.Model):
     attempt: Annotated[int, pydantic.Field(ge=1, description="Attempt number.")]
     factory: Annotated[str | None, pydantic.Field(description="Factory it ran on.")] = None
     pod: Annotated[str | None, pydantic.Field(description="Runner pod it ran on.")] = None
+    score: Annotated[int | None, pydantic.Field(ge=0, le=100, description="The normalized score that placed it there, 0–100.")] = None
+    scores: Annotated[dict[str, int], pydantic.Field(description="The score of each plugin for that pod (the bind's breakdown).")] = {}
     started_at: Annotated[datetime.datetime | None, pydantic.Field(description="When it was bound.")] = None
     finished_at: Annotated[datetime.datetime | None, pydantic.Field(description="When it ended.")] = None
     outcome: Annotated[Outcome, pydantic.Field(description="How it ended.")]
@@ -405,10 +407,23 @@ class AgentJobStatus(common.Model):
     """What the operator and the runner observed. Written through the status subresource only."""
 
     phase: Annotated[Phase, pydantic.Field(description="Pending, Bound, Running, Succeeded, Failed or Cancelled.")] = Phase.PENDING
+    reason: Annotated[
+        str | None,
+        pydantic.Field(max_length=128, description=(
+            "Why the job is in its phase, one CamelCase word written with it: Unschedulable, WaitingForCapacity, "
+            "Requeued or RetryRequested (Pending); Bound; AgentRunning; Succeeded; AttemptsExhausted, DeadlineExceeded, "
+            "InvalidSpec, Rejected... (Failed); Cancelled.")),
+    ] = None
     conditions: common.Conditions = []
     observed_generation: Annotated[int | None, pydantic.Field(ge=0, description="The generation the status was computed from.")] = None
     attempt: Annotated[int, pydantic.Field(ge=0, description="The current (or last) attempt number; 0 before the first bind.")] = 0
     assignment: Annotated[Assignment | None, pydantic.Field(description="The current binding, while there is one.")] = None
+    factory: Annotated[
+        str | None,
+        pydantic.Field(description="The factory of the current attempt, or of the last one once it ended (assignment goes with the "
+                       "binding; this stays, for printer columns). Each attempt's record keeps its own."),
+    ] = None
+    pod: Annotated[str | None, pydantic.Field(description="The runner pod of the current attempt, or of the last one once it ended.")] = None
     attempts: Annotated[list[AttemptRecord], pydantic.Field(max_length=1200, description="Past attempts, oldest first.")] = []
     requeue_at: Annotated[datetime.datetime | None, pydantic.Field(description="When a job in backoff becomes schedulable again.")] = None
     start_time: Annotated[datetime.datetime | None, pydantic.Field(description="When the job was first bound.")] = None

@@ -182,7 +182,7 @@ class Runner:
                  "lastTransitionTime": _stamp(now), "observedGeneration": job["metadata"].get("generation")},
             ]
             patch = {"metadata": {"resourceVersion": job["metadata"]["resourceVersion"]},
-                     "status": {"phase": agentjobs.Phase.RUNNING.value, "assignment": {"claimedAt": _stamp(now)},
+                     "status": {"phase": agentjobs.Phase.RUNNING.value, "reason": "AgentRunning", "assignment": {"claimedAt": _stamp(now)},
                                 "conditions": conditions}}
             try:
                 return await self.client.patch(kubeclient.AGENTJOBS, binding.job_name, patch,

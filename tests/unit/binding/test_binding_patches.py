@@ -128,7 +128,8 @@ def test_unschedulable_condition_is_written_only_when_it_changes() -> None:
     first = patches.unschedulable_patch(body=body, message="0/1 factory pods fit: 1 full", now=NOW)
     condition = first["status"]["conditions"][0]
     assert (condition["type"], condition["status"], condition["reason"]) == ("Scheduled", "False", "Unschedulable")
-    body["status"]["conditions"] = first["status"]["conditions"]
+    assert first["status"]["reason"] == "Unschedulable"  # status.reason goes with the phase (the REASON column)
+    body["status"].update(first["status"])
     assert patches.unschedulable_patch(body=body, message="0/1 factory pods fit: 1 full", now=NOW) is None
     later = NOW + datetime.timedelta(minutes=1)
     changed = patches.unschedulable_patch(body=body, message="0/2 factory pods fit: 2 full", now=later)
