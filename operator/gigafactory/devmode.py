@@ -230,12 +230,19 @@ class Board:
     def record(self, event: str, body: dict[str, Any]) -> None:
         key = (body["metadata"].get("namespace", ""), body["metadata"]["name"])
         phase = (body.get("status") or {}).get("phase") or "Pending"
+        if event == "DELETED":  # a job of the same name may come back (a rerun on an existing server)
+            self.seen.pop(key, None)
+            return
         phases = self.seen.setdefault(key, [])
-        if event != "DELETED" and (not phases or phases[-1] != phase):
+        if not phases or phases[-1] != phase:
             phases.append(phase)
 
     def table(self, jobs: dict[tuple[str, str], dict[str, Any]]) -> rich.table.Table:
-        table = rich.table.Table("JOB", "PHASES", "ATTEMPT", "RUNNER", "BRANCH", "REASON", box=None, pad_edge=False)
+        table = rich.table.Table(box=None, pad_edge=False)
+        # On a narrow terminal the reason gives way first; a job's name and phases stay on one line.
+        for header, options in (("JOB", {"no_wrap": True}), ("PHASES", {"no_wrap": True}), ("ATTEMPT", {"no_wrap": True}),
+                                ("RUNNER", {"no_wrap": True}), ("BRANCH", {"overflow": "fold"}), ("REASON", {"ratio": 1})):
+            table.add_column(header, **options)
         for key, job in sorted(jobs.items()):
             status = job.get("status") or {}
             result = status.get("result") or {}
@@ -358,16 +365,17 @@ async def run(options: Options) -> int:
         else:
             console.print(f"operator and {options.runners} runners started; their logs are in {logs}")
 
-        if options.server is not None and options.examples:
-            await _drop_old_examples(client)
-        submitted = example_jobs(remote) if options.examples else []
-        for job in submitted:
-            with contextlib.suppress(kubeclient.AlreadyExists):
-                await client.create(kubeclient.AGENTJOBS, job)
-
         board = Board()
         informer = kubeclient.Informer(client, kubeclient.AGENTJOBS, handler=board.record)
         async with informer.running():
+            # Submitted once the informer watches, so that the table sees every phase from Pending on.
+            if options.server is not None and options.examples:
+                await _drop_old_examples(client)
+            submitted = example_jobs(remote) if options.examples else []
+            for job in submitted:
+                with contextlib.suppress(kubeclient.AlreadyExists):
+                    await client.create(kubeclient.AGENTJOBS, job)
+
             wanted = {(DEV_NAMESPACE, job["metadata"]["name"]) for job in submitted}
             reported = False
             with rich.live.Live(board.table(informer.cache), console=console, refresh_per_second=4) as live:

@@ -95,7 +95,8 @@ def test_make_dev_runs_again_and_again_with_every_example_succeeded(tmp_path) ->
     every example job Succeeded, and the last words stay on the screen below a table that shows the
     phases each job went through."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")])}
-    env.pop("KUBECONFIG", None)
+    for name in ("KUBECONFIG", "COLUMNS", "LINES"):  # the terminal's own size, not one a test runner exported
+        env.pop(name, None)
     command = [sys.executable, "-m", "gigafactory.cli.main", "dev", "--work-dir", ".dev", "--exit-when-done",
                "--port", "0"]  # any free port: tests run side by side
     for run in range(3):
@@ -107,7 +108,7 @@ def test_make_dev_runs_again_and_again_with_every_example_succeeded(tmp_path) ->
                 ("add-docstrings", "fix-rounding", "write-tests")}
         assert set(rows) == {"add-docstrings", "fix-rounding", "write-tests"}, screen
         for name, row in rows.items():
-            assert "Pending → Bound → Running → Succeeded" in row, row
+            assert "Pending → Bound → Running → Succeeded" in row, screen
             assert f"agent/{name}" in row, row
         remote = git.Repo(tmp_path / ".dev" / "repos" / "sample.git")
         assert sorted(h.name for h in remote.heads if h.name != "main") == [
