@@ -12,7 +12,8 @@ kubectl call gets `--kubeconfig`, so running the tests cannot touch a production
 
 Against a real server only the tests that touch the API are collected (those using `kubeconfig`,
 directly or through another fixture), less those marked `embedded_only` (fault injection, say):
-unit tests already ran in the embedded pass, and nothing is skipped and counted.
+unit tests already ran in the embedded pass, and nothing is skipped and counted. The embedded pass,
+in turn, does not collect the tests marked `real_only` (they need real RBAC and admission policies).
 
 Fixtures:
     cluster_mode  'embedded' | 'real' (session)
@@ -58,15 +59,19 @@ def _mode() -> str:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "embedded_only: needs the embedded API server (fault injection); "
                                        "not collected against a real server")
+    config.addinivalue_line("markers", "real_only: needs a real API server (RBAC, admission policies); "
+                                       "not collected against the embedded one")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _mode() == "embedded":
-        return
+    embedded = _mode() == "embedded"
     keep, drop = [], []
     for item in items:
-        touches_api = "kubeconfig" in getattr(item, "fixturenames", ())
-        (keep if touches_api and not item.get_closest_marker("embedded_only") else drop).append(item)
+        if embedded:  # tests marked real_only (RBAC, admission policies) are not collected here
+            wanted = not item.get_closest_marker("real_only")
+        else:
+            wanted = "kubeconfig" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("embedded_only")
+        (keep if wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
