@@ -159,6 +159,16 @@ def test_runner_writes_only_its_claim_and_report_on_its_own_jobs(policy, request
     assert _admit(policy, request_, obj, old) is admitted
 
 
+def test_policies_name_the_versions_they_are_type_checked_against(policy) -> None:
+    """Not "*": the API server type-checks a policy's CEL only for the versions it names (matchPolicy
+    Equivalent still matches requests through any other), so each names the version the schema is served at."""
+    crd = yaml.safe_load((ROOT / "charts" / "gigafactory" / "crds" / "agentjobs.yaml").read_text())
+    stored = next(v["name"] for v in crd["spec"]["versions"] if v["storage"])
+    versions = {p["metadata"]["name"].rsplit("-", 1)[1]: p["spec"]["matchConstraints"] for p in policy}
+    assert {k: (m["matchPolicy"], m["resourceRules"][0]["apiVersions"]) for k, m in versions.items()} == {
+        "jobs": ("Equivalent", [stored]), "leases": ("Equivalent", ["v1"]), "logs": ("Equivalent", ["v1"])}
+
+
 def test_every_status_field_but_the_runners_is_held_unchanged(policy) -> None:
     """The CEL cannot iterate a typed object's fields, so the jobs policy names each field a runner must leave
     alone: every field of the CRD's status (and of status.assignment) but the ones the protocol gives the runner.

@@ -64,9 +64,12 @@ metadata:
 spec:
   failurePolicy: Fail
   matchConstraints:
+    # One version below, not "*": the API server type-checks the CEL only against named versions
+    # (status.typeChecking), and matchPolicy Equivalent still matches a request through any other.
+    matchPolicy: Equivalent
     resourceRules:
       - apiGroups: [{{ .group | quote }}]
-        apiVersions: ["*"]
+        apiVersions: [{{ .version | quote }}]
         operations: {{ toJson .operations }}
         resources: [{{ .resource }}]
   matchConditions:
