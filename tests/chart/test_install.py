@@ -12,6 +12,7 @@ names; every case makes its own objects. The release: pool alpha (one runner pod
 team-a only, pool beta (one runner pod) serves every namespace ("*")."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -111,22 +112,22 @@ class Release:
     alpha_unbound: Identity  # `kubectl create token`: bound to no pod
     operator: Identity
     manifest: str  # `helm get manifest`
+    kubeconfigs: dict[str, str]  # per identity above: "alpha-runner", "beta-runner", "alpha-unbound", "operator"
 
     def sa(self, pool: str) -> str:
         return f"{self.name}-{pool}-runner"
 
 
-def _client_for_token(kubeconfig: str, token: str, directory: pathlib.Path, name: str) -> kubernetes.client.ApiClient:
-    """The admin kubeconfig's cluster with a bearer token as user (what control_plane.kubeconfig_with_token
+def _kubeconfig_for_token(kubeconfig: str, token: str, path: pathlib.Path) -> str:
+    """The admin kubeconfig's cluster with a bearer token as its user (what control_plane.kubeconfig_with_token
     writes, and also right for an external cluster's kubeconfig)."""
     config = yaml.safe_load(pathlib.Path(kubeconfig).read_text())
     context = next(c for c in config["contexts"] if c["name"] == config["current-context"])["context"]
     config["users"] = [{"name": context["user"], "user": {"token": token}}]
-    path = directory / f"{name}.kubeconfig"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         yaml.safe_dump(config, handle)
-    return kubernetes.config.new_client_from_config(config_file=str(path))
+    return str(path)
 
 
 def _helm(kubeconfig: str, home: pathlib.Path, *args: str) -> str:
@@ -164,13 +165,16 @@ def _token(core: kubernetes.client.CoreV1Api, namespace: str, account: str, pod:
     return core.create_namespaced_service_account_token(account, namespace, {"spec": spec}).status.token
 
 
-@pytest.fixture(scope="module")
-def release(kubeconfig: str, api_client: kubernetes.client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
+@contextlib.contextmanager
+def installed(kubeconfig: str, api_client: kubernetes.client.ApiClient, directory: pathlib.Path) -> Iterator[Release]:
+    """`helm install` of a release of its own (names unique per call), its tokens, its policies in force;
+    `helm uninstall` and its namespaces deleted afterwards."""
     suffix = uuid.uuid4().hex[:6]
     name, namespace = f"gi{suffix}", f"gi-{suffix}"
     team_a, team_b = f"team-a-{suffix}", f"team-b-{suffix}"
     alpha, beta = f"alpha-{suffix}", f"beta-{suffix}"
-    home = tmp_path_factory.mktemp("helm-home")
+    home = directory / "helm-home"
+    home.mkdir()
     admin_core = kubernetes.client.CoreV1Api(api_client)
     for ns in (team_a, team_b):
         admin_core.create_namespace({"metadata": {"name": ns, "labels": {"gigafactory.dev/test": "true"}}})
@@ -180,23 +184,26 @@ def release(kubeconfig: str, api_client: kubernetes.client.ApiClient, tmp_path_f
                         {"name": beta, "replicas": 1, "agents": ["script"], "namespaces": ["*"], "profiles": profile}]}
     values_file = home / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
+    identities: list[Identity] = []
     # With CRDs (crds/ of the chart: Helm installs them first, or leaves them be when they exist).
     _helm(kubeconfig, home, "install", name, str(CHART), "-n", namespace, "--create-namespace", "-f", str(values_file))
     try:
         alpha_pod = _runner_pod(admin_core, namespace, alpha)
         beta_pod = _runner_pod(admin_core, namespace, beta)
-        made = {
+        tokens = {
             "alpha-runner": _token(admin_core, namespace, f"{name}-{alpha}-runner", alpha_pod),
             "beta-runner": _token(admin_core, namespace, f"{name}-{beta}-runner", beta_pod),
             "alpha-unbound": _token(admin_core, namespace, f"{name}-{alpha}-runner"),
             "operator": _token(admin_core, namespace, f"{name}-operator"),
         }
-        directory = tmp_path_factory.mktemp("tokens")
-        ids = {key: Identity(key, _client_for_token(kubeconfig, token, directory, key)) for key, token in made.items()}
+        kubeconfigs = {key: _kubeconfig_for_token(kubeconfig, token, directory / f"{key}.kubeconfig") for key, token in tokens.items()}
+        ids = {key: Identity(key, kubernetes.config.new_client_from_config(config_file=path)) for key, path in kubeconfigs.items()}
+        identities += ids.values()
         rel = Release(name=name, namespace=namespace, team_a=team_a, team_b=team_b, alpha=alpha, beta=beta,
                       admin=Identity("admin", api_client), alpha_runner=ids["alpha-runner"], alpha_pod=alpha_pod.metadata.name,
                       beta_runner=ids["beta-runner"], beta_pod=beta_pod.metadata.name, alpha_unbound=ids["alpha-unbound"],
-                      operator=ids["operator"], manifest=_helm(kubeconfig, home, "get", "manifest", name, "-n", namespace))
+                      operator=ids["operator"], manifest=_helm(kubeconfig, home, "get", "manifest", name, "-n", namespace),
+                      kubeconfigs=kubeconfigs)
         _wait_for_enforcement(rel)
         yield rel
     finally:
@@ -207,8 +214,14 @@ def release(kubeconfig: str, api_client: kubernetes.client.ApiClient, tmp_path_f
             except kubernetes.client.ApiException as e:
                 if e.status != 404:
                     raise
-        for identity in locals().get("ids", {}).values():
+        for identity in identities:
             identity.client.close()
+
+
+@pytest.fixture(scope="module")
+def release(kubeconfig: str, api_client: kubernetes.client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
+    with installed(kubeconfig, api_client, tmp_path_factory.mktemp("release")) as rel:
+        yield rel
 
 
 def _wait_for_enforcement(rel: Release) -> None:
@@ -234,6 +247,8 @@ def _wait_for_enforcement(rel: Release) -> None:
     }
     for what, call in probes.items():
         _wait(lambda: outcome(call) == "policy", timeout=ENFORCEMENT_TIMEOUT, message=f"the {what} policy to deny")
+    for name in (probe, beta_probe):  # an operator started later would otherwise rebind and run them
+        rel.admin.custom.delete_namespaced_custom_object(GROUP, VERSION, rel.team_a, "agentjobs", name)
 
 
 # ----------------------------------------------------------------- AgentJobs as the operator binds them
