@@ -113,6 +113,8 @@ class Release:
     operator: Identity
     manifest: str  # `helm get manifest`
     kubeconfigs: dict[str, str]  # per identity above: "alpha-runner", "beta-runner", "alpha-unbound", "operator"
+    suffix: str
+    home: pathlib.Path  # helm's (HOME, cache and config)
 
     def sa(self, pool: str) -> str:
         return f"{self.name}-{pool}-runner"
@@ -166,9 +168,11 @@ def _token(core: kubernetes.client.CoreV1Api, namespace: str, account: str, pod:
 
 
 @contextlib.contextmanager
-def installed(kubeconfig: str, api_client: kubernetes.client.ApiClient, directory: pathlib.Path) -> Iterator[Release]:
+def installed(kubeconfig: str, api_client: kubernetes.client.ApiClient, directory: pathlib.Path,
+              extra_pools: tuple[dict, ...] = ()) -> Iterator[Release]:
     """`helm install` of a release of its own (names unique per call), its tokens, its policies in force;
-    `helm uninstall` and its namespaces deleted afterwards."""
+    `helm uninstall` and its namespaces deleted afterwards. `extra_pools`: more pools, "{suffix}" in their
+    names replaced by the release's suffix."""
     suffix = uuid.uuid4().hex[:6]
     name, namespace = f"gi{suffix}", f"gi-{suffix}"
     team_a, team_b = f"team-a-{suffix}", f"team-b-{suffix}"
@@ -181,7 +185,8 @@ def installed(kubeconfig: str, api_client: kubernetes.client.ApiClient, director
     profile = {"script": {"argv": ["{python}", "-m", "gigafactory.runner.script_agent", "--prompt-file", "{prompt_file}"]}}
     values = {"operator": {"replicas": 1},
               "pools": [{"name": alpha, "replicas": 1, "agents": ["script"], "namespaces": [team_a], "profiles": profile},
-                        {"name": beta, "replicas": 1, "agents": ["script"], "namespaces": ["*"], "profiles": profile}]}
+                        {"name": beta, "replicas": 1, "agents": ["script"], "namespaces": ["*"], "profiles": profile},
+                        *({**pool, "name": pool["name"].format(suffix=suffix), "profiles": profile} for pool in extra_pools)]}
     values_file = home / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     identities: list[Identity] = []
@@ -203,7 +208,7 @@ def installed(kubeconfig: str, api_client: kubernetes.client.ApiClient, director
                       admin=Identity("admin", api_client), alpha_runner=ids["alpha-runner"], alpha_pod=alpha_pod.metadata.name,
                       beta_runner=ids["beta-runner"], beta_pod=beta_pod.metadata.name, alpha_unbound=ids["alpha-unbound"],
                       operator=ids["operator"], manifest=_helm(kubeconfig, home, "get", "manifest", name, "-n", namespace),
-                      kubeconfigs=kubeconfigs)
+                      kubeconfigs=kubeconfigs, suffix=suffix, home=home)
         _wait_for_enforcement(rel)
         yield rel
     finally:

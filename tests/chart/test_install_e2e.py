@@ -17,6 +17,7 @@ import git
 import kubernetes
 import pytest
 
+from gigafactory.binding import scaler
 from tests import gitrepos
 from tests.chart import test_install
 from tests.integration.operator import stubs
@@ -39,24 +40,27 @@ def release(kubeconfig: str, api_client: kubernetes.client.ApiClient, tmp_path: 
         yield rel
 
 
-def _start_runner(rel: test_install.Release, tmp_path: pathlib.Path) -> tuple[subprocess.Popen[bytes], pathlib.Path]:
-    """`gigafactory runner` as the chart's pod template sets it up, as pod alpha_pod of factory alpha."""
+def _start_runner(rel: test_install.Release, tmp_path: pathlib.Path, *, pod: str | None = None, factory: str | None = None,
+                  kubeconfig: str | None = None) -> tuple[subprocess.Popen[bytes], pathlib.Path]:
+    """`gigafactory runner` as the chart's pod template sets it up: by default as pod alpha_pod of factory alpha."""
+    pod, factory = pod or rel.alpha_pod, factory or rel.alpha
     profiles = tmp_path / "profiles.yaml"
     profiles.write_text('profiles:\n  script:\n    argv: ["{python}", "-m", "gigafactory.runner.script_agent", '
                         '"--prompt-file", "{prompt_file}"]\n    timeoutSeconds: 30\n')
     env = {
         **{k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
         "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
-        "GIGAFACTORY_RUNNER_POD_NAME": rel.alpha_pod, "GIGAFACTORY_RUNNER_NAMESPACE": rel.namespace,
-        "GIGAFACTORY_RUNNER_FACTORY": rel.alpha, "GIGAFACTORY_RUNNER_SLOTS": "2",
-        "GIGAFACTORY_RUNNER_WORK_DIR": str(tmp_path / "work"), "GIGAFACTORY_RUNNER_PROFILES_FILE": str(profiles),
+        "GIGAFACTORY_RUNNER_POD_NAME": pod, "GIGAFACTORY_RUNNER_NAMESPACE": rel.namespace,
+        "GIGAFACTORY_RUNNER_FACTORY": factory, "GIGAFACTORY_RUNNER_SLOTS": "2",
+        "GIGAFACTORY_RUNNER_WORK_DIR": str(tmp_path / f"work-{pod}"), "GIGAFACTORY_RUNNER_PROFILES_FILE": str(profiles),
         "GIGAFACTORY_RUNNER_SHUTDOWN_GRACE_SECONDS": "5",
         # The test's remote is a local bare repository (never in a cluster: docs/security.md).
         "GIGAFACTORY_RUNNER_ALLOW_LOCAL_REPOS": "true",
     }
-    log = tmp_path / "runner.log"
+    log = tmp_path / f"runner-{pod}.log"
     with open(log, "ab") as handle:
-        process = subprocess.Popen([sys.executable, "-m", "gigafactory.cli.main", "runner", "--kubeconfig", rel.kubeconfigs["alpha-runner"]],
+        process = subprocess.Popen([sys.executable, "-m", "gigafactory.cli.main", "runner", "--kubeconfig",
+                                    kubeconfig or rel.kubeconfigs["alpha-runner"]],
                                    env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
     return process, log
 
@@ -110,8 +114,10 @@ def test_a_job_runs_end_to_end_with_the_charts_identities(release, tmp_path) -> 
             assert status["attempts"][-1]["pod"] == rel.alpha_pod and status["attempts"][-1]["factory"] == rel.alpha
             assert git.Repo(remote).heads["agent/fix"].commit.hexsha == status["result"]["commit"]
             # The runner kept its agent's output in a log ConfigMap of its own (the -logs policy's one allowance).
-            logs = rel.admin.core.list_namespaced_config_map(rel.namespace, label_selector="gigafactory.dev/role=log").items
-            assert [cm.metadata.labels["gigafactory.dev/pod"] for cm in logs] == [rel.alpha_pod]
+            def logs() -> list[Any]:
+                return rel.admin.core.list_namespaced_config_map(rel.namespace, label_selector="gigafactory.dev/role=log").items
+
+            assert [cm.metadata.labels["gigafactory.dev/pod"] for cm in logs()] == [rel.alpha_pod]
 
 
             # A cancel: the operator's stop request on the binding Lease, the runner stops its agent, reports and
@@ -137,6 +143,8 @@ def test_a_job_runs_end_to_end_with_the_charts_identities(release, tmp_path) -> 
             for name in ("fix", "hang"):
                 test_install._wait(lambda: _gone(lambda: custom.get_namespaced_custom_object(GROUP, VERSION, rel.team_a, "agentjobs", name)),
                                    timeout=60, message=f"the deleted job {name} to go (its finalizer)")
+            # ... and the operator deleted their log ConfigMaps (its Role in the release namespace).
+            test_install._wait(lambda: not logs(), timeout=30, message="the deleted jobs' log ConfigMaps to go")
             _stop(runner)
             assert runner.returncode == 0, runner_log.read_text()[-4000:]
             for factory in (rel.alpha, rel.beta):
@@ -145,7 +153,7 @@ def test_a_job_runs_end_to_end_with_the_charts_identities(release, tmp_path) -> 
                 test_install._wait(lambda: _gone(lambda: custom.get_cluster_custom_object(GROUP, VERSION, "factories", factory)),
                                    timeout=60, message=f"factory {factory} to drain and go")
         except BaseException:
-            sys.stderr.write(f"--- runner.log ---\n{runner_log.read_text(errors='replace')[-6000:]}\n")
+            sys.stderr.write(f"--- {runner_log.name} ---\n{runner_log.read_text(errors='replace')[-6000:]}\n")
             raise
         finally:
             _stop(runner)
@@ -153,3 +161,66 @@ def test_a_job_runs_end_to_end_with_the_charts_identities(release, tmp_path) -> 
     for name, log in (("runner", runner_log), ("operator", operator_log)):
         refused = [line for line in log.read_text(errors="replace").splitlines() if any(word in line for word in DENIALS)]
         assert not refused, f"{name}:\n" + "\n".join(refused[:20])
+
+
+@pytest.fixture()
+def scaled_release(kubeconfig: str, api_client: kubernetes.client.ApiClient, tmp_path: pathlib.Path) -> Iterator[test_install.Release]:
+    directory = tmp_path / "release"
+    directory.mkdir()
+    gamma = {"name": "gamma-{suffix}", "agents": ["script"], "slotsPerPod": 2,
+             "scaling": {"minReplicas": 0, "maxReplicas": 1, "scaleDownDelaySeconds": 1}}
+    with test_install.installed(kubeconfig, api_client, directory, extra_pools=(gamma,)) as rel:
+        yield rel
+
+
+def test_an_on_demand_pool_scales_up_and_down_with_the_operators_rights(scaled_release, tmp_path) -> None:
+    """A pool with `scaling`: the operator creates its runner Deployment from the Factory's template and sets
+    its replicas (its Role: deployments in the release namespace), a runner in the pod the controller manager
+    made runs the job with that pod's token, then the operator marks the idle pod for removal (patch pods)
+    and scales back to zero. Nothing refused."""
+    rel = scaled_release
+    custom, apps = rel.admin.custom, kubernetes.client.AppsV1Api(rel.admin.client)
+    gamma = f"gamma-{rel.suffix}"
+    deployment = scaler.deployment_name(gamma)
+    remote = gitrepos.make_remote(tmp_path)
+    runner = None
+    with stubs.operators(rel.kubeconfigs["operator"], tmp_path, GIGAFACTORY_NAMESPACE=rel.namespace,
+                         GIGAFACTORY_LEADER_ELECTION="true", GIGAFACTORY_CLAIM_TIMEOUT_SECONDS="30") as (operator,):
+        try:
+            custom.create_namespaced_custom_object(GROUP, VERSION, rel.team_a, "agentjobs", {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentJob", "metadata": {"name": "burst"},
+                "spec": {"queue": "backend", "repo": {"url": str(remote)}, "task": {"prompt": "Scale up"},
+                         "agent": {"profile": "script"}, "targetFactory": gamma, "retry": {"maxAttempts": 1}}})
+
+            def replicas() -> int | None:
+                try:
+                    return apps.read_namespaced_deployment(deployment, rel.namespace).spec.replicas
+                except kubernetes.client.ApiException as e:
+                    if e.status == 404:
+                        return None
+                    raise
+
+            test_install._wait(lambda: replicas() == 1, timeout=60, message=f"the operator to scale {deployment} to 1")
+            pod = test_install._runner_pod(rel.admin.core, rel.namespace, gamma)
+            token = test_install._token(rel.admin.core, rel.namespace, f"{rel.name}-gamma-{rel.suffix}-runner", pod)
+            kubeconfig = test_install._kubeconfig_for_token(rel.kubeconfigs["operator"], token, tmp_path / "gamma.kubeconfig")
+            runner, runner_log = _start_runner(rel, tmp_path, pod=pod.metadata.name, factory=gamma, kubeconfig=kubeconfig)
+
+            def phase() -> str | None:
+                return (custom.get_namespaced_custom_object(GROUP, VERSION, rel.team_a, "agentjobs", "burst").get("status") or {}).get("phase")
+
+            test_install._wait(lambda: phase() in ("Succeeded", "Failed", "Cancelled"), timeout=90, message="the job to finish")
+            assert phase() == "Succeeded", runner_log.read_text()[-4000:]
+            test_install._wait(lambda: replicas() == 0, timeout=60, message=f"the operator to scale {deployment} back to 0")
+            _stop(runner)
+            custom.delete_namespaced_custom_object(GROUP, VERSION, rel.team_a, "agentjobs", "burst")
+            for factory in (rel.alpha, rel.beta, gamma):
+                custom.delete_cluster_custom_object(GROUP, VERSION, "factories", factory)
+            for factory in (rel.alpha, rel.beta, gamma):
+                test_install._wait(lambda: _gone(lambda: custom.get_cluster_custom_object(GROUP, VERSION, "factories", factory)),
+                                   timeout=60, message=f"factory {factory} to drain and go")
+        finally:
+            if runner is not None:
+                _stop(runner)
+    refused = [line for line in operator.logs().splitlines() if any(word in line for word in DENIALS)]
+    assert not refused, "operator:\n" + "\n".join(refused[:20])
