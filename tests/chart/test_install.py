@@ -400,6 +400,8 @@ def test_runner_reads_secrets_and_configmaps_by_name_only_where_its_pool_takes_j
         "alpha list secrets cluster-wide": outcome(lambda: alpha.core.list_secret_for_all_namespaces()),
         "beta get secret in team-b": outcome(lambda: beta.core.read_namespaced_secret("git-creds", rel.team_b)),
         "beta list secrets in team-b": outcome(lambda: beta.core.list_namespaced_secret(rel.team_b)),
+        "operator get secret in team-a": outcome(lambda: rel.operator.core.read_namespaced_secret("git-creds", rel.team_a)),
+        "operator list secrets in team-a": outcome(lambda: rel.operator.core.list_namespaced_secret(rel.team_a)),
         "alpha list pods": outcome(lambda: alpha.core.list_namespaced_pod(rel.namespace)),
         "alpha mint a token": outcome(lambda: alpha.core.create_namespaced_service_account_token(
             rel.sa(rel.alpha), rel.namespace, {"spec": {}})),
@@ -410,6 +412,7 @@ def test_runner_reads_secrets_and_configmaps_by_name_only_where_its_pool_takes_j
         "alpha get secret in team-b": "rbac", "alpha get secret in its own namespace": "rbac",
         "alpha write a secret in team-a": "rbac", "alpha list secrets cluster-wide": "rbac",
         "beta get secret in team-b": "allowed", "beta list secrets in team-b": "rbac",
+        "operator get secret in team-a": "allowed", "operator list secrets in team-a": "rbac",
         "alpha list pods": "rbac", "alpha mint a token": "rbac",
     }
 

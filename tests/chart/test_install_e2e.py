@@ -90,8 +90,10 @@ def test_a_job_runs_end_to_end_with_the_charts_identities(release, tmp_path) -> 
     custom = rel.admin.custom
     remote = gitrepos.make_remote(tmp_path)
     operator_log = tmp_path / "operator.log"
+    # Local remotes allowed for the branch clean-up (tests only, as the runner's ALLOW_LOCAL_REPOS).
     with stubs.operators(rel.kubeconfigs["operator"], tmp_path, GIGAFACTORY_NAMESPACE=rel.namespace,
-                         GIGAFACTORY_LEADER_ELECTION="true", GIGAFACTORY_CLAIM_TIMEOUT_SECONDS="30") as (operator,):
+                         GIGAFACTORY_LEADER_ELECTION="true", GIGAFACTORY_CLAIM_TIMEOUT_SECONDS="30",
+                         GIGAFACTORY_ALLOW_LOCAL_REPOS="true") as (operator,):
         operator_log = operator.log
         runner, runner_log = _start_runner(rel, tmp_path)
         try:
@@ -100,10 +102,13 @@ def test_a_job_runs_end_to_end_with_the_charts_identities(release, tmp_path) -> 
 
             test_install._wait(lambda: factory_phase() == "Ready", timeout=60,
                                message=f"factory {rel.alpha} Ready (the runner's heartbeat, seen by the operator)")
+            # Credentials (read by name by the runner, and by the operator to delete the branch when the job goes).
+            rel.admin.core.create_namespaced_secret(rel.team_a, {"metadata": {"name": "git-creds"}, "stringData": {"token": "t0ken"}})
             custom.create_namespaced_custom_object(GROUP, VERSION, rel.team_a, "agentjobs", {
                 "apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentJob", "metadata": {"name": "fix"},
-                "spec": {"queue": "backend", "repo": {"url": str(remote)}, "task": {"prompt": "Fix the flaky test"},
-                         "agent": {"profile": "script"}, "retry": {"maxAttempts": 1}}})
+                "spec": {"queue": "backend", "repo": {"url": str(remote), "credentialsSecret": "git-creds"},
+                         "task": {"prompt": "Fix the flaky test"}, "agent": {"profile": "script"}, "retry": {"maxAttempts": 1},
+                         "cleanup": {"deleteBranch": "Always"}}})
 
             def finished() -> dict | None:
                 status = custom.get_namespaced_custom_object(GROUP, VERSION, rel.team_a, "agentjobs", "fix").get("status") or {}
@@ -143,8 +148,10 @@ def test_a_job_runs_end_to_end_with_the_charts_identities(release, tmp_path) -> 
             for name in ("fix", "hang"):
                 test_install._wait(lambda: _gone(lambda: custom.get_namespaced_custom_object(GROUP, VERSION, rel.team_a, "agentjobs", name)),
                                    timeout=60, message=f"the deleted job {name} to go (its finalizer)")
-            # ... and the operator deleted their log ConfigMaps (its Role in the release namespace).
+            # ... and the operator deleted their log ConfigMaps (its Role in the release namespace) and the pushed
+            # branch (with the job's credentials: the operator-credentials binding in the pool's namespace).
             test_install._wait(lambda: not logs(), timeout=30, message="the deleted jobs' log ConfigMaps to go")
+            assert "agent/fix" not in [head.name for head in git.Repo(remote).heads]
             _stop(runner)
             assert runner.returncode == 0, runner_log.read_text()[-4000:]
             for factory in (rel.alpha, rel.beta):
