@@ -12,7 +12,8 @@ kubectl call gets `--kubeconfig`, so running the tests cannot touch a production
 
 Against a real server only the tests that touch the API are collected (those using `kubeconfig`,
 directly or through another fixture), less those marked `embedded_only` (fault injection, say):
-unit tests already ran in the embedded pass, and nothing is skipped and counted.
+unit tests already ran in the embedded pass, and nothing is skipped and counted. The embedded pass,
+in turn, does not collect the tests marked `real_only` (they need real RBAC and admission policies).
 
 Fixtures:
     cluster_mode  'embedded' | 'real' (session)

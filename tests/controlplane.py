@@ -233,6 +233,8 @@ class ControlPlane:
             f"--kubeconfig={self.kubeconfig}", f"--authentication-kubeconfig={self.kubeconfig}",
             f"--authorization-kubeconfig={self.kubeconfig}", "--secure-port=0", "--bind-address=127.0.0.1",
             "--leader-elect=false", "--use-service-account-credentials=false",
+            # Its admission-policy status controller type-checks policies' CEL (status.typeChecking).
+            "--feature-gates=ValidatingAdmissionPolicy=true",
             f"--service-account-private-key-file={d / 'sa.key'}", f"--root-ca-file={d / 'ca.crt'}",
             f"--cluster-signing-cert-file={d / 'ca.crt'}", f"--cluster-signing-key-file={d / 'ca.key'}",
             "--profiling=false",

@@ -146,6 +146,8 @@ JOB_CASES = [
     pytest.param(*job_case(status_patch(assignment={"factory": "beta"})), False, id="move-binding-to-other-factory"),
     pytest.param(*job_case(status_patch(assignment=None)), False, id="drop-assignment"),
     pytest.param(*job_case(status_patch(conditions=[])), False, id="erase-scheduled-condition"),
+    pytest.param(*job_case(status_patch(countFrom=3)), False, id="reset-own-retry-budget"),
+    pytest.param(*job_case(status_patch(retryRequest="forged")), False, id="forge-retry-request"),
     pytest.param(*job_case(report(attempt=1), old=running_job()), False, id="report-stale-attempt"),
     pytest.param(*job_case(report(pod=OTHER_POD), old=running_job()), False, id="report-as-other-pod"),
     pytest.param(*job_case(status_patch(report=None), old=patching.merge_patch(running_job(), report())), False, id="erase-report"),
@@ -155,6 +157,31 @@ JOB_CASES = [
 @pytest.mark.parametrize("request_, obj, old, admitted", JOB_CASES)
 def test_runner_writes_only_its_claim_and_report_on_its_own_jobs(policy, request_, obj, old, admitted) -> None:
     assert _admit(policy, request_, obj, old) is admitted
+
+
+def test_policies_name_the_versions_they_are_type_checked_against(policy) -> None:
+    """Not "*": the API server type-checks a policy's CEL only for the versions it names (matchPolicy
+    Equivalent still matches requests through any other), so each names the version the schema is served at."""
+    crd = yaml.safe_load((ROOT / "charts" / "gigafactory" / "crds" / "agentjobs.yaml").read_text())
+    stored = next(v["name"] for v in crd["spec"]["versions"] if v["storage"])
+    versions = {p["metadata"]["name"].rsplit("-", 1)[1]: p["spec"]["matchConstraints"] for p in policy}
+    assert {k: (m["matchPolicy"], m["resourceRules"][0]["apiVersions"]) for k, m in versions.items()} == {
+        "jobs": ("Equivalent", [stored]), "leases": ("Equivalent", ["v1"]), "logs": ("Equivalent", ["v1"])}
+
+
+def test_every_status_field_but_the_runners_is_held_unchanged(policy) -> None:
+    """The CEL cannot iterate a typed object's fields, so the jobs policy names each field a runner must leave
+    alone: every field of the CRD's status (and of status.assignment) but the ones the protocol gives the runner.
+    A field added to the model without a line in policies.yaml would be writable by any runner (countFrom and
+    retryRequest once were: a runner could reset its own job's retry budget)."""
+    crd = yaml.safe_load((ROOT / "charts" / "gigafactory" / "crds" / "agentjobs.yaml").read_text())
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    jobs = next(p for p in policy if p["metadata"]["name"] == "gf-alpha-runner-jobs")
+    text = " ".join(v["expression"] for v in jobs["spec"]["validations"])
+    for field in set(status) - {"phase", "conditions", "assignment", "report"}:
+        assert f"object.status.{field} == oldObject.status.{field}" in text, field
+    for field in set(status["assignment"]["properties"]) - {"claimedAt"}:
+        assert f"object.status.assignment.{field} == oldObject.status.assignment.{field}" in text, field
 
 
 # --- Leases: built by the protocol's own builders ---

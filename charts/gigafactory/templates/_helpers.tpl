@@ -30,10 +30,29 @@ capabilities:
   drop: [ALL]
 {{- end -}}
 
+{{/* The API version of ValidatingAdmissionPolicy(Binding) to render: what the cluster offers.
+v1 (GA in Kubernetes 1.30) where discovery lists it, else v1beta1 (1.28 and 1.29, with the
+ValidatingAdmissionPolicy feature gate and --runtime-config=admissionregistration.k8s.io/v1beta1=true).
+Without a cluster (`helm template`, whose default API versions name no kinds) the Kubernetes version
+decides: v1 from 1.30 on. Anything else fails the render: installing the runners without the policies
+would leave every runner token free to write any job's status (docs/security.md). */}}
+{{- define "gigafactory.policyAPIVersion" -}}
+{{- $api := .Capabilities.APIVersions -}}
+{{- if $api.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy" -}}
+admissionregistration.k8s.io/v1
+{{- else if $api.Has "admissionregistration.k8s.io/v1beta1/ValidatingAdmissionPolicy" -}}
+admissionregistration.k8s.io/v1beta1
+{{- else if semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version -}}
+admissionregistration.k8s.io/v1
+{{- else -}}
+{{- fail (printf "tokenScoping.enabled needs ValidatingAdmissionPolicy, which this cluster (Kubernetes %s) does not offer: on 1.28 and 1.29 start kube-apiserver with --feature-gates=ValidatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true (with helm template, pass --api-versions admissionregistration.k8s.io/v1beta1/ValidatingAdmissionPolicy); or set tokenScoping.enabled=false, which lets every runner write any job's status (docs/security.md)" .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* A runner pool's admission policy up to its variables (policies.yaml): metadata, the one kind it
 matches, the pool's service account as match condition, and the calling pod as `variables.pod`. */}}
 {{- define "gigafactory.runnerPolicyHead" }}
-apiVersion: admissionregistration.k8s.io/v1
+apiVersion: {{ include "gigafactory.policyAPIVersion" .root }}
 kind: ValidatingAdmissionPolicy
 metadata:
   name: {{ .pool }}-runner-{{ .suffix }}
@@ -45,9 +64,12 @@ metadata:
 spec:
   failurePolicy: Fail
   matchConstraints:
+    # One version below, not "*": the API server type-checks the CEL only against named versions
+    # (status.typeChecking), and matchPolicy Equivalent still matches a request through any other.
+    matchPolicy: Equivalent
     resourceRules:
       - apiGroups: [{{ .group | quote }}]
-        apiVersions: ["*"]
+        apiVersions: [{{ .version | quote }}]
         operations: {{ toJson .operations }}
         resources: [{{ .resource }}]
   matchConditions:
@@ -64,7 +86,7 @@ spec:
 
 {{- define "gigafactory.runnerPolicyBinding" }}
 ---
-apiVersion: admissionregistration.k8s.io/v1
+apiVersion: {{ include "gigafactory.policyAPIVersion" .root }}
 kind: ValidatingAdmissionPolicyBinding
 metadata:
   name: {{ .pool }}-runner-{{ .suffix }}
