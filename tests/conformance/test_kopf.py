@@ -14,12 +14,20 @@ def _login(kubeconfig: str):
     # Credentials from the explicit kubeconfig only (kopf's own login would read KUBECONFIG).
     def login(**_):
         configuration = kubernetes.config.new_client_from_config(config_file=kubeconfig).configuration
-        token = configuration.api_key.get("authorization", "")
+        # The token is wherever auth_settings() says (kubernetes >= 33 keeps it under
+        # api_key["BearerToken"], older versions under "authorization"); a client certificate is in
+        # cert_file/key_file. Either must reach kopf, or it talks to the server anonymously.
+        token = ""
+        for setting in configuration.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("key", "").lower() == "authorization":
+                token = setting.get("value") or ""
+        scheme, _, credential = token.partition(" ")
+        assert credential or configuration.cert_file, "the kubeconfig has neither a token nor a client certificate"
         return kopf.ConnectionInfo(
-            server=configuration.host, token=token.removeprefix("Bearer ").strip() or None,
-            scheme="Bearer" if token else None, ca_path=configuration.ssl_ca_cert,
-            certificate_path=configuration.cert_file, private_key_path=configuration.key_file,
-            insecure=not configuration.verify_ssl, default_namespace="default")
+            server=configuration.host, token=credential or None, scheme=scheme if credential else None,
+            ca_path=configuration.ssl_ca_cert, certificate_path=configuration.cert_file,
+            private_key_path=configuration.key_file, insecure=not configuration.verify_ssl,
+            default_namespace="default")
     return login
 
 

@@ -16,6 +16,7 @@ class ApiError(Exception):
         self.status = status
         self.code: int = status["code"]
         self.headers = headers or {}
+        self.no_route = False  # the URL names no resource (see not_found_path)
 
 
 def status(
@@ -60,9 +61,16 @@ def not_found(*, plural: str, group: str, name: str) -> ApiError:
 
 
 def not_found_path() -> ApiError:
-    # What kube-apiserver answers for a URL that names no resource at all.
-    return ApiError(status(code=404, reason="NotFound", message="the server could not find the requested resource",
-                           details={}))
+    # What kube-apiserver answers for a URL under a built-in API (/api, /apis/apps...) that names no resource.
+    error = ApiError(status(code=404, reason="NotFound", message="the server could not find the requested resource",
+                            details={}))
+    error.no_route = True
+    return error
+
+
+class PageNotFound(Exception):
+    """A URL no built-in API owns (unknown groups, a CRD group's unknown resources, non-API paths):
+    kube-apiserver's last handler answers a plain-text "404 page not found", not a Status."""
 
 
 def already_exists(*, plural: str, group: str, name: str) -> ApiError:

@@ -51,6 +51,8 @@ class Cluster:
         self.registry = resources.Registry()
         self.schema_version = 0  # bumped on every CRD change; the OpenAPI documents key on it
         self.orphaned: set[str] = set()  # owners deleted with propagationPolicy=Orphan
+        for builtin in resources.BUILTINS:  # served from the start: their watch windows begin at 0
+            self.store.bucket(resources.storage_key(builtin))
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.create(self._resource("", "v1", "namespaces"), None, {"metadata": {"name": name}})
 
@@ -127,6 +129,11 @@ class Cluster:
             if other is None or resources.storage_key(other) != resources.storage_key(resource):
                 raise errors.bad_request(f"the API version in the data ({api_version}) does not match the "
                                          f"expected API version ({resource.api_version})")
+        if kind is not None and kind != resource.kind and resource.custom:
+            # Custom resources decode as unstructured objects: the kind fails validation, not decoding.
+            meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+            raise errors.invalid(kind=str(kind), group=resource.group, name=str(meta.get("name") or ""), causes=[
+                errors.cause("kind", "FieldValueInvalid", f'Invalid value: "{kind}": must be {resource.kind}')])
         if kind is not None and kind != resource.kind:
             raise errors.bad_request(f"{kind} in version \"{resource.version}\" cannot be handled as a "
                                      f"{resource.kind}: the kind in the data does not match the URL")
@@ -535,6 +542,7 @@ class Cluster:
         self.registry.remove_crd(crd["metadata"]["name"])
         for resource in resources.from_crd(crd):
             self.registry.add(resource)
+            self.store.bucket(resources.storage_key(resource))  # its watch window starts now
             if resource.schema:
                 self._default_stored(resource)
         self.schema_version += 1

@@ -132,7 +132,7 @@ def _merge_list(field: str, current: list[Any], patch: list[Any]) -> list[Any]:
         for item in patch:
             if item not in result:
                 result.append(item)
-        return result
+        return _in_patch_order(result, patch, current, None)
     result = copy(current)
     for item in patch:
         if not isinstance(item, dict) or key not in item:
@@ -146,4 +146,44 @@ def _merge_list(field: str, current: list[Any], patch: list[Any]) -> list[Any]:
             result.append(_strip(item))
         else:
             result[index] = strategic_merge_patch(result[index], item)
+    return _in_patch_order(result, [i for i in patch if not (isinstance(i, dict) and i.get("$patch") == "delete")],
+                           current, key)
+
+
+def _in_patch_order(merged: list[Any], patch: list[Any], server: list[Any], key: str | None) -> list[Any]:
+    """kube-apiserver's order for a merged list (strategicpatch normalizeElementOrder, no
+    $setElementOrder): the patch's items in patch order, the server-only ones in server order, the
+    two interleaved by server order where both are known — so items new to the server come first."""
+    def ident(item: Any) -> Any:
+        return item.get(key) if key is not None and isinstance(item, dict) else item
+
+    patch_ids, server_ids = [ident(i) for i in patch], [ident(i) for i in server]
+
+    def position(ids: list[Any], item: Any) -> int:
+        try:
+            return ids.index(ident(item))
+        except ValueError:
+            return -1
+
+    from_patch = [m for m in merged if position(patch_ids, m) >= 0]
+    from_patch.sort(key=lambda m: position(patch_ids, m))
+    server_only = [m for m in merged if position(patch_ids, m) < 0]
+    known = sorted((m for m in server_only if position(server_ids, m) >= 0), key=lambda m: position(server_ids, m))
+    server_only = known + [m for m in server_only if position(server_ids, m) < 0]
+    result, i, j = [], 0, 0
+    while i < len(server_only) or j < len(from_patch):
+        if j >= len(from_patch):
+            result.append(server_only[i])
+            i += 1
+        elif i >= len(server_only):
+            result.append(from_patch[j])
+            j += 1
+        else:
+            left, right = position(server_ids, server_only[i]), position(server_ids, from_patch[j])
+            if left >= 0 and right >= 0 and left < right:
+                result.append(server_only[i])
+                i += 1
+            else:
+                result.append(from_patch[j])
+                j += 1
     return result

@@ -52,6 +52,8 @@ class Server:
             return await handler(request)
         except errors.ApiError as e:
             return respond(e.status, status=e.code, headers=e.headers)
+        except errors.PageNotFound:
+            return web.Response(status=404, text="404 page not found\n", charset="utf-8")
         except asyncio.CancelledError:
             raise
         except ConnectionResetError:
@@ -68,6 +70,17 @@ class Server:
     # --- routing ------------------------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._route(request)
+        except errors.ApiError as e:
+            # Only the built-in APIs answer a missing resource with a Status.
+            parts = [p for p in request.path.split("/") if p]
+            if e.no_route and not (parts[:1] == ["api"] or (
+                    parts[:1] == ["apis"] and len(parts) >= 2 and parts[1] in resources.BUILTIN_GROUPS)):
+                raise errors.PageNotFound() from None
+            raise
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
         if not parts:
             return respond({"paths": ["/api", "/api/v1", "/apis", "/openapi/v2", "/openapi/v3", "/version"]})
@@ -125,9 +138,10 @@ class Server:
         self.counts[("discovery", request.path)] += 1
         accept = request.headers.get("Accept", "")
         if len(parts) == 1:
-            if "as=APIGroupDiscoveryList" in accept and "v=v2" in accept:
-                body = discovery.aggregated(self.cluster.registry, legacy=parts[0] == "api")
-                return respond(body, content_type=discovery.AGGREGATED_V2)
+            version = _aggregated_version(accept)
+            if version is not None:
+                body = discovery.aggregated(self.cluster.registry, legacy=parts[0] == "api", api_version=version)
+                return respond(body, content_type=discovery.AGGREGATED.format(version))
             if parts[0] == "api":
                 return respond(discovery.api_versions(self.address))
             return respond(discovery.api_group_list(self.cluster.registry))
@@ -182,8 +196,12 @@ class Server:
         is_watch = watch_path or query.get("watch", "").lower() in ("true", "1")
         if method == "GET":
             verb = "get" if name is not None and not is_watch else ("watch" if is_watch else "list")
-        elif method == "POST" and name is None:
+        elif method == "POST" and (name is None or (resource.custom and subresource is None)):
+            # kube-apiserver's CRD handler takes the verb from the method alone: a POST to an object's
+            # URL creates the body's object; built-in APIs have no such route (405).
             verb = "create"
+        elif method in ("PUT", "PATCH") and name is None and resource.custom:
+            raise errors.bad_request("name must be provided")
         elif method == "PUT" and name is not None:
             verb = "update"
         elif method == "PATCH" and name is not None:
@@ -224,7 +242,7 @@ class Server:
             if table:
                 return respond(tables.table(resource, listed["items"], metadata=listed["metadata"],
                                             include=query.get("includeObject", "Metadata")))
-            return respond(listed)
+            return respond(_list_body(resource, listed))
         if verb == "get":
             obj = cluster.get(resource, namespace, name or "")
             if table:
@@ -258,7 +276,7 @@ class Server:
             return respond(obj, status=status)
         listed = cluster.delete_collection(resource, namespace, options, label_selector=query.get("labelSelector"),
                                            field_selector=query.get("fieldSelector"), dry_run=dry_run)
-        return respond(listed)
+        return respond(_list_body(resource, listed))
 
     # --- watch --------------------------------------------------------------------------------
 
@@ -335,7 +353,7 @@ class Server:
                 await response.write(encode("ADDED", obj))
             if send_initial:
                 mark = {"kind": resource.kind, "apiVersion": resource.api_version,
-                        "metadata": {"resourceVersion": str(initial_rv),
+                        "metadata": {**_bookmark_meta(resource, initial_rv),
                                      "annotations": {"k8s.io/initial-events-end": "true"}}}
                 await response.write(_dumps({"type": "BOOKMARK", "object": mark}) + b"\n")
             for event in backlog:
@@ -353,7 +371,7 @@ class Server:
                     if bookmarks and watcher.queue.empty() and deadline - time.monotonic() > 0:
                         # Safe: every event up to the current resourceVersion has been delivered.
                         mark = {"kind": resource.kind, "apiVersion": resource.api_version,
-                                "metadata": {"resourceVersion": str(cluster.store.rv)}}
+                                "metadata": _bookmark_meta(resource, cluster.store.rv)}
                         await response.write(_dumps({"type": "BOOKMARK", "object": mark}) + b"\n")
                     continue
                 if event is None:
@@ -372,6 +390,31 @@ class Server:
         finally:
             cluster.store.unsubscribe(key, watcher)
         return response
+
+
+def _bookmark_meta(resource: resources.Resource, rv: int) -> Obj:
+    # An empty object of the kind; a built-in one's ObjectMeta serialises its zero creationTimestamp as null.
+    return {"resourceVersion": str(rv)} if resource.custom else {"resourceVersion": str(rv), "creationTimestamp": None}
+
+
+def _list_body(resource: resources.Resource, listed: Obj) -> Obj:
+    """kube-apiserver's lists of built-in kinds carry apiVersion/kind once, on the list, not on each
+    item (custom resources are unstructured and keep theirs)."""
+    if resource.custom:
+        return listed
+    items = [{k: v for k, v in item.items() if k not in ("apiVersion", "kind")} for item in listed["items"]]
+    return {**listed, "items": items}
+
+
+def _aggregated_version(accept: str) -> str | None:
+    """The first aggregated discovery version the client accepts that we serve: v2 as kube-apiserver
+    1.30+ does, v2beta1 as 1.26-1.32 do (v1.28.7, the reference, serves only v2beta1)."""
+    for offer in accept.split(","):
+        params = dict(p.strip().partition("=")[::2] for p in offer.split(";")[1:])
+        if (params.get("g"), params.get("as")) == ("apidiscovery.k8s.io", "APIGroupDiscoveryList") \
+                and params.get("v") in ("v2", "v2beta1"):
+            return params["v"]
+    return None
 
 
 def _wants_table(accept: str) -> bool:
