@@ -1,10 +1,13 @@
 """A real kopf operator drives a widget through create → finalizer → status → blocked delete → gone."""
 from __future__ import annotations
 
+import pathlib
+
 import kopf
 import kopf.testing
 import kubernetes
 import pytest
+import yaml
 
 from tests.conftest import wait_for
 from tests.conformance.conftest import GROUP, PLURAL, VERSION, widget
@@ -78,3 +81,26 @@ def test_kopf_operator_lifecycle(kubeconfig, custom, namespace):
         assert deleted == ["w"]
     assert runner.exit_code == 0, runner.output
     assert runner.exception is None
+
+
+@pytest.mark.parametrize("user", [
+    pytest.param({"token": "t0ken"}, id="token"),
+    pytest.param({"client-certificate-data": "Q0VSVA==", "client-key-data": "S0VZ"}, id="client-certificate"),
+])
+def test_kopf_login_carries_the_kubeconfig_credentials(tmp_path, user):
+    # Against kube-apiserver a login without the credentials is anonymous (403 on everything): both
+    # kinds a kubeconfig may hold must reach kopf. No server needed (client certificates need https).
+    config = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
+              "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443",
+                                                     "insecure-skip-tls-verify": True}}],
+              "users": [{"name": "u", "user": user}],
+              "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    info = _login(str(path))()
+    if "token" in user:
+        assert (info.scheme, info.token) == ("Bearer", "t0ken")
+    else:
+        assert info.token is None
+        assert pathlib.Path(info.certificate_path).read_bytes() == b"CERT"
+        assert pathlib.Path(info.private_key_path).read_bytes() == b"KEY"
