@@ -20,6 +20,7 @@ def test_invalid_json_is_bad_request(raw, namespace):
     "/api/v1/namespaces/default/widgets",
     "/apis/apps/v1/namespaces/default/nothings",
     "/not/an/api/path",
+    "/version/x",
 ])
 def test_unknown_resources_are_not_found(raw, path):
     # A 404 either way; kube-apiserver answers a Status where a built-in API (/api, /apis/apps...)

@@ -117,9 +117,17 @@ def test_field_selector_by_namespace_across_namespaces(core, namespace):
     assert _ours(items) == ["a", "b", "c", "d"]
 
 
-def test_unsupported_field_selector_is_bad_request(raw, namespace):
-    code, status = raw.json("GET", widgets_path(namespace) + "?fieldSelector=spec.size%3D1")
-    assert code == 400 and status["reason"] == "BadRequest"
+@pytest.mark.parametrize("path, message", [
+    pytest.param(f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}", "field label not supported: spec.size",
+                 id="custom"),
+    pytest.param("/api/v1/namespaces/{namespace}/pods", "field label not supported: spec.size", id="pods"),
+    pytest.param("/api/v1/namespaces/{namespace}/configmaps",
+                 '"spec.size" is not a known field selector: only "metadata.name", "metadata.namespace"',
+                 id="configmaps"),
+])
+def test_unsupported_field_selector_is_bad_request(raw, namespace, path, message):
+    code, status = raw.json("GET", path.format(namespace=namespace) + "?fieldSelector=spec.size%3D1")
+    assert (code, status["reason"], status["message"]) == (400, "BadRequest", message)
 
 
 def test_event_field_selectors_for_describe(core, namespace):

@@ -66,3 +66,12 @@ def test_server_side_apply_creates_and_updates(raw, namespace):
     code, body = raw.json("PATCH", path, raw=manifest.replace("'1'", "'2'").encode(),
                           content_type="application/apply-patch+yaml")
     assert code == 200 and body["data"] == {"a": "2"}
+
+
+def test_server_side_apply_needs_a_field_manager(raw, namespace):
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n"
+    code, status = raw.json("PATCH", f"/api/v1/namespaces/{namespace}/configmaps/ssa", raw=manifest.encode(),
+                            content_type="application/apply-patch+yaml")
+    assert (code, status["reason"]) == (422, "Invalid")
+    assert status["message"] == ('PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required '
+                                 'for apply patch')

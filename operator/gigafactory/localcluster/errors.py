@@ -90,6 +90,15 @@ def conflict(*, plural: str, group: str, name: str, message: str | None = None) 
     ))
 
 
+def precondition_failed(*, kind: str, group: str, name: str, message: str) -> ApiError:
+    """409 for a failed delete precondition; kube-apiserver names the kind here, not the resource."""
+    return ApiError(status(
+        code=409, reason="Conflict",
+        message=f'Operation cannot be fulfilled on {kind}{"." + group if group else ""} "{name}": {message}',
+        details={"name": name, "group": group, "kind": kind} if group else {"name": name, "kind": kind},
+    ))
+
+
 def invalid(*, kind: str, group: str, name: str, causes: list[dict[str, str]]) -> ApiError:
     """422 Invalid; each cause is {"reason", "message", "field"} as in field.ErrorList."""
     rendered = [f'{c["field"]}: {c["message"]}' if c.get("field") else c["message"] for c in causes]
@@ -118,7 +127,8 @@ def gone(message: str) -> ApiError:
     return ApiError(status(code=410, reason="Expired", message=message))
 
 
-def method_not_allowed(message: str = "the server does not allow this method on the requested resource") -> ApiError:
+def method_not_allowed(message: str | None = None) -> ApiError:
+    message = message or "the server does not allow this method on the requested resource"
     return ApiError(status(code=405, reason="MethodNotAllowed", message=message, details={}))
 
 

@@ -381,7 +381,8 @@ class Cluster:
         from the applied configuration are not removed.
         """
         if not kw.pop("field_manager", None):
-            raise errors.bad_request("PATCH, application/apply-patch+yaml requires fieldManager to be set")
+            raise errors.invalid(kind="PatchOptions", group="meta.k8s.io", name="", causes=[errors.cause(
+                "fieldManager", "FieldValueRequired", "Required value: is required for apply patch")])
         try:
             applied = yaml.safe_load(body or b"")
         except yaml.YAMLError as e:
@@ -411,13 +412,13 @@ class Cluster:
         preconditions = options.get("preconditions") or {}
         meta = old["metadata"]
         if preconditions.get("uid") and preconditions["uid"] != meta.get("uid"):
-            raise errors.conflict(plural=resource.plural, group=resource.group, name=name, message=(
-                f"Precondition failed: UID in precondition: {preconditions['uid']}, UID in object meta: "
-                f"{meta.get('uid')}"))
+            raise errors.precondition_failed(kind=resource.kind, group=resource.group, name=name, message=(
+                f"the UID in the precondition ({preconditions['uid']}) does not match the UID in record "
+                f"({meta.get('uid')}). The object might have been deleted and then recreated"))
         if preconditions.get("resourceVersion") and preconditions["resourceVersion"] != meta.get("resourceVersion"):
-            raise errors.conflict(plural=resource.plural, group=resource.group, name=name, message=(
-                f"Precondition failed: ResourceVersion in precondition: {preconditions['resourceVersion']}, "
-                f"ResourceVersion in object meta: {meta.get('resourceVersion')}"))
+            raise errors.precondition_failed(kind=resource.kind, group=resource.group, name=name, message=(
+                f"the ResourceVersion in the precondition ({preconditions['resourceVersion']}) does not match the "
+                f"ResourceVersion in record ({meta.get('resourceVersion')}). The object might have been modified"))
         if options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents"):
             self._orphan(meta.get("uid", ""))
         if dry_run:

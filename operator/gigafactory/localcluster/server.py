@@ -75,7 +75,7 @@ class Server:
         except errors.ApiError as e:
             # Only the built-in APIs answer a missing resource with a Status.
             parts = [p for p in request.path.split("/") if p]
-            if e.no_route and not (parts[:1] == ["api"] or (
+            if e.no_route and not (parts[:1] in (["api"], ["version"]) or (
                     parts[:1] == ["apis"] and len(parts) >= 2 and parts[1] in resources.BUILTIN_GROUPS)):
                 raise errors.PageNotFound() from None
             raise
@@ -91,8 +91,10 @@ class Server:
             if parts[1:] == ["faults"]:
                 return await self._faults(request)
             return self._meta(request, parts)
-        if head == "version":
+        if parts == ["version"]:
             return respond(discovery.VERSION)
+        if head == "version":
+            raise errors.not_found_path()
         if head == "openapi":
             return self._openapi(request, parts)
         if head == "api" and len(parts) >= 2:
@@ -193,6 +195,11 @@ class Server:
 
         method = request.method
         query = request.query
+        if subresource == "status" and method not in ("GET", "PUT", "PATCH"):
+            # /status serves get, update and patch only (a DELETE there must not delete the object).
+            verb = {"POST": "create", "DELETE": "delete"}.get(method, method.lower())
+            raise errors.method_not_allowed(f'{verb} is not supported on resources of kind "{resource.qualified}"'
+                                            if resource.custom else None)
         is_watch = watch_path or query.get("watch", "").lower() in ("true", "1")
         if method == "GET":
             verb = "get" if name is not None and not is_watch else ("watch" if is_watch else "list")
@@ -212,6 +219,7 @@ class Server:
             raise errors.method_not_allowed()
         if verb not in resource.verbs and verb != "get":
             raise errors.method_not_allowed()
+
         if verb == "create" and resource.namespaced and namespace is None:
             raise errors.method_not_allowed()
 
@@ -479,6 +487,9 @@ async def _delete_options(request: web.Request) -> Obj:
     for param in ("propagationPolicy",):
         if param in request.query:
             options[param] = request.query[param]
-    if options.get("propagationPolicy") not in (None, "Orphan", "Background", "Foreground"):
-        raise errors.bad_request(f"propagationPolicy {options['propagationPolicy']!r} is not supported")
+    policy = options.get("propagationPolicy")
+    if policy not in (None, "Orphan", "Background", "Foreground"):
+        raise errors.invalid(kind="DeleteOptions", group="meta.k8s.io", name="", causes=[errors.cause(
+            "propagationPolicy", "FieldValueNotSupported", f'Unsupported value: {json.dumps(policy)}: supported values: '
+                                                           f'"Foreground", "Background", "Orphan", "nil"')])
     return options
