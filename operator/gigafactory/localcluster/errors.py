@@ -41,7 +41,7 @@ def status(
 
 
 def success(*, name: str, group: str, kind: str, uid: str | None = None) -> dict[str, Any]:
-    details: dict[str, Any] = {"name": name, "group": group, "kind": kind}
+    details: dict[str, Any] = {"name": name, "group": group, "kind": kind} if group else {"name": name, "kind": kind}
     if uid:
         details["uid"] = uid
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}

@@ -234,10 +234,19 @@ class Server:
         if verb not in _READ_VERBS:
             _check_accept(request.headers.get("Accept", ""))
         cluster = self.cluster
+        options_kind = {"create": "CreateOptions", "update": "UpdateOptions", "patch": "PatchOptions"}.get(
+            verb, "DeleteOptions")
         field_validation = query.get("fieldValidation", "Warn") or "Warn"
-        if field_validation not in ("Strict", "Warn", "Ignore"):
-            raise errors.bad_request(f"fieldValidation parameter unsupported: {field_validation}")
-        dry_run = "All" in query.getall("dryRun", [])
+        if field_validation not in ("Strict", "Warn", "Ignore") and verb in ("create", "update", "patch"):
+            raise _invalid_option(options_kind, "fieldValidation", "FieldValueNotSupported", (
+                f'Unsupported value: {json.dumps(field_validation)}: supported values: "", "Ignore", "Strict", "Warn"'))
+        dry_runs = query.getall("dryRun", [])
+        if any(d != "All" for d in dry_runs) and verb not in _READ_VERBS:
+            raise _invalid_option(options_kind, "dryRun", "FieldValueNotSupported", (
+                f'Unsupported value: []string{{{", ".join(json.dumps(d) for d in dry_runs)}}}: supported values: "All"'))
+        dry_run = "All" in dry_runs
+        if verb in ("get", "list"):
+            _check_read_resource_version(query, cluster.store.rv, listing=verb == "list")
         warnings: list[str] = []
         if verb == "watch":
             if name is not None:
@@ -276,11 +285,18 @@ class Server:
                                 warnings=warnings)
             return respond(obj, headers=_warning_headers(warnings))
         options = await _delete_options(request)
+        dry_run = dry_run or "All" in (options.get("dryRun") or [])
         if verb == "delete":
             obj = cluster.delete(resource, namespace, name or "", options, dry_run=dry_run)
             status = 200
             if obj["metadata"].get("deletionTimestamp") and options.get("orphanDependents") is False:
                 status = 202
+            if not obj["metadata"].get("deletionTimestamp") and not (
+                    resource.group == "" and resource.plural in ("pods", "services")):
+                # Deleted at once: kube-apiserver's generic registry answers a Status, not the object
+                # (pods and services return the object).
+                obj = errors.success(name=obj["metadata"]["name"], group=resource.group, kind=resource.plural,
+                                     uid=obj["metadata"].get("uid"))
             return respond(obj, status=status)
         listed = cluster.delete_collection(resource, namespace, options, label_selector=query.get("labelSelector"),
                                            field_selector=query.get("fieldSelector"), dry_run=dry_run)
@@ -398,6 +414,38 @@ class Server:
         finally:
             cluster.store.unsubscribe(key, watcher)
         return response
+
+
+def _invalid_option(kind: str, field: str, reason: str, message: str) -> errors.ApiError:
+    return errors.invalid(kind=kind, group="meta.k8s.io", name="", causes=[errors.cause(field, reason, message)])
+
+
+def _check_read_resource_version(query: Any, current: int, *, listing: bool) -> None:
+    """resourceVersion/resourceVersionMatch of a get or list, checked as kube-apiserver checks them.
+    Every resourceVersion up to the current one is served from the latest state (no compaction)."""
+    rv, match = query.get("resourceVersion", ""), query.get("resourceVersionMatch", "")
+    if listing and match:
+        if match not in ("Exact", "NotOlderThan"):
+            raise _invalid_option("ListOptions", "resourceVersionMatch", "FieldValueNotSupported", (
+                f'Unsupported value: {json.dumps(match)}: supported values: "Exact", "NotOlderThan", ""'))
+        if not rv:
+            raise _invalid_option("ListOptions", "resourceVersionMatch", "FieldValueForbidden",
+                                  "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided")
+        if match == "Exact" and rv == "0":
+            raise _invalid_option("ListOptions", "resourceVersionMatch", "FieldValueForbidden",
+                                  'Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0"')
+    if rv in ("", "0"):
+        return
+    try:
+        wanted = int(rv)
+    except ValueError:
+        raise errors.bad_request(f'resourceVersion: Invalid value: {json.dumps(rv)}: invalid syntax') from None
+    if wanted > current:
+        # kube-apiserver waits up to 3 s for its watch cache to catch up, then gives up like this.
+        raise errors.ApiError(errors.status(
+            code=504, reason="Timeout", message=f"Timeout: Too large resource version: {wanted}, current: {current}",
+            details={"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                     "retryAfterSeconds": 1}), headers={"Retry-After": "1"})
 
 
 def _bookmark_meta(resource: resources.Resource, rv: int) -> Obj:
