@@ -196,3 +196,20 @@ def test_resource_version_from_the_future_times_out(raw, core, namespace, suffix
     assert status["reason"] == "Timeout"
     assert status["message"].startswith(f"Timeout: Too large resource version: {future}, current: ")
     assert status["details"]["causes"] == [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]
+
+
+@pytest.mark.parametrize("metadata, invalid", [
+    pytest.param({"generateName": "job."}, None, id="generate-name-ending-in-a-dot"),
+    pytest.param({"name": "Pod_Name.17a"}, None, id="any-case"),
+    pytest.param({"name": "a/b"}, "may not contain '/'", id="slash"),
+    pytest.param({"name": ".."}, "may not be '..'", id="dot-dot"),
+])
+def test_event_names_are_path_segments(raw, namespace, metadata, invalid):
+    # Unlike most kinds, Events only need names that fit in a URL path segment.
+    code, body = raw.json("POST", f"/api/v1/namespaces/{namespace}/events", {
+        "metadata": metadata, "reason": "R", "involvedObject": {"kind": "Widget", "name": "w", "namespace": namespace}})
+    if invalid is None:
+        assert code == 201, body
+    else:
+        assert (code, body["details"]["causes"][0]["field"]) == (422, "metadata.name")
+        assert body["details"]["causes"][0]["message"].endswith(invalid)

@@ -46,6 +46,13 @@ def _fold_string_data(resource: resources.Resource, obj: Obj) -> None:
         obj["data"] = data
 
 
+def _path_segment_causes(field: str, name: str, *, prefix: bool) -> list[dict[str, str]]:
+    """apimachinery's ValidatePathSegmentName (as prefix: only the forbidden characters)."""
+    messages = [] if prefix else [f"may not be '{name}'" for bad in (".", "..") if name == bad]
+    messages += [f"may not contain '{c}'" for c in ("/", "%") if c in name]
+    return [errors.cause(field, "FieldValueInvalid", f"Invalid value: {json.dumps(name)}: {m}") for m in messages]
+
+
 def _check_secret_data(obj: Obj) -> None:
     for value in (obj.get("data") or {}).values() if isinstance(obj.get("data"), dict) else []:
         text = value if isinstance(value, str) else ""
@@ -268,13 +275,19 @@ class Cluster:
         name = meta.get("name", "")
         causes = []
         generate = meta.get("generateName")
-        if isinstance(generate, str) and generate:
-            # Validated as a prefix: a trailing dash is fine.
-            masked = generate[:-1] + "a" if generate.endswith("-") else generate
-            for found in schemas.validate_name(masked, label=resource.plural == "namespaces"):
-                causes.append(errors.cause("metadata.generateName", found["reason"], found["message"].replace(
-                    f"Invalid value: {schemas.render(masked)}", f"Invalid value: {schemas.render(generate)}", 1)))
-        causes += schemas.validate_name(name, label=resource.plural == "namespaces")
+        if resources.storage_key(resource) == ("", "events"):
+            # Event names are only path segments (kubelet's "<pod>.<hash>" style, any case).
+            if isinstance(generate, str) and generate:
+                causes += _path_segment_causes("metadata.generateName", generate, prefix=True)
+            causes += _path_segment_causes("metadata.name", name, prefix=False)
+        else:
+            if isinstance(generate, str) and generate:
+                # Validated as a prefix: a trailing dash is fine.
+                masked = generate[:-1] + "a" if generate.endswith("-") else generate
+                for found in schemas.validate_name(masked, label=resource.plural == "namespaces"):
+                    causes.append(errors.cause("metadata.generateName", found["reason"], found["message"].replace(
+                        f"Invalid value: {schemas.render(masked)}", f"Invalid value: {schemas.render(generate)}", 1)))
+            causes += schemas.validate_name(name, label=resource.plural == "namespaces")
         if resource.plural == "secrets" and not resource.group:
             _check_secret_data(obj)
         if resource.plural == "leases" and resource.group == "coordination.k8s.io":
