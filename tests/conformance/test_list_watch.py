@@ -262,3 +262,43 @@ def test_cluster_wide_watch_and_namespace_isolation(core, namespace, watch):
         event = everywhere.next_of({"ADDED"})
     while not elsewhere.events.empty():
         assert elsewhere.events.get()["object"]["metadata"].get("namespace") == "default"
+
+
+def test_streaming_lists_are_served_or_refused(core, raw, namespace, watch):
+    # sendInitialEvents (the WatchList feature) is off in v1.28 (422, "forbidden for watch unless the
+    # WatchList feature gate is enabled") and on in 1.32+: both are Kubernetes. When served, the
+    # current objects come as ADDED, then a bookmark annotated k8s.io/initial-events-end.
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}})
+    path = f"/api/v1/namespaces/{namespace}/configmaps?watch=true&sendInitialEvents=true&allowWatchBookmarks=true"
+    code, status = raw.json("GET", path)  # without resourceVersionMatch=NotOlderThan: refused everywhere
+    assert (code, status["reason"]) == (422, "Invalid")
+    assert "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan" in status["message"]
+    response = raw.request("GET", path + "&resourceVersionMatch=NotOlderThan&timeoutSeconds=5", preload=True)
+    if response.status == 422:
+        assert "WatchList feature gate" in response.data.decode()
+        return
+    assert response.status == 200
+    events = [json.loads(line) for line in response.data.splitlines() if line.strip()]
+    added = [e["object"]["metadata"]["name"] for e in events if e["type"] == "ADDED"]
+    assert "c" in added
+    [end] = [e for e in events if e["type"] == "BOOKMARK"
+             and (e["object"]["metadata"].get("annotations") or {}).get("k8s.io/initial-events-end") == "true"]
+    assert events.index(end) > max(i for i, e in enumerate(events) if e["type"] == "ADDED")
+
+
+def test_watch_through_a_finalized_deletion(custom, namespace, watch):
+    rv = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["metadata"]["resourceVersion"]
+    stream = watch(widgets_path(namespace) + f"?watch=true&resourceVersion={rv}")
+    body = widget("w")
+    body["metadata"]["finalizers"] = ["conformance.gigafactory.dev/hold"]
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "w")
+    released = custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "w",
+                                                     {"metadata": {"finalizers": None}})
+    assert "finalizers" not in released["metadata"] and released["metadata"]["deletionTimestamp"]
+    added, deleting, deleted = stream.next(), stream.next(), stream.next()
+    assert [added["type"], deleting["type"], deleted["type"]] == ["ADDED", "MODIFIED", "DELETED"]
+    assert deleting["object"]["metadata"]["deletionTimestamp"] and deleting["object"]["metadata"]["generation"] == 2
+    # The write that removed the last finalizer is never stored: DELETED carries the last stored state.
+    assert deleted["object"]["metadata"]["finalizers"] == ["conformance.gigafactory.dev/hold"]
+    assert int(deleted["object"]["metadata"]["resourceVersion"]) > int(deleting["object"]["metadata"]["resourceVersion"])

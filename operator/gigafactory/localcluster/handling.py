@@ -476,9 +476,12 @@ class Cluster:
         if dry_run:
             return obj
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and not self._held_by_namespace(resource, obj):
-            final = self.store.remove(key, obj)
+            # As in kube-apiserver, the last write is never stored: the object is deleted instead, the
+            # DELETED event carries the last stored state, and the writer gets its update at the old
+            # resourceVersion.
+            final = self.store.remove(key, old)
             self._after_removal(resource, final)
-            return self.present(resource, final)
+            return self.present(resource, obj)
         stored = self.store.put(key, obj, old=old)
         if resource.plural == "customresourcedefinitions":
             self._register_crd(stored)

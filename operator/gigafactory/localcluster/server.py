@@ -249,6 +249,10 @@ class Server:
             _check_read_resource_version(query, cluster.store.rv, listing=verb == "list")
         warnings: list[str] = []
         if verb == "watch":
+            if "sendInitialEvents" in query and query.get("resourceVersionMatch") != "NotOlderThan":
+                raise _invalid_option("ListOptions", "resourceVersionMatch", "FieldValueForbidden",
+                                      "Forbidden: sendInitialEvents requires setting resourceVersionMatch to "
+                                      "NotOlderThan")
             if name is not None:
                 query = _with_name_selector(query, name)
             return await self._watch(request, resource, namespace, query, call, table)
