@@ -213,3 +213,49 @@ def test_event_names_are_path_segments(raw, namespace, metadata, invalid):
     else:
         assert (code, body["details"]["causes"][0]["field"]) == (422, "metadata.name")
         assert body["details"]["causes"][0]["message"].endswith(invalid)
+
+
+@pytest.mark.parametrize("name", ["default", "kube-system", "kube-public"])
+def test_system_namespaces_may_not_be_deleted(raw, core, name):
+    code, status = raw.json("DELETE", f"/api/v1/namespaces/{name}")
+    assert (code, status["reason"]) == (403, "Forbidden")
+    assert status["message"] == f'namespaces "{name}" is forbidden: this namespace may not be deleted'
+    assert core.read_namespace(name).status.phase == "Active"
+
+
+@pytest.mark.parametrize("finalizer, field, message", [
+    ("nodomain", "metadata.finalizers[2]",
+     'Invalid value: "nodomain": name is neither a standard finalizer name nor is it fully qualified'),
+    ("bad domain/x", "metadata.finalizers", 'Invalid value: "bad domain/x": prefix part a lowercase RFC 1123'),
+])
+def test_finalizer_names_are_qualified(raw, namespace, finalizer, field, message):
+    code, status = raw.json("POST", f"/api/v1/namespaces/{namespace}/configmaps",
+                            {"metadata": {"name": "c", "finalizers": ["example.com/ok", "orphan", finalizer]}})
+    assert (code, status["reason"]) == (422, "Invalid")
+    assert status["details"]["causes"][0]["field"] == field
+    assert status["details"]["causes"][0]["message"].startswith(message)
+
+
+def test_annotation_keys_are_qualified_names(raw, namespace):
+    code, status = raw.json("POST", f"/api/v1/namespaces/{namespace}/configmaps",
+                            {"metadata": {"name": "c", "annotations": {"example.com/fine": "x", "not fine": "y"}}})
+    assert (code, status["reason"]) == (422, "Invalid")
+    assert [(c["field"], c["message"][:28]) for c in status["details"]["causes"]] == [
+        ("metadata.annotations", 'Invalid value: "not fine": n')]
+
+
+def test_watch_parameter_on_an_object_url_is_a_get(raw, core, namespace):
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}})
+    code, body = raw.json("GET", f"/api/v1/namespaces/{namespace}/configmaps/c?watch=true&timeoutSeconds=1")
+    assert code == 200 and (body["kind"], body["metadata"]["name"]) == ("ConfigMap", "c")
+
+
+@pytest.mark.parametrize("query, code", [("limit=-1", 200), ("limit=x", 400), ("timeoutSeconds=x", 400)])
+def test_list_parameters_are_parsed(raw, core, namespace, query, code):
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}})
+    status, body = raw.json("GET", f"/api/v1/namespaces/{namespace}/configmaps?{query}")
+    assert status == code, body
+    if code == 200:  # a negative limit is no limit
+        assert "c" in [i["metadata"]["name"] for i in body["items"]] and not body["metadata"].get("continue")
+    else:
+        assert body["reason"] == "BadRequest"

@@ -75,3 +75,14 @@ def test_server_side_apply_needs_a_field_manager(raw, namespace):
     assert (code, status["reason"]) == (422, "Invalid")
     assert status["message"] == ('PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required '
                                  'for apply patch')
+
+
+def test_json_patch_replace_of_a_missing_member_adds_it(raw, custom, namespace):
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, widget("w"))
+    code, body = raw.json("PATCH", widgets_path(namespace, "w"), [{"op": "replace", "path": "/spec/label", "value": "x"}],
+                          content_type="application/json-patch+json")
+    assert code == 200 and body["spec"]["label"] == "x"
+    code, body = raw.json("PATCH", widgets_path(namespace, "w"), [{"op": "replace", "path": "/spec/tags/3", "value": "x"}],
+                          content_type="application/json-patch+json")
+    assert (code, body["reason"]) == (422, "Invalid")
+    assert body["message"] == "the server rejected our request due to an error in our request"

@@ -208,7 +208,7 @@ class Cluster:
                 continue
             if not selectors.labels_match(labels, obj) or not selectors.fields_match(fields, obj):
                 continue
-            if limit and len(items) >= limit:
+            if limit and limit > 0 and len(items) >= limit:  # a negative limit means none, as in kube-apiserver
                 if next_token is None:
                     last = items[-1]["metadata"]
                     next_token = base64.urlsafe_b64encode(json.dumps(
@@ -293,6 +293,8 @@ class Cluster:
         if resource.plural == "leases" and resource.group == "coordination.k8s.io":
             causes += _check_lease(obj)
         causes += schemas.validate_labels(meta.get("labels"))
+        causes += schemas.validate_annotation_keys(meta.get("annotations"))
+        causes += schemas.validate_finalizers(meta.get("finalizers"))
         annotations = meta.get("annotations")
         if annotations is not None and not (isinstance(annotations, dict)
                                             and all(isinstance(v, str) for v in annotations.values())):
@@ -579,9 +581,11 @@ class Cluster:
                 f"ResourceVersion in record ({meta.get('resourceVersion')}). The object might have been modified"))
         if options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents"):
             self._orphan(meta.get("uid", ""))
+        is_namespace = resource.plural == "namespaces" and not resource.group
+        if is_namespace and name in ("default", "kube-system", "kube-public"):
+            raise errors.forbidden(plural="namespaces", group="", name=name, message="this namespace may not be deleted")
         if dry_run:
             return self.present(resource, old)
-        is_namespace = resource.plural == "namespaces" and not resource.group
         if meta.get("finalizers") or is_namespace:
             if meta.get("deletionTimestamp"):
                 return self.present(resource, old)  # already being deleted: nothing changes

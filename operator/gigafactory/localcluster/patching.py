@@ -41,16 +41,28 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def json_patch(target: dict[str, Any], patch: Any, *, describe: str) -> dict[str, Any]:
     if not isinstance(patch, list):
         raise errors.bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
+    # kube-apiserver's json-patch replaces a missing member of an object as if it were added.
+    patch = [_replace_as_add(target, op) for op in patch]
     try:
         return jsonpatch.JsonPatch(patch).apply(target, in_place=False)
-    except jsonpatch.JsonPatchTestFailed as e:
-        # kube-apiserver reports a failed "test" op as 422 Invalid, not as a server error.
-        raise errors.ApiError(errors.status(code=422, reason="Invalid", message=f"the server rejected our request "
-                                            f"due to an error in our request: {describe}: {e}"))
-    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError, IndexError) as e:
-        raise errors.ApiError(errors.status(code=422, reason="Invalid",
-                                            message=f"the server rejected our request due to an error in our "
-                                                    f"request: {e}"))
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError, IndexError,
+            AttributeError, ValueError):
+        # A failed "test" op, or an op that does not apply: 422 Invalid, with kube-apiserver's words only.
+        raise errors.ApiError(errors.status(code=422, reason="Invalid", message="the server rejected our request "
+                                            "due to an error in our request")) from None
+
+
+def _replace_as_add(target: Any, op: Any) -> Any:
+    if not (isinstance(op, dict) and op.get("op") == "replace" and isinstance(op.get("path"), str)):
+        return op
+    try:
+        pointer = jsonpatch.JsonPointer(op["path"])
+        parent, last = pointer.to_last(target)
+    except (jsonpatch.JsonPointerException, TypeError, KeyError, IndexError):
+        return op
+    if isinstance(parent, dict) and last not in parent:
+        return {**op, "op": "add"}
+    return op
 
 
 # Merge keys of lists that strategic merge patch merges by key instead of replacing (from the

@@ -200,7 +200,8 @@ class Server:
             verb = {"POST": "create", "DELETE": "delete"}.get(method, method.lower())
             raise errors.method_not_allowed(f'{verb} is not supported on resources of kind "{resource.qualified}"'
                                             if resource.custom else None)
-        is_watch = watch_path or query.get("watch", "").lower() in ("true", "1")
+        # ?watch= on an object's own URL is ignored (a plain get); /watch/... paths and collections watch.
+        is_watch = watch_path or (query.get("watch", "").lower() in ("true", "1") and name is None)
         if method == "GET":
             verb = "get" if name is not None and not is_watch else ("watch" if is_watch else "list")
         elif method == "POST" and (name is None or (resource.custom and subresource is None)):
@@ -257,6 +258,7 @@ class Server:
                 query = _with_name_selector(query, name)
             return await self._watch(request, resource, namespace, query, call, table)
         if verb == "list":
+            _int(query.get("timeoutSeconds"))
             listed = cluster.list(resource, namespace, label_selector=query.get("labelSelector"),
                                   field_selector=query.get("fieldSelector"), limit=_int(query.get("limit")),
                                   continue_token=query.get("continue"))
@@ -493,7 +495,7 @@ def _int(value: str | None) -> int | None:
     try:
         return int(value)  # type: ignore[arg-type]
     except ValueError:
-        raise errors.bad_request(f"invalid integer: {value!r}")
+        raise errors.bad_request(f'strconv.ParseInt: parsing {json.dumps(value)}: invalid syntax') from None
 
 
 def _with_name_selector(query: Any, name: str) -> dict[str, str]:
