@@ -1,9 +1,11 @@
 """Discovery, OpenAPI, and CRDs becoming servable (and unservable) through the API."""
 from __future__ import annotations
 
+import json
 import time
 
 import kubernetes
+import pytest
 
 from tests.conftest import wait_for
 from tests.conformance.conftest import GROUP, VERSION
@@ -40,17 +42,42 @@ def test_resource_lists(raw):
     assert "leases" in {r["name"] for r in leases["resources"]}
 
 
-def test_aggregated_discovery(raw):
-    accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
-    response = raw.request("GET", "/apis", headers={"Accept": accept})
-    assert response.status == 200
-    assert "apidiscovery.k8s.io" in response.headers["Content-Type"]
-    import json
-    body = json.loads(response.data)
-    assert body["kind"] == "APIGroupDiscoveryList"
+AGGREGATED = "application/json;g=apidiscovery.k8s.io;v={};as=APIGroupDiscoveryList"
+
+
+@pytest.mark.parametrize("offered", [
+    pytest.param(["v2", "v2beta1"], id="as-kubectl"),  # client-go's order: v2 (GA in 1.30), v2beta1 (1.26-1.32)
+    pytest.param(["v2beta1"], id="v2beta1"),  # clients of 1.26-1.29 (v1.28.7 serves only this one)
+])
+def test_aggregated_discovery(raw, offered):
+    accept = ",".join([AGGREGATED.format(v) for v in offered] + ["application/json"])
+    for path in ("/api", "/apis"):
+        response = raw.request("GET", path, headers={"Accept": accept})
+        assert response.status == 200
+        content_type = response.headers["Content-Type"]
+        assert content_type in [AGGREGATED.format(v) for v in offered], content_type
+        body = json.loads(response.data)
+        version = content_type.split(";v=")[1].split(";")[0]
+        assert (body["kind"], body["apiVersion"]) == ("APIGroupDiscoveryList", f"apidiscovery.k8s.io/{version}")
+        if path == "/api":
+            [core] = body["items"]
+            assert "configmaps" in {r["resource"] for r in core["versions"][0]["resources"]}
     [group] = [g for g in body["items"] if g["metadata"].get("name") == GROUP]
     [widgets] = group["versions"][0]["resources"]
-    assert widgets["resource"] == "widgets" and widgets["subresources"][0]["subresource"] == "status"
+    assert widgets["resource"] == "widgets" and widgets["scope"] == "Namespaced"
+    assert widgets["responseKind"] == {"group": GROUP, "version": VERSION, "kind": "Widget"}
+    assert widgets["subresources"][0]["subresource"] == "status"
+
+
+def test_unsupported_aggregated_discovery_version_falls_back(raw):
+    # kube-apiserver v1.28 serves v2beta1 only: asked for v2 alone, it answers the plain APIGroupList.
+    response = raw.request("GET", "/apis", headers={"Accept": AGGREGATED.format("v2") + ",application/json"})
+    assert response.status == 200
+    body = json.loads(response.data)
+    if response.headers["Content-Type"] == "application/json":
+        assert body["kind"] == "APIGroupList"
+    else:
+        assert body["kind"] == "APIGroupDiscoveryList" and body["apiVersion"] == "apidiscovery.k8s.io/v2"
 
 
 def test_openapi_v3_has_crd_schemas(raw):

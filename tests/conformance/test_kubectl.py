@@ -126,3 +126,27 @@ def test_delete_resource(kubectl, namespace):
 def test_explain_shows_crd_descriptions(kubectl):
     out = kubectl("explain", "widget.spec.retry").stdout
     assert "How it is retried." in out and "limit" in out and "How many times it is retried." in out
+
+
+def test_get_prints_builtin_columns(kubectl, core, api_client, namespace):
+    # The server prints built-ins (Table): kubectl shows kube-apiserver's printer columns.
+    import kubernetes
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}, "data": {"a": "1"},
+                                                  "binaryData": {"b": "Yg=="}})
+    out = kubectl("get", "configmap", "c", "-n", namespace).stdout.splitlines()
+    assert out[0].split() == ["NAME", "DATA", "AGE"] and out[1].split()[:2] == ["c", "2"]
+    kubernetes.client.CoordinationV1Api(api_client).create_namespaced_lease(namespace, {
+        "metadata": {"name": "l"}, "spec": {"holderIdentity": "me"}})
+    out = kubectl("get", "lease", "l", "-n", namespace).stdout.splitlines()
+    assert out[0].split() == ["NAME", "HOLDER", "AGE"] and out[1].split()[:2] == ["l", "me"]
+    core.create_namespaced_event(namespace, {
+        "metadata": {"name": "e"}, "reason": "Tested", "message": "hello there", "type": "Warning",
+        "involvedObject": {"kind": "Widget", "name": "w", "namespace": namespace}})
+    out = kubectl("get", "events", "-n", namespace, "--field-selector", "reason=Tested").stdout.splitlines()
+    assert out[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert out[1].split()[1:] == ["Warning", "Tested", "widget/w", "hello", "there"]
+    kubectl("apply", "-n", namespace, "-f", "-", input=DEPLOYMENT.format(tag="1"))
+    out = kubectl("get", "deployment", "web", "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert out[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]
+    cells = out[1].split()
+    assert (cells[0], cells[1].endswith("/1"), cells[-3:]) == ("web", True, ["web", "nginx:1", "app=web"])

@@ -51,7 +51,10 @@ def test_strategic_merge_patch_merges_containers_by_name(raw, api_client, namesp
     containers = body["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["a"]
     assert containers[0]["image"] == "a:1"
-    assert containers[0]["env"] == [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]
+    # Merged by name. Without a $setElementOrder directive the order is not promised (kube-apiserver
+    # puts the items new in the patch before the kept ones).
+    assert sorted(containers[0]["env"], key=lambda e: e["name"]) == [{"name": "X", "value": "1"},
+                                                                     {"name": "Y", "value": "2"}]
     assert body["metadata"]["generation"] == 2
 
 
@@ -63,3 +66,23 @@ def test_server_side_apply_creates_and_updates(raw, namespace):
     code, body = raw.json("PATCH", path, raw=manifest.replace("'1'", "'2'").encode(),
                           content_type="application/apply-patch+yaml")
     assert code == 200 and body["data"] == {"a": "2"}
+
+
+def test_server_side_apply_needs_a_field_manager(raw, namespace):
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n"
+    code, status = raw.json("PATCH", f"/api/v1/namespaces/{namespace}/configmaps/ssa", raw=manifest.encode(),
+                            content_type="application/apply-patch+yaml")
+    assert (code, status["reason"]) == (422, "Invalid")
+    assert status["message"] == ('PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required '
+                                 'for apply patch')
+
+
+def test_json_patch_replace_of_a_missing_member_adds_it(raw, custom, namespace):
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, widget("w"))
+    code, body = raw.json("PATCH", widgets_path(namespace, "w"), [{"op": "replace", "path": "/spec/label", "value": "x"}],
+                          content_type="application/json-patch+json")
+    assert code == 200 and body["spec"]["label"] == "x"
+    code, body = raw.json("PATCH", widgets_path(namespace, "w"), [{"op": "replace", "path": "/spec/tags/3", "value": "x"}],
+                          content_type="application/json-patch+json")
+    assert (code, body["reason"]) == (422, "Invalid")
+    assert body["message"] == "the server rejected our request due to an error in our request"

@@ -17,7 +17,7 @@ VERSION = {
     "gitTreeState": "clean", "buildDate": "2025-12-01T00:00:00Z", "goVersion": "go1.25.0", "compiler": "gc",
     "platform": "linux/amd64",
 }
-AGGREGATED_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+AGGREGATED = "application/json;g=apidiscovery.k8s.io;v={};as=APIGroupDiscoveryList"
 
 
 def api_versions(address: str) -> dict[str, Any]:
@@ -63,8 +63,9 @@ def api_resource_list(registry: resources.Registry, group: str, version: str) ->
             "groupVersion": f"{group}/{version}" if group else version, "resources": entries}
 
 
-def aggregated(registry: resources.Registry, *, legacy: bool) -> dict[str, Any]:
-    """APIGroupDiscoveryList (apidiscovery.k8s.io/v2): all groups in one answer, as kubectl prefers."""
+def aggregated(registry: resources.Registry, *, legacy: bool, api_version: str = "v2") -> dict[str, Any]:
+    """APIGroupDiscoveryList (apidiscovery.k8s.io/v2 or v2beta1, the same shape): all groups in one
+    answer, as kubectl prefers."""
     items = []
     for name, versions in registry.groups().items():
         if bool(name) == legacy:
@@ -87,7 +88,8 @@ def aggregated(registry: resources.Registry, *, legacy: bool) -> dict[str, Any]:
                 served.append(entry)
             version_entries.append({"version": version, "resources": served, "freshness": "Current"})
         items.append({"metadata": {"name": name} if name else {}, "versions": version_entries})
-    return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items}
+    return {"kind": "APIGroupDiscoveryList", "apiVersion": f"apidiscovery.k8s.io/{api_version}", "metadata": {},
+            "items": items}
 
 
 def _hash(text: str) -> str:

@@ -16,6 +16,7 @@ class ApiError(Exception):
         self.status = status
         self.code: int = status["code"]
         self.headers = headers or {}
+        self.no_route = False  # the URL names no resource (see not_found_path)
 
 
 def status(
@@ -40,7 +41,7 @@ def status(
 
 
 def success(*, name: str, group: str, kind: str, uid: str | None = None) -> dict[str, Any]:
-    details: dict[str, Any] = {"name": name, "group": group, "kind": kind}
+    details: dict[str, Any] = {"name": name, "group": group, "kind": kind} if group else {"name": name, "kind": kind}
     if uid:
         details["uid"] = uid
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
@@ -60,9 +61,16 @@ def not_found(*, plural: str, group: str, name: str) -> ApiError:
 
 
 def not_found_path() -> ApiError:
-    # What kube-apiserver answers for a URL that names no resource at all.
-    return ApiError(status(code=404, reason="NotFound", message="the server could not find the requested resource",
-                           details={}))
+    # What kube-apiserver answers for a URL under a built-in API (/api, /apis/apps...) that names no resource.
+    error = ApiError(status(code=404, reason="NotFound", message="the server could not find the requested resource",
+                            details={}))
+    error.no_route = True
+    return error
+
+
+class PageNotFound(Exception):
+    """A URL no built-in API owns (unknown groups, a CRD group's unknown resources, non-API paths):
+    kube-apiserver's last handler answers a plain-text "404 page not found", not a Status."""
 
 
 def already_exists(*, plural: str, group: str, name: str) -> ApiError:
@@ -79,6 +87,15 @@ def conflict(*, plural: str, group: str, name: str, message: str | None = None) 
         code=409, reason="Conflict",
         message=f'Operation cannot be fulfilled on {_qualified(plural, group)} "{name}": {message}',
         details={"name": name, "group": group, "kind": plural},
+    ))
+
+
+def precondition_failed(*, kind: str, group: str, name: str, message: str) -> ApiError:
+    """409 for a failed delete precondition; kube-apiserver names the kind here, not the resource."""
+    return ApiError(status(
+        code=409, reason="Conflict",
+        message=f'Operation cannot be fulfilled on {kind}{"." + group if group else ""} "{name}": {message}',
+        details={"name": name, "group": group, "kind": kind} if group else {"name": name, "kind": kind},
     ))
 
 
@@ -110,7 +127,8 @@ def gone(message: str) -> ApiError:
     return ApiError(status(code=410, reason="Expired", message=message))
 
 
-def method_not_allowed(message: str = "the server does not allow this method on the requested resource") -> ApiError:
+def method_not_allowed(message: str | None = None) -> ApiError:
+    message = message or "the server does not allow this method on the requested resource"
     return ApiError(status(code=405, reason="MethodNotAllowed", message=message, details={}))
 
 

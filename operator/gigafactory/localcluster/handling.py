@@ -12,6 +12,7 @@ import datetime
 import json
 import logging
 import random
+import re
 import uuid
 from typing import Any
 
@@ -45,12 +46,118 @@ def _fold_string_data(resource: resources.Resource, obj: Obj) -> None:
         obj["data"] = data
 
 
+def _path_segment_causes(field: str, name: str, *, prefix: bool) -> list[dict[str, str]]:
+    """apimachinery's ValidatePathSegmentName (as prefix: only the forbidden characters)."""
+    messages = [] if prefix else [f"may not be '{name}'" for bad in (".", "..") if name == bad]
+    messages += [f"may not contain '{c}'" for c in ("/", "%") if c in name]
+    return [errors.cause(field, "FieldValueInvalid", f"Invalid value: {json.dumps(name)}: {m}") for m in messages]
+
+
+def _check_secret_data(obj: Obj) -> None:
+    for value in (obj.get("data") or {}).values() if isinstance(obj.get("data"), dict) else []:
+        text = value if isinstance(value, str) else ""
+        try:
+            base64.b64decode(text, validate=True)
+        except ValueError:
+            bad = next((i for i, c in enumerate(text) if not (c.isascii() and (c.isalnum() or c in "+/="))), len(text))
+            raise errors.bad_request(f'Secret in version "v1" cannot be handled as a Secret: illegal base64 data at '
+                                     f'input byte {bad}') from None
+
+
+_MICRO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)")
+
+
+def _go_type(value: Any) -> str:
+    return ("bool" if isinstance(value, bool) else "number" if isinstance(value, (int, float)) else
+            "string" if isinstance(value, str) else "array" if isinstance(value, list) else "object")
+
+
+def _check_lease(obj: Obj) -> list[dict[str, str]]:
+    """A Lease decodes into typed fields (400 when it cannot) and MicroTimes parse with exactly six
+    fractional digits, stored in UTC; durations must be positive, transitions not negative (422)."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return []
+
+    def undecodable(detail: str) -> errors.ApiError:
+        return errors.bad_request(f'Lease in version "v1" cannot be handled as a Lease: {detail}')
+
+    for field, go in (("holderIdentity", "string"), ("leaseDurationSeconds", "int32"), ("leaseTransitions", "int32")):
+        value = spec.get(field)
+        ok = isinstance(value, str) if go == "string" else (
+            isinstance(value, int) and not isinstance(value, bool) and -2**31 <= value < 2**31)
+        if value is not None and not ok:
+            raise undecodable(f"json: cannot unmarshal {_go_type(value)} into Go struct field LeaseSpec.spec.{field} "
+                              f"of type {go}")
+    for field in ("acquireTime", "renewTime"):
+        value = spec.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise undecodable(f"json: cannot unmarshal {_go_type(value)} into Go value of type string")
+        if not _MICRO_TIME.fullmatch(value):
+            raise undecodable(f'parsing time "{value}" as "2006-01-02T15:04:05.000000Z07:00": cannot parse '
+                              f'"{value[19:] or value}" as ".000000"' if re.fullmatch(
+                                  r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d.*", value)
+                              else f'parsing time "{value}" as "2006-01-02T15:04:05.000000Z07:00": cannot parse '
+                                   f'"{value}" as "2006"')
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        spec[field] = moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    causes = []
+    duration, transitions = spec.get("leaseDurationSeconds"), spec.get("leaseTransitions")
+    if duration is not None and duration <= 0:
+        causes.append(errors.cause("spec.leaseDurationSeconds", "FieldValueInvalid",
+                                   f"Invalid value: {duration}: must be greater than 0"))
+    if transitions is not None and transitions < 0:
+        causes.append(errors.cause("spec.leaseTransitions", "FieldValueInvalid",
+                                   f"Invalid value: {transitions}: must be greater than or equal to 0"))
+    return causes
+
+
+def _validate_event(event: Obj) -> list[dict[str, str]]:
+    """kube-apiserver's legacy Event rule: the involved object's namespace must be the event's (an
+    event about a cluster-scoped object lives in "default"; with eventTime also in "kube-system")."""
+    namespace = event["metadata"].get("namespace") or ""
+    involved = (event.get("involvedObject") or {}).get("namespace") or ""
+    if event.get("eventTime"):
+        wrong = not involved and namespace not in ("default", "kube-system")
+    elif not involved:
+        wrong = namespace not in ("", "default")
+    else:
+        wrong = namespace != involved
+    if not wrong:
+        return []
+    return [errors.cause("involvedObject.namespace", "FieldValueInvalid",
+                         f"Invalid value: {json.dumps(involved)}: does not match event.namespace")]
+
+
+_CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+
+
+def _validate_configmap(obj: Obj) -> list[dict[str, str]]:
+    causes = []
+    data, binary = obj.get("data") or {}, obj.get("binaryData") or {}
+    for field, values in (("data", data), ("binaryData", binary)):
+        for key in values if isinstance(values, dict) else {}:
+            if not _CONFIG_KEY.fullmatch(key) or len(key) > 253:
+                causes.append(errors.cause(f"{field}[{key}]", "FieldValueInvalid", (
+                    f'Invalid value: {json.dumps(key)}: a valid config key must consist of alphanumeric characters, '
+                    f"'-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation "
+                    f"is '[-._a-zA-Z0-9]+')")))
+            elif field == "data" and isinstance(binary, dict) and key in binary:
+                causes.append(errors.cause(f"data[{key}]", "FieldValueInvalid",
+                                           f'Invalid value: {json.dumps(key)}: duplicate of key present in binaryData'))
+    return causes
+
+
 class Cluster:
     def __init__(self, *, history: int = storing.HISTORY) -> None:
         self.store = storing.Store(history=history)
         self.registry = resources.Registry()
         self.schema_version = 0  # bumped on every CRD change; the OpenAPI documents key on it
         self.orphaned: set[str] = set()  # owners deleted with propagationPolicy=Orphan
+        for builtin in resources.BUILTINS:  # served from the start: their watch windows begin at 0
+            self.store.bucket(resources.storage_key(builtin))
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.create(self._resource("", "v1", "namespaces"), None, {"metadata": {"name": name}})
 
@@ -101,7 +208,7 @@ class Cluster:
                 continue
             if not selectors.labels_match(labels, obj) or not selectors.fields_match(fields, obj):
                 continue
-            if limit and len(items) >= limit:
+            if limit and limit > 0 and len(items) >= limit:  # a negative limit means none, as in kube-apiserver
                 if next_token is None:
                     last = items[-1]["metadata"]
                     next_token = base64.urlsafe_b64encode(json.dumps(
@@ -127,6 +234,11 @@ class Cluster:
             if other is None or resources.storage_key(other) != resources.storage_key(resource):
                 raise errors.bad_request(f"the API version in the data ({api_version}) does not match the "
                                          f"expected API version ({resource.api_version})")
+        if kind is not None and kind != resource.kind and resource.custom:
+            # Custom resources decode as unstructured objects: the kind fails validation, not decoding.
+            meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+            raise errors.invalid(kind=str(kind), group=resource.group, name=str(meta.get("name") or ""), causes=[
+                errors.cause("kind", "FieldValueInvalid", f'Invalid value: "{kind}": must be {resource.kind}')])
         if kind is not None and kind != resource.kind:
             raise errors.bad_request(f"{kind} in version \"{resource.version}\" cannot be handled as a "
                                      f"{resource.kind}: the kind in the data does not match the URL")
@@ -161,13 +273,48 @@ class Cluster:
         """Validate metadata, and for CRs prune/default/validate against the schema; raise 422 on failure."""
         meta = obj["metadata"]
         name = meta.get("name", "")
-        causes = schemas.validate_name(name, label=resource.plural == "namespaces")
+        causes = []
+        generate = meta.get("generateName")
+        if resources.storage_key(resource) == ("", "events"):
+            # Event names are only path segments (kubelet's "<pod>.<hash>" style, any case).
+            if isinstance(generate, str) and generate:
+                causes += _path_segment_causes("metadata.generateName", generate, prefix=True)
+            causes += _path_segment_causes("metadata.name", name, prefix=False)
+        else:
+            if isinstance(generate, str) and generate:
+                # Validated as a prefix: a trailing dash is fine.
+                masked = generate[:-1] + "a" if generate.endswith("-") else generate
+                for found in schemas.validate_name(masked, label=resource.plural == "namespaces"):
+                    causes.append(errors.cause("metadata.generateName", found["reason"], found["message"].replace(
+                        f"Invalid value: {schemas.render(masked)}", f"Invalid value: {schemas.render(generate)}", 1)))
+            causes += schemas.validate_name(name, label=resource.plural == "namespaces")
+        if resource.plural == "secrets" and not resource.group:
+            _check_secret_data(obj)
+        if resource.plural == "leases" and resource.group == "coordination.k8s.io":
+            causes += _check_lease(obj)
         causes += schemas.validate_labels(meta.get("labels"))
+        causes += schemas.validate_annotation_keys(meta.get("annotations"))
+        causes += schemas.validate_finalizers(meta.get("finalizers"))
         annotations = meta.get("annotations")
         if annotations is not None and not (isinstance(annotations, dict)
                                             and all(isinstance(v, str) for v in annotations.values())):
-            causes.append(errors.cause("metadata.annotations", "FieldValueTypeInvalid",
-                                       "Invalid value: must be a map of strings"))
+            # ObjectMeta is typed even in custom resources: a non-string value fails decoding.
+            bad = next((v for v in annotations.values() if not isinstance(v, str)), annotations) \
+                if isinstance(annotations, dict) else annotations
+            go_type = ("bool" if isinstance(bad, bool) else "number" if isinstance(bad, (int, float)) else
+                       "array" if isinstance(bad, list) else "object" if isinstance(bad, dict) else "string")
+            go_field = "ObjectMeta.annotations" if resource.custom else "ObjectMeta.metadata.annotations"
+            into = "string" if isinstance(annotations, dict) else "map[string]string"
+            raise errors.bad_request(f'{resource.kind} in version "{resource.version}" cannot be handled as a '
+                                     f'{resource.kind}: json: cannot unmarshal {go_type} into Go struct field '
+                                     f'{go_field} of type {into}')
+        for index, ref in enumerate(meta.get("ownerReferences") or []):
+            ref = ref if isinstance(ref, dict) else {}
+            for field, text in (("apiVersion", "version must not be empty"), ("kind", "kind must not be empty"),
+                                ("name", "name must not be empty"), ("uid", "uid must not be empty")):
+                if not ref.get(field):
+                    causes.append(errors.cause(f"metadata.ownerReferences.{field}", "FieldValueInvalid",
+                                               f'Invalid value: "": {text}'))
         if resource.custom and resource.schema:
             unknown: list[str] = []
             schemas.prune(resource.schema, obj, unknown=unknown, root=True)
@@ -182,6 +329,13 @@ class Cluster:
             causes += schemas.validate(resource.schema, obj, old)
         if resource.plural == "customresourcedefinitions":
             causes += self._validate_crd(obj)
+        if resources.storage_key(resource) == ("", "events"):
+            event = obj if obj.get("apiVersion") == "v1" else conversions.events_to_core(obj)
+            event_causes = _validate_event(event)
+            if event_causes:  # validated as the internal core Event, whichever API it came through
+                raise errors.invalid(kind="Event", group="", name=name, causes=causes + event_causes)
+        if resource.plural == "configmaps" and not resource.group:
+            causes += _validate_configmap(obj)
         if causes:
             raise errors.invalid(kind=resource.kind, group=resource.group, name=name, causes=causes)
         return obj
@@ -276,6 +430,16 @@ class Cluster:
             raise errors.invalid(kind=resource.kind, group=resource.group, name=name, causes=[errors.cause(
                 "metadata.resourceVersion", "FieldValueInvalid", "Invalid value: 0x0: must be specified for an update")])
         old_meta = old["metadata"]
+        uid = meta.get("uid")
+        if uid and uid != old_meta.get("uid"):
+            if current is None:  # PUT: the uid is a storage precondition
+                prefix = f"{resource.group}/{resource.plural}" if resource.custom else resource.plural
+                where = f"/registry/{prefix}/{namespace + '/' if namespace else ''}{name}"
+                raise errors.conflict(plural=resource.plural, group=resource.group, name=name, message=(
+                    f"StorageError: invalid object, Code: 4, Key: {where}, ResourceVersion: 0, AdditionalErrorMsg: "
+                    f"Precondition failed: UID in precondition: {uid}, UID in object meta: {old_meta.get('uid')}"))
+            raise errors.invalid(kind=resource.kind, group=resource.group, name=name, causes=[errors.cause(
+                "metadata.uid", "FieldValueInvalid", f"Invalid value: {json.dumps(uid)}: field is immutable")])
         if subresource == "status":
             # A status write changes the status and nothing else (metadata included).
             new = {k: v for k, v in old.items() if k != "status"}
@@ -314,9 +478,12 @@ class Cluster:
         if dry_run:
             return obj
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and not self._held_by_namespace(resource, obj):
-            final = self.store.remove(key, obj)
+            # As in kube-apiserver, the last write is never stored: the object is deleted instead, the
+            # DELETED event carries the last stored state, and the writer gets its update at the old
+            # resourceVersion.
+            final = self.store.remove(key, old)
             self._after_removal(resource, final)
-            return self.present(resource, final)
+            return self.present(resource, obj)
         stored = self.store.put(key, obj, old=old)
         if resource.plural == "customresourcedefinitions":
             self._register_crd(stored)
@@ -374,7 +541,8 @@ class Cluster:
         from the applied configuration are not removed.
         """
         if not kw.pop("field_manager", None):
-            raise errors.bad_request("PATCH, application/apply-patch+yaml requires fieldManager to be set")
+            raise errors.invalid(kind="PatchOptions", group="meta.k8s.io", name="", causes=[errors.cause(
+                "fieldManager", "FieldValueRequired", "Required value: is required for apply patch")])
         try:
             applied = yaml.safe_load(body or b"")
         except yaml.YAMLError as e:
@@ -404,18 +572,20 @@ class Cluster:
         preconditions = options.get("preconditions") or {}
         meta = old["metadata"]
         if preconditions.get("uid") and preconditions["uid"] != meta.get("uid"):
-            raise errors.conflict(plural=resource.plural, group=resource.group, name=name, message=(
-                f"Precondition failed: UID in precondition: {preconditions['uid']}, UID in object meta: "
-                f"{meta.get('uid')}"))
+            raise errors.precondition_failed(kind=resource.kind, group=resource.group, name=name, message=(
+                f"the UID in the precondition ({preconditions['uid']}) does not match the UID in record "
+                f"({meta.get('uid')}). The object might have been deleted and then recreated"))
         if preconditions.get("resourceVersion") and preconditions["resourceVersion"] != meta.get("resourceVersion"):
-            raise errors.conflict(plural=resource.plural, group=resource.group, name=name, message=(
-                f"Precondition failed: ResourceVersion in precondition: {preconditions['resourceVersion']}, "
-                f"ResourceVersion in object meta: {meta.get('resourceVersion')}"))
+            raise errors.precondition_failed(kind=resource.kind, group=resource.group, name=name, message=(
+                f"the ResourceVersion in the precondition ({preconditions['resourceVersion']}) does not match the "
+                f"ResourceVersion in record ({meta.get('resourceVersion')}). The object might have been modified"))
         if options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents"):
             self._orphan(meta.get("uid", ""))
+        is_namespace = resource.plural == "namespaces" and not resource.group
+        if is_namespace and name in ("default", "kube-system", "kube-public"):
+            raise errors.forbidden(plural="namespaces", group="", name=name, message="this namespace may not be deleted")
         if dry_run:
             return self.present(resource, old)
-        is_namespace = resource.plural == "namespaces" and not resource.group
         if meta.get("finalizers") or is_namespace:
             if meta.get("deletionTimestamp"):
                 return self.present(resource, old)  # already being deleted: nothing changes
@@ -535,6 +705,7 @@ class Cluster:
         self.registry.remove_crd(crd["metadata"]["name"])
         for resource in resources.from_crd(crd):
             self.registry.add(resource)
+            self.store.bucket(resources.storage_key(resource))  # its watch window starts now
             if resource.schema:
                 self._default_stored(resource)
         self.schema_version += 1

@@ -41,16 +41,28 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def json_patch(target: dict[str, Any], patch: Any, *, describe: str) -> dict[str, Any]:
     if not isinstance(patch, list):
         raise errors.bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
+    # kube-apiserver's json-patch replaces a missing member of an object as if it were added.
+    patch = [_replace_as_add(target, op) for op in patch]
     try:
         return jsonpatch.JsonPatch(patch).apply(target, in_place=False)
-    except jsonpatch.JsonPatchTestFailed as e:
-        # kube-apiserver reports a failed "test" op as 422 Invalid, not as a server error.
-        raise errors.ApiError(errors.status(code=422, reason="Invalid", message=f"the server rejected our request "
-                                            f"due to an error in our request: {describe}: {e}"))
-    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError, IndexError) as e:
-        raise errors.ApiError(errors.status(code=422, reason="Invalid",
-                                            message=f"the server rejected our request due to an error in our "
-                                                    f"request: {e}"))
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError, IndexError,
+            AttributeError, ValueError):
+        # A failed "test" op, or an op that does not apply: 422 Invalid, with kube-apiserver's words only.
+        raise errors.ApiError(errors.status(code=422, reason="Invalid", message="the server rejected our request "
+                                            "due to an error in our request")) from None
+
+
+def _replace_as_add(target: Any, op: Any) -> Any:
+    if not (isinstance(op, dict) and op.get("op") == "replace" and isinstance(op.get("path"), str)):
+        return op
+    try:
+        pointer = jsonpatch.JsonPointer(op["path"])
+        parent, last = pointer.to_last(target)
+    except (jsonpatch.JsonPointerException, TypeError, KeyError, IndexError):
+        return op
+    if isinstance(parent, dict) and last not in parent:
+        return {**op, "op": "add"}
+    return op
 
 
 # Merge keys of lists that strategic merge patch merges by key instead of replacing (from the
@@ -132,7 +144,7 @@ def _merge_list(field: str, current: list[Any], patch: list[Any]) -> list[Any]:
         for item in patch:
             if item not in result:
                 result.append(item)
-        return result
+        return _in_patch_order(result, patch, current, None)
     result = copy(current)
     for item in patch:
         if not isinstance(item, dict) or key not in item:
@@ -146,4 +158,44 @@ def _merge_list(field: str, current: list[Any], patch: list[Any]) -> list[Any]:
             result.append(_strip(item))
         else:
             result[index] = strategic_merge_patch(result[index], item)
+    return _in_patch_order(result, [i for i in patch if not (isinstance(i, dict) and i.get("$patch") == "delete")],
+                           current, key)
+
+
+def _in_patch_order(merged: list[Any], patch: list[Any], server: list[Any], key: str | None) -> list[Any]:
+    """kube-apiserver's order for a merged list (strategicpatch normalizeElementOrder, no
+    $setElementOrder): the patch's items in patch order, the server-only ones in server order, the
+    two interleaved by server order where both are known — so items new to the server come first."""
+    def ident(item: Any) -> Any:
+        return item.get(key) if key is not None and isinstance(item, dict) else item
+
+    patch_ids, server_ids = [ident(i) for i in patch], [ident(i) for i in server]
+
+    def position(ids: list[Any], item: Any) -> int:
+        try:
+            return ids.index(ident(item))
+        except ValueError:
+            return -1
+
+    from_patch = [m for m in merged if position(patch_ids, m) >= 0]
+    from_patch.sort(key=lambda m: position(patch_ids, m))
+    server_only = [m for m in merged if position(patch_ids, m) < 0]
+    known = sorted((m for m in server_only if position(server_ids, m) >= 0), key=lambda m: position(server_ids, m))
+    server_only = known + [m for m in server_only if position(server_ids, m) < 0]
+    result, i, j = [], 0, 0
+    while i < len(server_only) or j < len(from_patch):
+        if j >= len(from_patch):
+            result.append(server_only[i])
+            i += 1
+        elif i >= len(server_only):
+            result.append(from_patch[j])
+            j += 1
+        else:
+            left, right = position(server_ids, server_only[i]), position(server_ids, from_patch[j])
+            if left >= 0 and right >= 0 and left < right:
+                result.append(server_only[i])
+                i += 1
+            else:
+                result.append(from_patch[j])
+                j += 1
     return result

@@ -93,6 +93,10 @@ BUILTINS: tuple[Resource, ...] = (
 SHARED_STORAGE = {("events.k8s.io", "events"): ("", "events")}
 
 
+# Groups kube-apiserver serves itself: its built-in handlers own every URL below /apis/<group>.
+BUILTIN_GROUPS = frozenset(r.group for r in BUILTINS if r.group)
+
+
 def storage_key(resource: Resource) -> tuple[str, str]:
     return SHARED_STORAGE.get(resource.store_key, resource.store_key)
 

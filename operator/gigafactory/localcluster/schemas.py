@@ -18,7 +18,6 @@ from gigafactory.localcluster import errors, patching
 _ROOT_KEEP = ("apiVersion", "kind", "metadata")
 _PROGRAMS: dict[str, Any] = {}
 _PATTERNS: dict[str, re.Pattern[str]] = {}
-_INT_RANGES = {"int32": (-2**31, 2**31 - 1), "int64": (-2**63, 2**63 - 1)}
 
 
 def render(value: Any) -> str:
@@ -194,9 +193,6 @@ def _validate_number(schema: dict[str, Any], value: float, path: str, causes: li
             _invalid(causes, path, value, f"{path} in body should be less than or equal to {maximum}")
     if schema.get("multipleOf") and value % schema["multipleOf"]:
         _invalid(causes, path, value, f"{path} in body should be a multiple of {schema['multipleOf']}")
-    bounds = _INT_RANGES.get(schema.get("format", ""))
-    if bounds and isinstance(value, int) and not bounds[0] <= value <= bounds[1]:
-        _invalid(causes, path, value, f"{path} in body must be of type {schema['format']}: {render(str(value))}")
 
 
 def _validate_string(schema: dict[str, Any], value: str, path: str, causes: list[dict[str, str]]) -> None:
@@ -327,6 +323,53 @@ def validate_name(name: str, *, label: bool = False) -> list[dict[str, str]]:
                              "start and end with an alphanumeric character (e.g. 'example.com', regex used for "
                              "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")]
     return []
+
+
+def _qualified_name_invalid(key: str) -> bool:
+    return bool(_qualified_name_problems(key))
+
+
+def _qualified_name_problems(key: str) -> list[str]:
+    """IsQualifiedName's messages: a DNS-1123 subdomain prefix, a name part of at most 63 characters."""
+    prefix, slash, name = key.rpartition("/")
+    problems = []
+    if slash and (not prefix or len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix)):
+        problems.append("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                        "characters, '-' or '.', and must start and end with an alphanumeric character (e.g. "
+                        "'example.com', regex used for validation is "
+                        "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+    if not name or len(name) > 63 or not QUALIFIED_NAME.fullmatch(name):
+        problems.append("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+                        "with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used "
+                        "for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
+    return problems
+
+
+def validate_annotation_keys(annotations: Any) -> list[dict[str, str]]:
+    """Annotation keys are qualified names, like label keys."""
+    if not isinstance(annotations, dict):
+        return []
+    return [errors.cause("metadata.annotations", "FieldValueInvalid", f"Invalid value: {render(key)}: {problem}")
+            for key in annotations for problem in _qualified_name_problems(key)]
+
+
+_STANDARD_FINALIZERS = ("kubernetes", "orphan", "foregroundDeletion")
+
+
+def validate_finalizers(finalizers: Any) -> list[dict[str, str]]:
+    """Finalizers are qualified names with a domain ("example.com/x"), or one of the standard three."""
+    causes: list[dict[str, str]] = []
+    for index, value in enumerate(finalizers if isinstance(finalizers, list) else []):
+        value = str(value)
+        problems = _qualified_name_problems(value)
+        for problem in problems:  # reported on the list, without an index, as kube-apiserver does
+            causes.append(errors.cause("metadata.finalizers", "FieldValueInvalid",
+                                       f"Invalid value: {render(value)}: {problem}"))
+        if not problems and "/" not in value and value not in _STANDARD_FINALIZERS:
+            causes.append(errors.cause(f"metadata.finalizers[{index}]", "FieldValueInvalid",
+                                       f"Invalid value: {render(value)}: name is neither a standard finalizer name "
+                                       "nor is it fully qualified"))
+    return causes
 
 
 def validate_labels(labels: Any) -> list[dict[str, str]]:

@@ -144,10 +144,12 @@ def parse_fields(text: str | None, *, storage: tuple[str, str], custom: bool) ->
         field, op, value = match.groups()
         getter = getters.get(field)
         if getter is None:
-            if custom:
-                raise errors.bad_request(f'"{field}" is not a known field selector: only "metadata.name", '
-                                         f'"metadata.namespace"')
-            raise errors.bad_request(f'field label not supported: {field}')
+            # kube-apiserver: kinds with field selectors of their own (and custom resources) answer
+            # "field label not supported"; the rest use the default metadata-only conversion's text.
+            if custom or storage in FIELD_GETTERS:
+                raise errors.bad_request(f'field label not supported: {field}')
+            raise errors.bad_request(f'"{field}" is not a known field selector: only "metadata.name", '
+                                     f'"metadata.namespace"')
         result.append(FieldRequirement(getter, op == "!=", value))
     return result
 

@@ -56,6 +56,8 @@ class Server:
             return await handler(request)
         except errors.ApiError as e:
             return respond(e.status, status=e.code, headers=e.headers)
+        except errors.PageNotFound:
+            return web.Response(status=404, text="404 page not found\n", charset="utf-8")
         except asyncio.CancelledError:
             raise
         except ConnectionResetError:
@@ -72,6 +74,17 @@ class Server:
     # --- routing ------------------------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._route(request)
+        except errors.ApiError as e:
+            # Only the built-in APIs answer a missing resource with a Status.
+            parts = [p for p in request.path.split("/") if p]
+            if e.no_route and not (parts[:1] in (["api"], ["version"]) or (
+                    parts[:1] == ["apis"] and len(parts) >= 2 and parts[1] in resources.BUILTIN_GROUPS)):
+                raise errors.PageNotFound() from None
+            raise
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
         if not parts:
             return respond({"paths": ["/api", "/api/v1", "/apis", "/openapi/v2", "/openapi/v3", "/version"]})
@@ -82,8 +95,10 @@ class Server:
             if parts[1:] == ["faults"]:
                 return await self._faults(request)
             return self._meta(request, parts)
-        if head == "version":
+        if parts == ["version"]:
             return respond(discovery.VERSION)
+        if head == "version":
+            raise errors.not_found_path()
         if head == "openapi":
             return self._openapi(request, parts)
         if head == "api" and len(parts) >= 2:
@@ -129,9 +144,10 @@ class Server:
         self.counts[("discovery", request.path)] += 1
         accept = request.headers.get("Accept", "")
         if len(parts) == 1:
-            if "as=APIGroupDiscoveryList" in accept and "v=v2" in accept:
-                body = discovery.aggregated(self.cluster.registry, legacy=parts[0] == "api")
-                return respond(body, content_type=discovery.AGGREGATED_V2)
+            version = _aggregated_version(accept)
+            if version is not None:
+                body = discovery.aggregated(self.cluster.registry, legacy=parts[0] == "api", api_version=version)
+                return respond(body, content_type=discovery.AGGREGATED.format(version))
             if parts[0] == "api":
                 return respond(discovery.api_versions(self.address))
             return respond(discovery.api_group_list(self.cluster.registry))
@@ -190,11 +206,21 @@ class Server:
 
         method = request.method
         query = request.query
-        is_watch = watch_path or query.get("watch", "").lower() in ("true", "1")
+        if subresource == "status" and method not in ("GET", "PUT", "PATCH"):
+            # /status serves get, update and patch only (a DELETE there must not delete the object).
+            verb = {"POST": "create", "DELETE": "delete"}.get(method, method.lower())
+            raise errors.method_not_allowed(f'{verb} is not supported on resources of kind "{resource.qualified}"'
+                                            if resource.custom else None)
+        # ?watch= on an object's own URL is ignored (a plain get); /watch/... paths and collections watch.
+        is_watch = watch_path or (query.get("watch", "").lower() in ("true", "1") and name is None)
         if method == "GET":
             verb = "get" if name is not None and not is_watch else ("watch" if is_watch else "list")
-        elif method == "POST" and name is None:
+        elif method == "POST" and (name is None or (resource.custom and subresource is None)):
+            # kube-apiserver's CRD handler takes the verb from the method alone: a POST to an object's
+            # URL creates the body's object; built-in APIs have no such route (405).
             verb = "create"
+        elif method in ("PUT", "PATCH") and name is None and resource.custom:
+            raise errors.bad_request("name must be provided")
         elif method == "PUT" and name is not None:
             verb = "update"
         elif method == "PATCH" and name is not None:
@@ -205,6 +231,7 @@ class Server:
             raise errors.method_not_allowed()
         if verb not in resource.verbs and verb != "get":
             raise errors.method_not_allowed()
+
         if verb == "create" and resource.namespaced and namespace is None:
             raise errors.method_not_allowed()
 
@@ -219,23 +246,37 @@ class Server:
         if verb not in _READ_VERBS:
             _check_accept(request.headers.get("Accept", ""))
         cluster = self.cluster
+        options_kind = {"create": "CreateOptions", "update": "UpdateOptions", "patch": "PatchOptions"}.get(
+            verb, "DeleteOptions")
         field_validation = query.get("fieldValidation", "Warn") or "Warn"
-        if field_validation not in ("Strict", "Warn", "Ignore"):
-            raise errors.bad_request(f"fieldValidation parameter unsupported: {field_validation}")
-        dry_run = "All" in query.getall("dryRun", [])
+        if field_validation not in ("Strict", "Warn", "Ignore") and verb in ("create", "update", "patch"):
+            raise _invalid_option(options_kind, "fieldValidation", "FieldValueNotSupported", (
+                f'Unsupported value: {json.dumps(field_validation)}: supported values: "", "Ignore", "Strict", "Warn"'))
+        dry_runs = query.getall("dryRun", [])
+        if any(d != "All" for d in dry_runs) and verb not in _READ_VERBS:
+            raise _invalid_option(options_kind, "dryRun", "FieldValueNotSupported", (
+                f'Unsupported value: []string{{{", ".join(json.dumps(d) for d in dry_runs)}}}: supported values: "All"'))
+        dry_run = "All" in dry_runs
+        if verb in ("get", "list"):
+            _check_read_resource_version(query, cluster.store.rv, listing=verb == "list")
         warnings: list[str] = []
         if verb == "watch":
+            if "sendInitialEvents" in query and query.get("resourceVersionMatch") != "NotOlderThan":
+                raise _invalid_option("ListOptions", "resourceVersionMatch", "FieldValueForbidden",
+                                      "Forbidden: sendInitialEvents requires setting resourceVersionMatch to "
+                                      "NotOlderThan")
             if name is not None:
                 query = _with_name_selector(query, name)
             return await self._watch(request, resource, namespace, query, call, table)
         if verb == "list":
+            _int(query.get("timeoutSeconds"))
             listed = cluster.list(resource, namespace, label_selector=query.get("labelSelector"),
                                   field_selector=query.get("fieldSelector"), limit=_int(query.get("limit")),
                                   continue_token=query.get("continue"))
             if table:
                 return respond(tables.table(resource, listed["items"], metadata=listed["metadata"],
                                             include=query.get("includeObject", "Metadata")))
-            return respond(listed)
+            return respond(_list_body(resource, listed))
         if verb == "get":
             obj = cluster.get(resource, namespace, name or "")
             if table:
@@ -261,15 +302,22 @@ class Server:
                                 warnings=warnings)
             return respond(obj, headers=_warning_headers(warnings))
         options = await _delete_options(request)
+        dry_run = dry_run or "All" in (options.get("dryRun") or [])
         if verb == "delete":
             obj = cluster.delete(resource, namespace, name or "", options, dry_run=dry_run)
             status = 200
             if obj["metadata"].get("deletionTimestamp") and options.get("orphanDependents") is False:
                 status = 202
+            if not obj["metadata"].get("deletionTimestamp") and not (
+                    resource.group == "" and resource.plural in ("pods", "services")):
+                # Deleted at once: kube-apiserver's generic registry answers a Status, not the object
+                # (pods and services return the object).
+                obj = errors.success(name=obj["metadata"]["name"], group=resource.group, kind=resource.plural,
+                                     uid=obj["metadata"].get("uid"))
             return respond(obj, status=status)
         listed = cluster.delete_collection(resource, namespace, options, label_selector=query.get("labelSelector"),
                                            field_selector=query.get("fieldSelector"), dry_run=dry_run)
-        return respond(listed)
+        return respond(_list_body(resource, listed))
 
     # --- watch --------------------------------------------------------------------------------
 
@@ -346,7 +394,7 @@ class Server:
                 await response.write(encode("ADDED", obj))
             if send_initial:
                 mark = {"kind": resource.kind, "apiVersion": resource.api_version,
-                        "metadata": {"resourceVersion": str(initial_rv),
+                        "metadata": {**_bookmark_meta(resource, initial_rv),
                                      "annotations": {"k8s.io/initial-events-end": "true"}}}
                 await response.write(_dumps({"type": "BOOKMARK", "object": mark}) + b"\n")
             for event in backlog:
@@ -364,7 +412,7 @@ class Server:
                     if bookmarks and watcher.queue.empty() and deadline - time.monotonic() > 0:
                         # Safe: every event up to the current resourceVersion has been delivered.
                         mark = {"kind": resource.kind, "apiVersion": resource.api_version,
-                                "metadata": {"resourceVersion": str(cluster.store.rv)}}
+                                "metadata": _bookmark_meta(resource, cluster.store.rv)}
                         await response.write(_dumps({"type": "BOOKMARK", "object": mark}) + b"\n")
                     continue
                 if event is None:
@@ -385,6 +433,63 @@ class Server:
         return response
 
 
+def _invalid_option(kind: str, field: str, reason: str, message: str) -> errors.ApiError:
+    return errors.invalid(kind=kind, group="meta.k8s.io", name="", causes=[errors.cause(field, reason, message)])
+
+
+def _check_read_resource_version(query: Any, current: int, *, listing: bool) -> None:
+    """resourceVersion/resourceVersionMatch of a get or list, checked as kube-apiserver checks them.
+    Every resourceVersion up to the current one is served from the latest state (no compaction)."""
+    rv, match = query.get("resourceVersion", ""), query.get("resourceVersionMatch", "")
+    if listing and match:
+        if match not in ("Exact", "NotOlderThan"):
+            raise _invalid_option("ListOptions", "resourceVersionMatch", "FieldValueNotSupported", (
+                f'Unsupported value: {json.dumps(match)}: supported values: "Exact", "NotOlderThan", ""'))
+        if not rv:
+            raise _invalid_option("ListOptions", "resourceVersionMatch", "FieldValueForbidden",
+                                  "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided")
+        if match == "Exact" and rv == "0":
+            raise _invalid_option("ListOptions", "resourceVersionMatch", "FieldValueForbidden",
+                                  'Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0"')
+    if rv in ("", "0"):
+        return
+    try:
+        wanted = int(rv)
+    except ValueError:
+        raise errors.bad_request(f'resourceVersion: Invalid value: {json.dumps(rv)}: invalid syntax') from None
+    if wanted > current:
+        # kube-apiserver waits up to 3 s for its watch cache to catch up, then gives up like this.
+        raise errors.ApiError(errors.status(
+            code=504, reason="Timeout", message=f"Timeout: Too large resource version: {wanted}, current: {current}",
+            details={"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                     "retryAfterSeconds": 1}), headers={"Retry-After": "1"})
+
+
+def _bookmark_meta(resource: resources.Resource, rv: int) -> Obj:
+    # An empty object of the kind; a built-in one's ObjectMeta serialises its zero creationTimestamp as null.
+    return {"resourceVersion": str(rv)} if resource.custom else {"resourceVersion": str(rv), "creationTimestamp": None}
+
+
+def _list_body(resource: resources.Resource, listed: Obj) -> Obj:
+    """kube-apiserver's lists of built-in kinds carry apiVersion/kind once, on the list, not on each
+    item (custom resources are unstructured and keep theirs)."""
+    if resource.custom:
+        return listed
+    items = [{k: v for k, v in item.items() if k not in ("apiVersion", "kind")} for item in listed["items"]]
+    return {**listed, "items": items}
+
+
+def _aggregated_version(accept: str) -> str | None:
+    """The first aggregated discovery version the client accepts that we serve: v2 as kube-apiserver
+    1.30+ does, v2beta1 as 1.26-1.32 do (v1.28.7, the reference, serves only v2beta1)."""
+    for offer in accept.split(","):
+        params = dict(p.strip().partition("=")[::2] for p in offer.split(";")[1:])
+        if (params.get("g"), params.get("as")) == ("apidiscovery.k8s.io", "APIGroupDiscoveryList") \
+                and params.get("v") in ("v2", "v2beta1"):
+            return params["v"]
+    return None
+
+
 def _wants_table(accept: str) -> bool:
     return "as=Table" in accept and "g=meta.k8s.io" in accept
 
@@ -401,7 +506,7 @@ def _int(value: str | None) -> int | None:
     try:
         return int(value)  # type: ignore[arg-type]
     except ValueError:
-        raise errors.bad_request(f"invalid integer: {value!r}")
+        raise errors.bad_request(f'strconv.ParseInt: parsing {json.dumps(value)}: invalid syntax') from None
 
 
 def _with_name_selector(query: Any, name: str) -> dict[str, str]:
@@ -447,6 +552,9 @@ async def _delete_options(request: web.Request) -> Obj:
     for param in ("propagationPolicy",):
         if param in request.query:
             options[param] = request.query[param]
-    if options.get("propagationPolicy") not in (None, "Orphan", "Background", "Foreground"):
-        raise errors.bad_request(f"propagationPolicy {options['propagationPolicy']!r} is not supported")
+    policy = options.get("propagationPolicy")
+    if policy not in (None, "Orphan", "Background", "Foreground"):
+        raise errors.invalid(kind="DeleteOptions", group="meta.k8s.io", name="", causes=[errors.cause(
+            "propagationPolicy", "FieldValueNotSupported", f'Unsupported value: {json.dumps(policy)}: supported values: '
+                                                           f'"Foreground", "Background", "Orphan", "nil"')])
     return options

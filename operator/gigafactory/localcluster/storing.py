@@ -66,7 +66,10 @@ class Store:
     def bucket(self, key: Key) -> Bucket:
         bucket = self.buckets.get(key)
         if bucket is None:
+            # Like a watch cache's initial list: the window starts at the resourceVersion of the moment
+            # the resource begins to be served (for a CRD's resource, well after resourceVersion 1).
             bucket = self.buckets[key] = Bucket(self.history_size)
+            bucket.horizon = self.rv
         return bucket
 
     def next_rv(self) -> int:
@@ -165,7 +168,7 @@ class Store:
         if since is not None:
             if since < bucket.horizon:
                 raise errors.ApiError(errors.status(code=410, reason="Expired",
-                                                    message=f"too old resource version: {since} ({bucket.horizon + 1})"))
+                                                    message=f"too old resource version: {since} ({bucket.horizon})"))
             backlog = [e for e in bucket.history if e.rv > since and (
                 namespace is None or e.obj["metadata"].get("namespace", "") == namespace)]
         watcher = Watcher(namespace)

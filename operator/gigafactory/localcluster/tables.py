@@ -16,28 +16,143 @@ _NAME = {"name": "Name", "type": "string", "format": "name", "priority": 0,
          "description": "Name must be unique within a namespace."}
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp", "priority": 0,
         "description": "CreationTimestamp is a timestamp representing the server time when this object was created."}
+
+
+def _since(stamp: Any) -> str:
+    """translateTimestampSince: the age of a timestamp, "<unknown>" when unset."""
+    if not stamp:
+        return "<unknown>"
+    try:
+        then = datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return "<unknown>"
+    return human_duration((datetime.datetime.now(datetime.timezone.utc) - then).total_seconds())
+
+
+def _col(name: str, compute: Any, *, type: str = "string", priority: int = 0, description: str = "") -> dict[str, Any]:
+    return {"name": name, "type": type, "format": "", "priority": priority, "description": description or name,
+            "compute": compute}
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
+def _selector(labels: Any) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) if isinstance(labels, dict) and labels else ""
+
+
+def _containers(obj: Any, field: str) -> str:
+    return ",".join(str(c.get(field, "")) for c in _get(obj, "spec", "template", "spec", "containers") or [])
+
+
+def _ports(service: Any) -> str:
+    ports = []
+    for port in _get(service, "spec", "ports") or []:
+        node = f":{port['nodePort']}" if port.get("nodePort") else ""
+        ports.append(f"{port.get('port')}{node}/{port.get('protocol') or 'TCP'}")
+    return ",".join(ports) or "<none>"
+
+
+def _event_cells(event: Any) -> dict[str, Any]:
+    """printEvent: ages of first/last seen (eventTime and series for the new API), target, source."""
+    if event.get("apiVersion") == "events.k8s.io/v1":
+        from gigafactory.localcluster import conversions
+        event = conversions.events_to_core(event)
+    first = _since(event.get("firstTimestamp") or event.get("eventTime"))
+    last = _since(event.get("lastTimestamp")) if event.get("lastTimestamp") else first
+    count = event.get("count") or 1
+    series = event.get("series")
+    if isinstance(series, dict):
+        last, count = _since(series.get("lastObservedTime")), series.get("count") or count
+    involved = event.get("involvedObject") or {}
+    kind = str(involved.get("kind") or "").lower()
+    source = event.get("source") or {}
+    component = source.get("component") or event.get("reportingComponent") or ""
+    instance = source.get("host") or event.get("reportingInstance") or ""
+    return {"last": last, "first": first, "count": int(count),
+            "target": f"{kind}/{involved['name']}" if involved.get("name") else kind,
+            "source": f"{component}, {instance}" if instance else component}
+
+
+def _readiness_gates(pod: Any) -> str:
+    gates = _get(pod, "spec", "readinessGates") or []
+    if not gates:
+        return "<none>"
+    conditions = {c.get("type"): c.get("status") for c in _get(pod, "status", "conditions") or []}
+    return f"{sum(1 for g in gates if conditions.get(g.get('conditionType')) == 'True')}/{len(gates)}"
+
+
+_AGE_BUILTIN = _col("Age", lambda o: _since(_get(o, "metadata", "creationTimestamp")),
+                    description="CreationTimestamp is a timestamp representing the server time when this object "
+                                "was created.")
+_NONE = "<none>"
+# kube-apiserver's own printers (pkg/printers/internalversion) for the built-in kinds served here: the
+# same columns, types, priorities and cell values, so `kubectl get` prints what it prints on a cluster.
 _BUILTIN_COLUMNS: dict[str, list[dict[str, Any]]] = {
-    "namespaces": [{"name": "Status", "type": "string", "jsonPath": ".status.phase",
-                    "description": "The status of the namespace"}, _AGE],
-    "pods": [{"name": "Status", "type": "string", "jsonPath": ".status.phase", "description": "The pod phase"},
-             _AGE],
-    "leases": [{"name": "Holder", "type": "string", "jsonPath": ".spec.holderIdentity",
-                "description": "The holder"}, _AGE],
-    "events": [{"name": "Type", "type": "string", "jsonPath": ".type", "description": "Event type"},
-               {"name": "Reason", "type": "string", "jsonPath": ".reason", "description": "Reason"},
-               {"name": "Message", "type": "string", "jsonPath": ".message", "description": "Message"}, _AGE],
-    "customresourcedefinitions": [{"name": "Created At", "type": "date", "jsonPath": ".metadata.creationTimestamp",
-                                   "description": "Creation time"}],
+    "namespaces": [_NAME, _col("Status", lambda o: _get(o, "status", "phase") or ""), _AGE_BUILTIN],
+    "configmaps": [_NAME, _col("Data", lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {})),
+                   _AGE_BUILTIN],
+    "secrets": [_NAME, _col("Type", lambda o: o.get("type") or ""), _col("Data", lambda o: len(o.get("data") or {})),
+                _AGE_BUILTIN],
+    "serviceaccounts": [_NAME, _col("Secrets", lambda o: len(o.get("secrets") or [])), _AGE_BUILTIN],
+    "services": [_NAME, _col("Type", lambda o: _get(o, "spec", "type") or "ClusterIP"),
+                 _col("Cluster-IP", lambda o: _get(o, "spec", "clusterIP") or _NONE),
+                 _col("External-IP", lambda o: ",".join(_get(o, "spec", "externalIPs") or []) or _NONE),
+                 _col("Port(s)", _ports), _AGE_BUILTIN,
+                 _col("Selector", lambda o: _selector(_get(o, "spec", "selector")) or _NONE, priority=1)],
+    "pods": [_NAME,
+             _col("Ready", lambda o: f"{sum(1 for c in _get(o, 'status', 'containerStatuses') or [] if c.get('ready'))}"
+                                     f"/{len(_get(o, 'spec', 'containers') or [])}"),
+             _col("Status", lambda o: "Terminating" if _get(o, "metadata", "deletionTimestamp") else (
+                 _get(o, "status", "reason") or _get(o, "status", "phase") or "")),
+             _col("Restarts", lambda o: str(sum(c.get("restartCount", 0)
+                                                for c in _get(o, "status", "containerStatuses") or []))),
+             _AGE_BUILTIN,
+             _col("IP", lambda o: _get(o, "status", "podIP") or _NONE, priority=1),
+             _col("Node", lambda o: _get(o, "spec", "nodeName") or _NONE, priority=1),
+             _col("Nominated Node", lambda o: _get(o, "status", "nominatedNodeName") or _NONE, priority=1),
+             _col("Readiness Gates", _readiness_gates, priority=1)],
+    "deployments": [_NAME,
+                    _col("Ready", lambda o: f"{_get(o, 'status', 'readyReplicas') or 0}/"
+                                            f"{_get(o, 'spec', 'replicas') if _get(o, 'spec', 'replicas') is not None else 1}"),
+                    _col("Up-to-date", lambda o: _get(o, "status", "updatedReplicas") or 0),
+                    _col("Available", lambda o: _get(o, "status", "availableReplicas") or 0), _AGE_BUILTIN,
+                    _col("Containers", lambda o: _containers(o, "name"), priority=1),
+                    _col("Images", lambda o: _containers(o, "image"), priority=1),
+                    _col("Selector", lambda o: _selector(_get(o, "spec", "selector", "matchLabels")), priority=1)],
+    "replicasets": [_NAME,
+                    _col("Desired", lambda o: _get(o, "spec", "replicas") if _get(o, "spec", "replicas") is not None
+                         else 1, type="integer"),
+                    _col("Current", lambda o: _get(o, "status", "replicas") or 0, type="integer"),
+                    _col("Ready", lambda o: _get(o, "status", "readyReplicas") or 0, type="integer"), _AGE_BUILTIN,
+                    _col("Containers", lambda o: _containers(o, "name"), priority=1),
+                    _col("Images", lambda o: _containers(o, "image"), priority=1),
+                    _col("Selector", lambda o: _selector(_get(o, "spec", "selector", "matchLabels")), priority=1)],
+    "leases": [_NAME, _col("Holder", lambda o: _get(o, "spec", "holderIdentity") or ""), _AGE_BUILTIN],
+    "events": [_col("Last Seen", lambda o: _event_cells(o)["last"]),
+               _col("Type", lambda o: o.get("type") or ""),
+               _col("Reason", lambda o: o.get("reason") or ""),
+               _col("Object", lambda o: _event_cells(o)["target"]),
+               _col("Subobject", lambda o: _get(o, "involvedObject", "fieldPath") or _get(o, "regarding", "fieldPath")
+                    or "", priority=1),
+               _col("Source", lambda o: _event_cells(o)["source"], priority=1),
+               _col("Message", lambda o: str(o.get("message") or o.get("note") or "").strip()),
+               _col("First Seen", lambda o: _event_cells(o)["first"], priority=1),
+               _col("Count", lambda o: _event_cells(o)["count"], priority=1),
+               {**_NAME, "priority": 1}],
+    "customresourcedefinitions": [_NAME, {"name": "Created At", "type": "date",
+                                          "jsonPath": ".metadata.creationTimestamp", "description": "Creation time"}],
 }
 _TOKEN = re.compile(r"""\.([A-Za-z0-9_-]+)|\[(\d+)\]|\[\?\(@\.([A-Za-z0-9_.-]+)\s*==\s*["']([^"']*)["']\)\]|\['([^']+)'\]""")
 
 
 def columns(resource: resources.Resource) -> list[dict[str, Any]]:
     if resource.custom:
-        extra = list(resource.printer_columns) or [_AGE]
-    else:
-        extra = _BUILTIN_COLUMNS.get(resource.plural, [_AGE])
-    return [_NAME] + extra
+        return [_NAME] + (list(resource.printer_columns) or [_AGE])
+    return _BUILTIN_COLUMNS.get(resource.plural, [_NAME, _AGE_BUILTIN])
 
 
 def json_path(obj: Any, path: str) -> Any:
@@ -97,6 +212,8 @@ def human_duration(seconds: float) -> str:
 
 
 def _cell(column: dict[str, Any], obj: dict[str, Any]) -> Any:
+    if "compute" in column:
+        return column["compute"](obj)
     if column.get("format") == "name" and "jsonPath" not in column:
         return obj["metadata"]["name"]
     value = json_path(obj, column.get("jsonPath", ""))
