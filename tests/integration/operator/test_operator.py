@@ -385,3 +385,28 @@ def test_invariant_1_a_stale_runners_late_report_changes_nothing(api, kubeconfig
         current.report(namespace, "fenced", outcome="Succeeded", result={"branch": "agent/fenced", "commit": "good"})
         wait_for(lambda: phase(api, namespace, "fenced") == "Succeeded", timeout=10, message="current report folded")
         assert api.job(namespace, "fenced")["status"]["result"]["commit"] == "good"
+
+
+def test_invariant_2_a_lease_whose_deletion_failed_after_the_fold_goes_at_its_expiry(api, kubeconfig, namespace, tmp_path) -> None:
+    """A fold writes the job's final status, then deletes the binding Lease. If that deletion fails
+    (an API error, the operator killed between the two writes) the job is already terminal while
+    its Lease is still there; the Lease's expiry timer removes it. So "no binding Lease left" holds
+    only once that timing has passed (the chaos harness waits for it: Config.settle_seconds)."""
+    runner = stubs.one_runner(api, namespace, "pool")
+    api.create_job(namespace, "done")
+    with stubs.operators(kubeconfig, tmp_path):
+        lease = wait_for(lambda: next(iter(runner.bindings()), None), timeout=15, message="binding")
+        runner.claim(lease)
+        runner.report(namespace, "done", outcome="Succeeded", result={"branch": "agent/done", "commit": "abc"})
+        wait_for(lambda: phase(api, namespace, "done") == "Succeeded" and not runner.bindings(), timeout=10, message="fold")
+        # What a failed deletion leaves: the Lease as the runner last renewed it (a 3 s Lease, just renewed).
+        binding = leases.parse_binding(lease)
+        duration = 3
+        left = leases.build_binding_lease(
+            job_namespace=namespace, job_name="done", job_uid=binding.job_uid, attempt=binding.attempt, factory=binding.factory,
+            pod=runner.pod, pod_namespace=namespace, claim_timeout_seconds=duration, moment=leases.now())
+        api.call("create", kubeclient.LEASES, left, namespace=namespace)
+        assert runner.bindings(), "the Lease is there while it has not run out: a check at once sees it"
+        wait_for(lambda: not runner.bindings(), timeout=stubs.within(duration), message="the stale Lease removed at its expiry")
+        status = api.job(namespace, "done")["status"]
+        assert status["phase"] == "Succeeded" and [a["outcome"] for a in status["attempts"]] == ["Succeeded"]
