@@ -408,6 +408,13 @@ class Chaos:
                 await self.cleanup()  # while the operators run: they let the deleted jobs go
             for proc in [*self.runners.values(), *self.operators]:
                 proc.stop()
+            if self.client is not None:
+                # Killed runners' heartbeats: gone now, not when the namespace controller gets to them
+                # (until then other tests' operators would count those pods).
+                with contextlib.suppress(kubeclient.ApiError):
+                    for lease in await self.objects(kubeclient.LEASES, self.runners_ns):
+                        with contextlib.suppress(kubeclient.NotFound):
+                            await self.client.delete(kubeclient.LEASES, lease["metadata"]["name"], namespace=self.runners_ns)
             if self.server is not None:
                 self.server.stop()
             if self.client is not None:

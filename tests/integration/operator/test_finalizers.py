@@ -58,7 +58,7 @@ def test_invariant_6_a_runner_that_never_acknowledges_holds_the_deletion_only_fo
     with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_STOP_GRACE_SECONDS="2"):
         running_job(api, namespace, runner, "stuck")
         delete_job(api, namespace, "stuck")
-        wait_for(lambda: runner.bindings() and runner.bindings()[0]["metadata"].get("annotations", {}).get("gigafactory.dev/stop"),
+        wait_for(lambda: (runner.bindings() or [{}])[0].get("metadata", {}).get("annotations", {}).get("gigafactory.dev/stop"),
                  timeout=10, message="stop request")
         assert exists(api, namespace, "stuck")
         # No report comes: after the grace the operator drops the Lease itself and lets the job go.
@@ -94,7 +94,7 @@ def test_invariant_6_a_deleted_job_waiting_for_its_runner_goes_once_the_runner_d
     with runner.alive() as die, stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_STOP_GRACE_SECONDS="600"):
         running_job(api, namespace, runner, "waiting")
         delete_job(api, namespace, "waiting")
-        wait_for(lambda: runner.bindings() and runner.bindings()[0]["metadata"].get("annotations", {}).get("gigafactory.dev/stop"),
+        wait_for(lambda: (runner.bindings() or [{}])[0].get("metadata", {}).get("annotations", {}).get("gigafactory.dev/stop"),
                  timeout=10, message="stop request")
         die()
         if death == "heartbeat deleted":

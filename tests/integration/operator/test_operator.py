@@ -363,7 +363,9 @@ def test_invariant_1_a_stale_runners_late_report_changes_nothing(api, kubeconfig
         first_pod = wait_for(lambda: ((api.job(namespace, "fenced").get("status") or {}).get("assignment") or {}).get("pod"),
                              timeout=15, message="first binding")
         stale = runners[first_pod]
-        stale.claim(stale.bindings()[0], duration_seconds=2)  # ...then it hangs and stops renewing
+        # The assignment is the bind's first write, the Lease its third: wait for the Lease.
+        stale.claim(wait_for(lambda: next(iter(stale.bindings()), None), timeout=10, message="first binding Lease"),
+                    duration_seconds=2)  # ...then it hangs and stops renewing
         status = wait_for(lambda: (s := api.job(namespace, "fenced")["status"]).get("attempt") == 2 and s.get("phase") == "Bound" and s,
                           timeout=stubs.within(2), message="rebound after lease expiry")
         current = runners[status["assignment"]["pod"]]
@@ -381,7 +383,7 @@ def test_invariant_1_a_stale_runners_late_report_changes_nothing(api, kubeconfig
         assert "result" not in status and [a["reason"] for a in status["attempts"]] == ["LeaseExpired"]
 
         # The current runner's report goes through as usual.
-        current.claim(current.bindings()[0])
+        current.claim(wait_for(lambda: next(iter(current.bindings()), None), timeout=10, message="second binding Lease"))
         current.report(namespace, "fenced", outcome="Succeeded", result={"branch": "agent/fenced", "commit": "good"})
         wait_for(lambda: phase(api, namespace, "fenced") == "Succeeded", timeout=10, message="current report folded")
         assert api.job(namespace, "fenced")["status"]["result"]["commit"] == "good"
