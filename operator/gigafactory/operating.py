@@ -330,7 +330,7 @@ class Operator:
 
     async def _drop_binding(self, binding: leases.Binding) -> None:
         """Delete a binding Lease; its runner, if alive, sees it go and kills the agent."""
-        self.timers.pop(("finalize", binding.job_namespace, binding.job_name), None)
+        self._disarm(("finalize", binding.job_namespace, binding.job_name))
         try:
             await self.client.delete(kubeclient.LEASES, binding.name, namespace=binding.namespace)
             logger.info("binding dropped", extra={"lease": binding.name, "job": f"{binding.job_namespace}/{binding.job_name}"})
@@ -463,14 +463,34 @@ class Operator:
         if beat is not None:
             self.beats[key] = beat
             if beat.expires_at is not None:
-                self._arm(("heartbeat", *key), beat.expires_at, self.wake)
+                self._arm(("heartbeat", *key), beat.expires_at, lambda: self._on_heartbeat_lapsed(key))
         else:
             self._disarm(("heartbeat", *key))
+            if before is not None:
+                self._pod_gone(key)
         # A renewal of a ready pod changes nothing the scheduler reads: no cycle for it.
         now = leases.now()
         if before is not None and beat is not None and _same_announcement(before, beat) and before.is_ready(now) == beat.is_ready(now):
             return
         self.wake()
+
+    def _on_heartbeat_lapsed(self, key: tuple[str, str]) -> None:
+        self.timers.pop(("heartbeat", *key), None)
+        self.wake()
+        self._pod_gone(key)
+
+    def _pod_gone(self, pod: tuple[str, str]) -> None:
+        """A runner pod's heartbeat went or lapsed: a deleted job that waits for that runner to stop
+        (the stop grace) has nobody left to wait for. Its deletion may have been seen first: the
+        heartbeats and the jobs are separate watches, in no particular order."""
+        if not self.started:
+            return
+        for body in list(self.jobs.cache.values()):
+            if not cleanup.deleting(body):
+                continue
+            assignment = (body.get("status") or {}).get("assignment") or {}
+            if (assignment.get("podNamespace"), assignment.get("pod")) == pod:
+                self._maybe_finalize(body)
 
     def _on_binding(self, event: str, body: Body) -> None:
         key = ("binding", *kubeclient.object_key(body))

@@ -23,11 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="limit of the calm phase")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--work-dir", type=pathlib.Path, default=None, help="keep logs and repositories here")
+    parser.add_argument("--kubeconfig", type=pathlib.Path, default=None,
+                        help="run against this server (its CRDs installed) instead of an embedded one; no API faults there")
     args = parser.parse_args(argv)
     work = args.work_dir or pathlib.Path(tempfile.mkdtemp(prefix="gigafactory-chaos-"))
     config = harness.Config(work_dir=work, jobs=args.jobs, factories=args.factories, runners_per_factory=args.runners_per_factory,
                             slots=args.slots, operators=args.operators, fault_rate=args.faults, interval=args.interval,
-                            chaos_seconds=args.chaos_seconds, timeout=args.timeout, seed=args.seed)
+                            chaos_seconds=args.chaos_seconds, timeout=args.timeout, seed=args.seed,
+                            kubeconfig=args.kubeconfig)
     report = asyncio.run(harness.run(config))
     print(report.table())
     print(f"logs and repositories: {work}")

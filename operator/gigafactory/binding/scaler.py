@@ -111,7 +111,7 @@ class Scaler:
             for job in owned.get(name, []):
                 plan.waiting_for[job.uid] = f"factory {name} is scaling up ({ready}/{decision.replicas} runners ready)"
             if deployment is None:
-                plan.writes.append(self._create(factories[name], decision.replicas))
+                plan.writes.append(self._create(factories[name], decision))
                 if decision.replicas:
                     self.scaled_up_at.setdefault(name, snap.now)
             elif decision.replicas != current:
@@ -121,13 +121,18 @@ class Scaler:
                 plan.writes.append(self._scale(name, factories[name], current, decision))
         return plan
 
-    async def _create(self, factory: Body, replicas: int) -> None:
-        body = build_deployment(factory, namespace=self.namespace, replicas=replicas)
+    async def _create(self, factory: Body, decision: scaling.Decision) -> None:
+        name = factory["metadata"]["name"]
+        body = build_deployment(factory, namespace=self.namespace, replicas=decision.replicas)
         try:
             await self.client.create(kubeclient.DEPLOYMENTS, body, namespace=self.namespace)
-            logger.info("runner deployment created", extra={"factory": factory["metadata"]["name"], "count": replicas})
+            logger.info("runner deployment created", extra={"factory": name, "count": decision.replicas})
         except kubeclient.AlreadyExists:
-            pass
+            return
+        # A factory first seen with demand waiting starts above zero: that is a scale-up too
+        # (an operator that starts late, or jobs submitted with the factory, must not hide it).
+        if decision.replicas > 0:
+            await self._event(name, factory, 0, decision)
 
     async def _scale(self, name: str, factory: Body, current: int, decision: scaling.Decision) -> None:
         for namespace, pod in decision.remove:
@@ -137,8 +142,11 @@ class Scaler:
                 pass
         await self.client.patch(kubeclient.DEPLOYMENTS, deployment_name(name), {"spec": {"replicas": decision.replicas}},
                                 namespace=self.namespace)
-        verb = "ScaledUp" if decision.replicas > current else "ScaledDown"
         logger.info("runner deployment scaled", extra={"factory": name, "count": decision.replicas, "reason": decision.reason})
+        await self._event(name, factory, current, decision)
+
+    async def _event(self, name: str, factory: Body, current: int, decision: scaling.Decision) -> None:
+        verb = "ScaledUp" if decision.replicas > current else "ScaledDown"
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{name}.", "namespace": "default"},

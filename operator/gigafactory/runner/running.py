@@ -204,8 +204,11 @@ class Runner:
                 attempt.stop.set()
                 return
             try:
-                lease = await self.client.patch(kubeclient.LEASES, binding.name, leases.renew_patch(
-                    moment=leases.now(), resource_version=attempt.lease_version or ""), namespace=binding.namespace)
+                # A renewal that hangs (a partition, a server retrying us with Retry-After) must not
+                # keep this loop from noticing that the Lease has run out: bound it by what is left.
+                left = max(0.1, self.settings.binding_lease_seconds - (time.monotonic() - renewed))
+                lease = await asyncio.wait_for(self.client.patch(kubeclient.LEASES, binding.name, leases.renew_patch(
+                    moment=leases.now(), resource_version=attempt.lease_version or ""), namespace=binding.namespace), left)
                 attempt.lease_version = lease["metadata"]["resourceVersion"]
                 renewed = time.monotonic()
             except kubeclient.Conflict:
@@ -226,8 +229,8 @@ class Runner:
             except kubeclient.NotFound:
                 attempt.lost = True
                 attempt.stop.set()
-            except (kubeclient.ApiError, OSError) as exc:
-                logger.warning("renewing %s failed: %s", binding.name, exc)
+            except (kubeclient.ApiError, OSError, asyncio.TimeoutError) as exc:
+                logger.warning("renewing %s failed: %s", binding.name, str(exc) or "no answer in time")
 
     async def _secret(self, job: dict[str, Any]) -> worktrees.Credentials:
         name = ((job.get("spec") or {}).get("repo") or {}).get("credentialsSecret")

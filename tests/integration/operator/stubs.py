@@ -9,14 +9,28 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gigafactory import constants, kubeclient, leases
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+# The protocol's timings in these tests, and the waits derived from them. A wait is a multiple of the
+# timing that decides it, so a loaded machine (where one operator cycle may take a second) does not
+# turn a correct run into a failure, while a wrong one still fails within a bounded time.
+CLAIM_TIMEOUT = 30  # seconds: the protocol's default; tests about claim timeouts set a short one explicitly
+STARTUP = 60.0  # a process's start-up (imports, first list) on a busy machine: not a protocol timing, only a bound
+
+
+def within(seconds: float, factor: float = 3.0, slack: float = 10.0) -> float:
+    """How long to wait for something the protocol does `seconds` after a cause: a few of its periods
+    (a timer may fire one period late, a write may be retried) plus the operator's own work."""
+    return seconds * factor + slack
 
 
 class Api:
@@ -73,6 +87,36 @@ class StubRunner:
             warm_repos=self.warm_repos, duration_seconds=duration_seconds, moment=leases.now(),
         )
         self.api.call("create", kubeclient.LEASES, body, namespace=self.namespace)
+        self.heartbeat_seconds = duration_seconds
+
+    def renew(self) -> None:
+        """One heartbeat renewal (a runner sends one every leaseDurationSeconds / 3)."""
+        lease = self.api.call("get", kubeclient.LEASES, self.pod, namespace=self.namespace)
+        self.api.call("patch", kubeclient.LEASES, self.pod, leases.renew_patch(
+            moment=leases.now(), resource_version=lease["metadata"]["resourceVersion"]), namespace=self.namespace)
+
+    @contextlib.contextmanager
+    def alive(self) -> Iterator[Callable[[], None]]:
+        """Renew the heartbeat as a live runner does, every leaseDurationSeconds / 3, until the block
+        ends or the function it yields is called: then the pod is dead (its heartbeat lapses
+        leaseDurationSeconds after the last renewal)."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(self.heartbeat_seconds / 3):
+                self.renew()
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+
+        def die() -> None:
+            stop.set()
+            thread.join()
+
+        try:
+            yield die
+        finally:
+            die()
 
     def bindings(self) -> list[dict]:
         return self.api.call("list", kubeclient.LEASES, namespace=self.namespace,
@@ -103,6 +147,16 @@ class StubRunner:
         return self.api.call("patch", kubeclient.AGENTJOBS, job_name, patch, namespace=job_namespace, subresource="status")
 
 
+def forget_pods(api: Api, namespace: str) -> None:
+    """Delete the test's runner pods' Leases (heartbeats and bindings) as it ends. A deleted namespace
+    takes them along only when the namespace controller gets to it (seconds later on a real server, more
+    on a busy machine), and until then a later test's operator counts those pods in its explanations."""
+    for lease in api.call("list", kubeclient.LEASES, namespace=namespace)[0]:
+        if (lease["metadata"].get("labels") or {}).get(constants.LABEL_ROLE) in (constants.ROLE_HEARTBEAT, constants.ROLE_BINDING):
+            with contextlib.suppress(kubeclient.NotFound):
+                api.call("delete", kubeclient.LEASES, lease["metadata"]["name"], namespace=namespace)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -118,7 +172,7 @@ class OperatorProcess:
         self.env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
-            "GIGAFACTORY_CLAIM_TIMEOUT_SECONDS": "2",
+            "GIGAFACTORY_CLAIM_TIMEOUT_SECONDS": str(CLAIM_TIMEOUT),
             "GIGAFACTORY_HTTP_PORT": str(self.port),
             **env,
         }
@@ -159,9 +213,18 @@ class OperatorProcess:
 
 
 @contextlib.contextmanager
-def operators(kubeconfig: str, tmp_path: pathlib.Path, count: int = 1, **env: str) -> Iterator[list[OperatorProcess]]:
+def operators(kubeconfig: str, tmp_path: pathlib.Path, count: int = 1, *, ready: bool = True, **env: str) -> Iterator[list[OperatorProcess]]:
+    """Operator processes; with `ready`, yields once one of them has synced its informers, so a test's
+    waits measure the protocol, not how long Python takes to start on a busy machine."""
     procs = [OperatorProcess(kubeconfig, tmp_path / f"operator-{uuid.uuid4().hex[:4]}-{i}.log", **env).start() for i in range(count)]
     try:
+        if ready:
+            deadline = time.monotonic() + STARTUP
+            while not any(p.ready() for p in procs):
+                dead = [p for p in procs if p.process is not None and p.process.poll() is not None]
+                if len(dead) == len(procs) or time.monotonic() > deadline:
+                    raise AssertionError(f"no operator became ready within {STARTUP}s ({len(dead)} exited)")
+                time.sleep(0.1)
         yield procs
     except BaseException:
         for proc in procs:

@@ -58,7 +58,7 @@ def test_invariant_6_a_runner_that_never_acknowledges_holds_the_deletion_only_fo
     with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_STOP_GRACE_SECONDS="2"):
         running_job(api, namespace, runner, "stuck")
         delete_job(api, namespace, "stuck")
-        wait_for(lambda: runner.bindings() and runner.bindings()[0]["metadata"].get("annotations", {}).get("gigafactory.dev/stop"),
+        wait_for(lambda: (runner.bindings() or [{}])[0].get("metadata", {}).get("annotations", {}).get("gigafactory.dev/stop"),
                  timeout=10, message="stop request")
         assert exists(api, namespace, "stuck")
         # No report comes: after the grace the operator drops the Lease itself and lets the job go.
@@ -70,13 +70,37 @@ def test_invariant_6_a_deleted_job_goes_even_when_its_factory_and_runner_are_gon
     factory = stubs.unique("fin")
     api.create_factory(factory, namespace, drainGraceSeconds=0)
     runner = stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
-    runner.announce(duration_seconds=3)  # the heartbeat lapses soon: the pod is dead
+    runner.announce()
     with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_STOP_GRACE_SECONDS="600"):
         running_job(api, namespace, runner, "orphaned", retry={"maxUncountedRetries": 0, "maxAttempts": 1})
-        api.call("delete", kubeclient.LEASES, f"{factory}-0", namespace=namespace)  # the pod's heartbeat, gone
+        # The pod dies after its claim: its heartbeat is gone. (A heartbeat of a few seconds lapsing
+        # instead raced the operator's start-up on a busy machine: no pod ready, no binding at all.)
+        api.call("delete", kubeclient.LEASES, f"{factory}-0", namespace=namespace)
         delete_job(api, namespace, "orphaned")
         # Nobody to wait for: no stop grace of 600 s, the job goes at once.
         wait_for(lambda: not exists(api, namespace, "orphaned"), timeout=10, message="job gone without its runner")
+        assert runner.bindings() == []
+
+
+@pytest.mark.parametrize("death", ["heartbeat deleted", "heartbeat lapses"])
+def test_invariant_6_a_deleted_job_waiting_for_its_runner_goes_once_the_runner_dies(api, kubeconfig, namespace, tmp_path, death) -> None:
+    """The operator saw the deletion while the runner was alive and asked it to stop (a grace of 600 s);
+    then the runner dies. Nobody is left to wait for: the job goes at once, not after the grace."""
+    factory = stubs.unique("fin")
+    api.create_factory(factory, namespace)
+    runner = stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory)
+    heartbeat = 3
+    runner.announce(duration_seconds=heartbeat)
+    with runner.alive() as die, stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_STOP_GRACE_SECONDS="600"):
+        running_job(api, namespace, runner, "waiting")
+        delete_job(api, namespace, "waiting")
+        wait_for(lambda: (runner.bindings() or [{}])[0].get("metadata", {}).get("annotations", {}).get("gigafactory.dev/stop"),
+                 timeout=10, message="stop request")
+        die()
+        if death == "heartbeat deleted":
+            api.call("delete", kubeclient.LEASES, f"{factory}-0", namespace=namespace)
+        wait_for(lambda: not exists(api, namespace, "waiting"), timeout=stubs.within(heartbeat),
+                 message="job gone once its runner died")
         assert runner.bindings() == []
 
 

@@ -46,7 +46,7 @@ def test_invariant_7_jobs_bind_where_they_fit_and_an_unfit_job_explains_itself_u
         # The binding Lease the runner watches, named and labelled per the protocol.
         lease = next(b for b in api.bindings(namespace) if b["metadata"]["name"] == assignment["lease"])
         assert lease["metadata"]["labels"]["gigafactory.dev/pod"] == f"{cpu}-0"
-        assert lease["spec"]["leaseDurationSeconds"] == 2
+        assert lease["spec"]["leaseDurationSeconds"] == stubs.CLAIM_TIMEOUT
 
         condition = wait_for(lambda: scheduled(api.job(namespace, "waiting")), timeout=10, message="explanation")
         assert condition["status"] == "False" and condition["reason"] == "Unschedulable"
@@ -78,7 +78,8 @@ def test_claim_report_fold_and_claim_timeout_rebinds(api, kubeconfig, namespace,
     runner.announce()
     api.create_job(namespace, "done")
     api.create_job(namespace, "ignored")
-    with stubs.operators(kubeconfig, tmp_path):
+    claim_timeout = 5  # short, for "ignored"; long enough for this test to claim "done" on a busy machine
+    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_CLAIM_TIMEOUT_SECONDS=str(claim_timeout)):
         wait_for(lambda: len(runner.bindings()) == 2, timeout=15, message="two bindings")
         lease = next(b for b in runner.bindings() if b["metadata"]["annotations"]["gigafactory.dev/job-name"] == "done")
         runner.claim(lease)
@@ -92,11 +93,11 @@ def test_claim_report_fold_and_claim_timeout_rebinds(api, kubeconfig, namespace,
         wait_for(lambda: not any(b["metadata"]["name"] == lease["metadata"]["name"] for b in api.bindings(namespace)),
                  timeout=10, message="binding lease deleted")
 
-        # Nobody claims "ignored": after the 2 s claim timeout it is undone and bound again.
+        # Nobody claims "ignored": after the claim timeout it is undone and bound again.
         def rebound():
             status = api.job(namespace, "ignored").get("status") or {}
             return status.get("attempt") == 2 and status.get("phase") == "Bound" and status
-        status = wait_for(rebound, timeout=15, message="rebind after claim timeout")
+        status = wait_for(rebound, timeout=stubs.within(claim_timeout), message="rebind after claim timeout")
         assert status["attempts"][0]["outcome"] == "InfraError" and status["attempts"][0]["reason"] == "ClaimTimeout"
         assert status["attempts"][0]["counted"] is False
         names = {b["metadata"]["name"] for b in api.bindings(namespace)}
@@ -115,7 +116,7 @@ def test_claimed_binding_whose_lease_expires_is_recorded_as_lease_expired(api, k
         def recorded():
             attempts = (api.job(namespace, "lost").get("status") or {}).get("attempts") or []
             return attempts and attempts[0]
-        record = wait_for(recorded, timeout=15, message="lease expiry recorded")
+        record = wait_for(recorded, timeout=stubs.within(2), message="lease expiry recorded")
         assert (record["outcome"], record["reason"], record["pod"]) == ("InfraError", "LeaseExpired", f"{pool}-0")
 
 
@@ -226,13 +227,16 @@ def test_invariant_8_an_idle_fleet_costs_no_writes_and_renewals_rewrite_nothing(
 def test_a_pod_whose_heartbeat_lapses_takes_no_jobs_and_its_factory_goes_offline(api, kubeconfig, namespace, tmp_path) -> None:
     pool = stubs.unique("pool")
     api.create_factory(pool, namespace)
-    stubs.StubRunner(api, pod=f"{pool}-0", namespace=namespace, factory=pool).announce(duration_seconds=2)
-    with stubs.operators(kubeconfig, tmp_path):
+    runner = stubs.StubRunner(api, pod=f"{pool}-0", namespace=namespace, factory=pool)
+    runner.announce(duration_seconds=3)
+    # The pod lives (renews every second) until the operator has seen it ready, however long that takes here...
+    with runner.alive() as die, stubs.operators(kubeconfig, tmp_path):
         wait_for(lambda: (api.call("get", kubeclient.FACTORIES, pool).get("status") or {}).get("phase") == "Ready",
                  timeout=10, message="factory ready")
+        die()  # ...then it dies.
         # No renewal comes: the operator notices at the expiry instant, without any new event.
         wait_for(lambda: (api.call("get", kubeclient.FACTORIES, pool).get("status") or {}).get("phase") == "Offline",
-                 timeout=10, message="factory offline")
+                 timeout=stubs.within(3), message="factory offline")
         api.create_job(namespace, "nowhere")
         condition = wait_for(lambda: scheduled(api.job(namespace, "nowhere")), timeout=10, message="explanation")
         assert condition["message"] == "0/1 factory pods fit: 1 heartbeat stale"
@@ -336,14 +340,14 @@ def test_a_binding_nobody_claims_moves_to_another_pod(api, kubeconfig, namespace
     for i in range(2):
         stubs.StubRunner(api, pod=f"{pool}-{i}", namespace=namespace, factory=pool).announce()
     api.create_job(namespace, "moves")
-    with stubs.operators(kubeconfig, tmp_path):  # claim timeout 2 s; neither stub claims
+    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_CLAIM_TIMEOUT_SECONDS="2"):  # neither stub claims
         first = wait_for(lambda: (s := api.job(namespace, "moves").get("status") or {}).get("assignment") and s["assignment"]["pod"],
                          timeout=15, message="first binding")
 
         def rebound():
             status = api.job(namespace, "moves").get("status") or {}
             return status.get("attempt") == 2 and status.get("phase") == "Bound" and status
-        status = wait_for(rebound, timeout=15, message="rebind after claim timeout")
+        status = wait_for(rebound, timeout=stubs.within(2), message="rebind after claim timeout")
         assert status["attempts"][0]["pod"] == first and status["attempts"][0]["reason"] == "ClaimTimeout"
         assert status["assignment"]["pod"] != first
 
@@ -355,13 +359,15 @@ def test_invariant_1_a_stale_runners_late_report_changes_nothing(api, kubeconfig
     for runner in runners.values():
         runner.announce()
     api.create_job(namespace, "fenced")
-    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_CLAIM_TIMEOUT_SECONDS="3"):
+    with stubs.operators(kubeconfig, tmp_path):  # the default claim timeout: each stub claims when the test says
         first_pod = wait_for(lambda: ((api.job(namespace, "fenced").get("status") or {}).get("assignment") or {}).get("pod"),
                              timeout=15, message="first binding")
         stale = runners[first_pod]
-        stale.claim(stale.bindings()[0], duration_seconds=2)  # ...then it hangs and stops renewing
+        # The assignment is the bind's first write, the Lease its third: wait for the Lease.
+        stale.claim(wait_for(lambda: next(iter(stale.bindings()), None), timeout=10, message="first binding Lease"),
+                    duration_seconds=2)  # ...then it hangs and stops renewing
         status = wait_for(lambda: (s := api.job(namespace, "fenced")["status"]).get("attempt") == 2 and s.get("phase") == "Bound" and s,
-                          timeout=15, message="rebound after lease expiry")
+                          timeout=stubs.within(2), message="rebound after lease expiry")
         current = runners[status["assignment"]["pod"]]
         assert current is not stale
 
@@ -377,7 +383,32 @@ def test_invariant_1_a_stale_runners_late_report_changes_nothing(api, kubeconfig
         assert "result" not in status and [a["reason"] for a in status["attempts"]] == ["LeaseExpired"]
 
         # The current runner's report goes through as usual.
-        current.claim(current.bindings()[0])
+        current.claim(wait_for(lambda: next(iter(current.bindings()), None), timeout=10, message="second binding Lease"))
         current.report(namespace, "fenced", outcome="Succeeded", result={"branch": "agent/fenced", "commit": "good"})
         wait_for(lambda: phase(api, namespace, "fenced") == "Succeeded", timeout=10, message="current report folded")
         assert api.job(namespace, "fenced")["status"]["result"]["commit"] == "good"
+
+
+def test_invariant_2_a_lease_whose_deletion_failed_after_the_fold_goes_at_its_expiry(api, kubeconfig, namespace, tmp_path) -> None:
+    """A fold writes the job's final status, then deletes the binding Lease. If that deletion fails
+    (an API error, the operator killed between the two writes) the job is already terminal while
+    its Lease is still there; the Lease's expiry timer removes it. So "no binding Lease left" holds
+    only once that timing has passed (the chaos harness waits for it: Config.settle_seconds)."""
+    runner = stubs.one_runner(api, namespace, "pool")
+    api.create_job(namespace, "done")
+    with stubs.operators(kubeconfig, tmp_path):
+        lease = wait_for(lambda: next(iter(runner.bindings()), None), timeout=15, message="binding")
+        runner.claim(lease)
+        runner.report(namespace, "done", outcome="Succeeded", result={"branch": "agent/done", "commit": "abc"})
+        wait_for(lambda: phase(api, namespace, "done") == "Succeeded" and not runner.bindings(), timeout=10, message="fold")
+        # What a failed deletion leaves: the Lease as the runner last renewed it (a 3 s Lease, just renewed).
+        binding = leases.parse_binding(lease)
+        duration = 3
+        left = leases.build_binding_lease(
+            job_namespace=namespace, job_name="done", job_uid=binding.job_uid, attempt=binding.attempt, factory=binding.factory,
+            pod=runner.pod, pod_namespace=namespace, claim_timeout_seconds=duration, moment=leases.now())
+        api.call("create", kubeclient.LEASES, left, namespace=namespace)
+        assert runner.bindings(), "the Lease is there while it has not run out: a check at once sees it"
+        wait_for(lambda: not runner.bindings(), timeout=stubs.within(duration), message="the stale Lease removed at its expiry")
+        status = api.job(namespace, "done")["status"]
+        assert status["phase"] == "Succeeded" and [a["outcome"] for a in status["attempts"]] == ["Succeeded"]
