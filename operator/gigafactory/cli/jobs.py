@@ -21,13 +21,18 @@ import typer
 import yaml
 
 from gigafactory import config, constants, kubeclient, leases
+from gigafactory.cli import terminal
 from gigafactory.models import agentjobs, factories
 from gigafactory.scheduling import queues, snapshots
 
 T = TypeVar("T")
+# An attempt's logRef as runners write it: configmap/<namespace>/<name>, both DNS names.
+LOG_REF = re.compile(r"configmap/(?P<namespace>[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)/"
+                     r"(?P<name>[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)")
 
-console = rich.console.Console(highlight=False, soft_wrap=True)
-errors = rich.console.Console(stderr=True, highlight=False, soft_wrap=True)
+# Everything printed passes cli/terminal.py: text from jobs, agents and the API is shown, not obeyed.
+console = rich.console.Console(file=terminal.stdout, highlight=False, soft_wrap=True, color_system=None)
+errors = rich.console.Console(file=terminal.stderr, highlight=False, soft_wrap=True, color_system=None)
 
 KubeconfigOption = Annotated[str | None, typer.Option("--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config).")]
 NamespaceOption = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: the context's).")]
@@ -39,7 +44,7 @@ def print_table(table: rich.table.Table) -> None:
     plain = rich.console.Console(width=100_000, file=io.StringIO(), color_system=None, highlight=False, soft_wrap=True)
     plain.print(table)
     text = plain.file.getvalue()  # type: ignore[attr-defined]
-    sys.stdout.write("".join(line.rstrip() + "\n" for line in text.splitlines()))
+    terminal.stdout.write("".join(line.rstrip() + "\n" for line in text.splitlines()))
 
 
 def fail(message: str) -> NoReturn:
@@ -322,9 +327,9 @@ def register(app: typer.Typer) -> None:
         ns = namespace or _context_namespace(_kubeconfig_path(kubeconfig))
         obj = _run(kubeconfig, lambda c: c.get(kubeclient.AGENTJOBS, name, namespace=ns))
         if output == "yaml":
-            sys.stdout.write(yaml.safe_dump(obj, sort_keys=False))
+            terminal.stdout.write(yaml.safe_dump(obj, sort_keys=False))
         elif output == "json":
-            sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+            terminal.stdout.write(json.dumps(obj, indent=2) + "\n")
         elif output == "table":
             print_table(_jobs_table([obj], all_namespaces=False))
         else:
@@ -427,13 +432,14 @@ def register(app: typer.Typer) -> None:
                 refs = [ref for ref in refs if ref[0] == attempt]
             if not refs:
                 fail(_no_log(f"{ns}/{name}", status, records, attempt))
-            kind, log_ns, log_name = refs[-1][1].split("/", 2)
-            if kind != "configmap":
-                fail(f"unknown log reference {refs[-1][1]!r}")
-            cm = await client.get(kubeclient.CONFIGMAPS, log_name, namespace=log_ns)
+            ref = LOG_REF.fullmatch(str(refs[-1][1]))
+            if ref is None:  # written by a runner: anything at all, as far as this command knows
+                fail(f"attempt {refs[-1][0]} of {ns}/{name} has a malformed log reference {str(refs[-1][1])[:200]!r} "
+                     "(expected configmap/NAMESPACE/NAME)")
+            cm = await client.get(kubeclient.CONFIGMAPS, ref["name"], namespace=ref["namespace"])
             return (cm.get("data") or {}).get("output", "")
 
-        sys.stdout.write(_run(kubeconfig, fetch))
+        terminal.stdout.write(_run(kubeconfig, fetch))
 
     @app.command()
     def cancel(name: str, namespace: NamespaceOption = None, kubeconfig: KubeconfigOption = None) -> None:
