@@ -87,7 +87,8 @@ def bound_job(*, factory: str = "alpha", pod: str = POD) -> dict:
         "metadata": {"name": "fix-flaky-test", "namespace": "team-a", "generation": 1},
         "spec": {"queue": "backend"},
         "status": {
-            "phase": "Bound", "attempt": 2, "startTime": STAMP, "observedGeneration": 1,
+            "phase": "Bound", "reason": "Bound", "factory": factory, "pod": pod, "attempt": 2, "startTime": STAMP,
+            "observedGeneration": 1,
             "attempts": [{"attempt": 1, "factory": factory, "pod": pod, "outcome": "InfraError", "reason": "LeaseExpired"}],
             "assignment": {"factory": factory, "pod": pod, "podNamespace": "runners", "attempt": 2,
                            "lease": "gf-uid-2", "leaseNamespace": "runners", "boundAt": STAMP, "score": 87,
@@ -102,7 +103,7 @@ def claim(job: dict, *, pod: str = POD) -> dict:
     conditions = [c for c in job["status"]["conditions"] if c["type"] not in ("Claimed", "Running")]
     conditions += [{"type": "Claimed", "status": "True", "reason": "Claimed", "message": f"claimed by {pod}"},
                    {"type": "Running", "status": "True", "reason": "AgentRunning", "message": "the agent is running"}]
-    return {"status": {"phase": "Running", "assignment": {"claimedAt": STAMP}, "conditions": conditions}}
+    return {"status": {"phase": "Running", "reason": "AgentRunning", "assignment": {"claimedAt": STAMP}, "conditions": conditions}}
 
 
 def report(*, attempt: int = 2, pod: str = POD) -> dict:
@@ -147,6 +148,11 @@ JOB_CASES = [
     pytest.param(*job_case(status_patch(assignment=None)), False, id="drop-assignment"),
     pytest.param(*job_case(status_patch(conditions=[])), False, id="erase-scheduled-condition"),
     pytest.param(*job_case(status_patch(countFrom=3)), False, id="reset-own-retry-budget"),
+    pytest.param(*job_case(status_patch(reason="Succeeded"), old=running_job()), False, id="forge-reason"),
+    pytest.param(*job_case({"status": {**claim(bound_job())["status"], "reason": "Succeeded"}}), False,
+                 id="claim-with-a-forged-reason"),
+    pytest.param(*job_case(status_patch(factory="beta", pod=OTHER_POD), old=running_job()), False,
+                 id="rewrite-where-it-ran"),
     pytest.param(*job_case(status_patch(retryRequest="forged")), False, id="forge-retry-request"),
     pytest.param(*job_case(report(attempt=1), old=running_job()), False, id="report-stale-attempt"),
     pytest.param(*job_case(report(pod=OTHER_POD), old=running_job()), False, id="report-as-other-pod"),
@@ -178,7 +184,9 @@ def test_every_status_field_but_the_runners_is_held_unchanged(policy) -> None:
     status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     jobs = next(p for p in policy if p["metadata"]["name"] == "gf-alpha-runner-jobs")
     text = " ".join(v["expression"] for v in jobs["spec"]["validations"])
-    for field in set(status) - {"phase", "conditions", "assignment", "report"}:
+    # reason: a runner sets it to AgentRunning with its claim, and to nothing else (its own rule).
+    assert "object.status.reason == 'AgentRunning'" in text
+    for field in set(status) - {"phase", "conditions", "assignment", "report", "reason"}:
         assert f"object.status.{field} == oldObject.status.{field}" in text, field
     for field in set(status["assignment"]["properties"]) - {"claimedAt"}:
         assert f"object.status.assignment.{field} == oldObject.status.assignment.{field}" in text, field
