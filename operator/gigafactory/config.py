@@ -61,6 +61,8 @@ class OperatorSettings(pydantic_settings.BaseSettings):
     # (dev mode and tests only), and kill a git push that stalls after this long.
     allow_local_repos: bool = False
     git_timeout_seconds: int = pydantic.Field(default=120, ge=1)
+    # Branch cleanup over SSH without known_hosts in the job's Secret: refused unless true (as the runner's).
+    ssh_accept_new_host_keys: bool = False
 
 
 class RunnerSettings(pydantic_settings.BaseSettings):
@@ -89,6 +91,9 @@ class RunnerSettings(pydantic_settings.BaseSettings):
     shutdown_grace_seconds: int = pydantic.Field(default=30, ge=0)
     # Accept file:// URLs and local paths as repositories (dev mode and tests only).
     allow_local_repos: bool = False
+    # SSH remotes whose credentials Secret has no known_hosts: refused (false), or the host's first key
+    # is trusted for the call (true: a pool that accepts being talked to by whoever answers).
+    ssh_accept_new_host_keys: bool = False
     # Network git calls (fetch, push) are killed after this long, so a remote that stalls cannot hold
     # its mirror's lock (and every other job of that repository on this pod) forever.
     git_timeout_seconds: int = pydantic.Field(default=600, ge=1)

@@ -341,7 +341,9 @@ class Operator:
     def workspace(self) -> worktrees.Workspace:
         if self._workspace is None:
             self._workspace = worktrees.Workspace(root=pathlib.Path(tempfile.mkdtemp(prefix="gigafactory-cleanup-")),
-                                                  network_timeout=float(self.settings.git_timeout_seconds))
+                                                  network_timeout=float(self.settings.git_timeout_seconds),
+                                                  allow_local=self.settings.allow_local_repos,
+                                                  accept_new_host_keys=self.settings.ssh_accept_new_host_keys)
         return self._workspace
 
     async def _finalize(self, body: Body) -> None:

@@ -61,7 +61,9 @@ class Runner:
     def __init__(self, settings: config.RunnerSettings, client: kubeclient.Client) -> None:
         self.settings = settings
         self.client = client
-        self.workspace = worktrees.Workspace(pathlib.Path(settings.work_dir), network_timeout=settings.git_timeout_seconds)
+        self.workspace = worktrees.Workspace(pathlib.Path(settings.work_dir), network_timeout=settings.git_timeout_seconds,
+                                             allow_local=settings.allow_local_repos,
+                                             accept_new_host_keys=settings.ssh_accept_new_host_keys)
         self.profiles = profiles.load(settings.profiles_file)
         # Announced to the scheduler: a profile whose command is not installed in this image would
         # only turn every job bound for it into a failure.

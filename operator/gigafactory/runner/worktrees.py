@@ -31,6 +31,22 @@ case "$1" in
 esac
 """
 _REMOTE_HELPER = re.compile(r"^[A-Za-z0-9+.-]+::")
+# Settings of every git call that no config file may change: what an agent writes into the worktree's
+# or the shared mirror's config, or into $HOME/.gitconfig, must not run code or redirect credentials.
+# (GIT_CONFIG_COUNT/KEY/VALUE, git >= 2.31: above every config file; GIT_CONFIG_GLOBAL and
+# GIT_CONFIG_NOSYSTEM leave out the global and system files altogether.)
+_PINNED_CONFIG = (
+    ("core.hooksPath", "/dev/null"),   # no hook runs: not the repository's, not one planted in the mirror
+    ("core.fsmonitor", "false"),       # an fsmonitor is a program git would start
+    ("credential.helper", ""),         # credentials come from our askpass only, and go nowhere else
+    ("core.askPass", ""),
+    ("protocol.allow", "never"),       # transports: only those _PROTOCOLS names
+    ("uploadpack.packObjectsHook", ""),
+    ("core.gitProxy", ""),
+    ("http.proxy", ""),
+    ("diff.external", ""),
+)
+_PROTOCOLS = ("https", "ssh", "git", "http")
 # scheme://-host or scheme://-user@host: ssh would take it for an option (git refuses it too; so do we, first).
 _OPTION_HOST = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/@]*@)?-")
 _SAFE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
@@ -75,8 +91,9 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     return text[-2000:]
 
 
-def check_url(url: str, *, allow_local: bool) -> None:
-    """Refuse remote helpers always, local repositories unless allowed (dev mode, tests)."""
+def check_url(url: str, *, allow_local: bool, credentials: "Credentials | None" = None) -> None:
+    """Refuse remote helpers always, local repositories unless allowed (dev mode, tests), and a token
+    over plain http:// (anyone on the path would read it)."""
     if url.startswith("-") or _REMOTE_HELPER.match(url) or _OPTION_HOST.match(url):
         raise GitFailure("Rejected", "RepoNotAllowed", f"repository URL {url!r} names a git remote helper or an option")
     local = url.startswith("file://") or url.startswith("/")
@@ -84,6 +101,9 @@ def check_url(url: str, *, allow_local: bool) -> None:
         raise GitFailure("Rejected", "RepoNotAllowed", f"local repositories are not allowed on this runner: {url!r}")
     if not local and not re.match(r"^(https?|ssh|git)://|^[A-Za-z0-9._-]+@[^:/]+:", url):
         raise GitFailure("Rejected", "RepoNotAllowed", f"unsupported repository URL {url!r}")
+    if url.startswith("http://") and credentials is not None and credentials.token:
+        raise GitFailure("Rejected", "InsecureTransport",
+                         "credentials are never sent over plain http://: use an https:// URL")
     if _USERINFO_PASSWORD.match(url):
         # It would sit in the mirror's config and in every message that names the URL.
         raise GitFailure("Rejected", "RepoNotAllowed",
@@ -138,6 +158,11 @@ class Workspace:
     # Network git calls (fetch, ls-remote, push) are killed after this long: a remote that accepts a
     # connection and then says nothing must not hold a mirror's lock (and every job of that repo) forever.
     network_timeout: float = 600.0
+    # file:// and local paths as remotes (dev mode, tests); otherwise git may not use the file transport.
+    allow_local: bool = False
+    # SSH without known_hosts in the credentials Secret: refused (the host could be anyone's), unless the
+    # pool opts out, then the first key seen is trusted (accept-new) for that one call.
+    accept_new_host_keys: bool = False
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -158,13 +183,23 @@ class Workspace:
     def git_env(self, credentials: Credentials) -> Iterator[dict[str, str]]:
         """Environment for one git child: no prompts, credentials only through askpass or a key file."""
         env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": str(self.askpass), "SSH_ASKPASS": str(self.askpass),
-               "GIT_CONFIG_NOSYSTEM": "1"}
+               "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+               "GIT_ALLOW_PROTOCOL": ":".join(_PROTOCOLS + (("file",) if self.allow_local else ())),
+               # Always ours, so that no core.sshCommand of a config file is ever run.
+               "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -F /dev/null",
+               "GIT_CONFIG_COUNT": str(len(_PINNED_CONFIG))}
+        for index, (key, value) in enumerate(_PINNED_CONFIG):
+            env[f"GIT_CONFIG_KEY_{index}"], env[f"GIT_CONFIG_VALUE_{index}"] = key, value
         keydir = None
         try:
             if credentials.token:
                 env["GIGAFACTORY_GIT_USERNAME"] = credentials.username
                 env["GIGAFACTORY_GIT_PASSWORD"] = credentials.token
             if credentials.ssh_key:
+                if not credentials.known_hosts and not self.accept_new_host_keys:
+                    raise GitFailure("Rejected", "NoKnownHosts",
+                                     "an SSH key without known_hosts in the credentials Secret: the host's key cannot be "
+                                     "verified (add known_hosts, or let the pool accept new host keys)")
                 keydir = tempfile.mkdtemp(prefix="gf-ssh-", dir=self.root)
                 key = pathlib.Path(keydir) / "key"
                 key.touch(mode=0o600)
@@ -173,7 +208,7 @@ class Workspace:
                 hosts.write_text(credentials.known_hosts)
                 checking = "yes" if credentials.known_hosts else "accept-new"
                 # Paths quoted: git hands this string to a shell, and a work dir may hold spaces.
-                env["GIT_SSH_COMMAND"] = (f"ssh -i {shlex.quote(str(key))} -o IdentitiesOnly=yes "
+                env["GIT_SSH_COMMAND"] = (f"ssh -F /dev/null -i {shlex.quote(str(key))} -o IdentitiesOnly=yes "
                                           f"-o UserKnownHostsFile={shlex.quote(str(hosts))} "
                                           f"-o StrictHostKeyChecking={checking} -o BatchMode=yes")
             yield env
@@ -203,6 +238,7 @@ class Workspace:
         """A bare repository per URL whose remote branches live under refs/remotes/origin/, fetched on
         every attempt under the mirror's lock. Its refs/heads/ holds only the attempts' gf/* branches,
         so a fetch (with --prune) never touches a branch that a running worktree has checked out."""
+        check_url(url, allow_local=self.allow_local, credentials=credentials)
         path = self.mirror_path(url)
         none = Credentials()
         async with self.lock(path):
@@ -210,16 +246,14 @@ class Workspace:
             if fresh:
                 shutil.rmtree(path, ignore_errors=True)
                 await self._git(None, ["init", "-q", "--bare", str(path)], none, failure=("InfraError", "MirrorFailed"))
-                await self._git(path, ["remote", "add", "origin", "--", url], none, failure=("InfraError", "MirrorFailed"))
-                await self._git(path, ["config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*"], none,
-                                failure=("InfraError", "MirrorFailed"))
-                # Worktrees share this config: agents that commit need an identity even in an image
-                # without a ~/.gitconfig (a profile's env can set GIT_AUTHOR_NAME and friends instead).
-                for key, value in (("user.name", "Gigafactory Agent"), ("user.email", "agent@gigafactory.invalid")):
-                    await self._git(path, ["config", key, value], none, failure=("InfraError", "MirrorFailed"))
+            # The config agents share through their worktrees is written anew before every fetch: what an
+            # earlier agent put there (a url.*.insteadOf sending our token elsewhere, a filter driver, an
+            # extension) is gone before credentials are in play.
+            await asyncio.to_thread(_write_mirror_config, path, url)
             try:
-                await self._git(path, ["fetch", "-q", "--prune", "--tags", "origin"], credentials,
-                                failure=("InfraError", "FetchFailed"), network=True)
+                # The URL itself, not the remote's name: nothing in a config file decides where credentials go.
+                await self._git(path, ["fetch", "-q", "--prune", "--tags", "--", url, "+refs/heads/*:refs/remotes/origin/*"],
+                                credentials, failure=("InfraError", "FetchFailed"), network=True)
             except GitFailure as exc:
                 if fresh:  # an empty mirror is no warm repo: the next attempt starts over
                     shutil.rmtree(path, ignore_errors=True)
@@ -295,6 +329,7 @@ class Workspace:
         one created while the agent ran: an empty --force-with-lease expectation means "must not exist",
         and the remote checks it atomically (a plain push would fast-forward such a branch)."""
         check_ref(branch, what="branch")
+        check_url(url, allow_local=self.allow_local, credentials=credentials)
         ref = f"refs/heads/{branch}"
         try:
             await self._git(worktree, ["push", f"--force-with-lease={ref}:", "--", url, f"HEAD:{ref}"],
@@ -313,6 +348,7 @@ class Workspace:
         job pushed): a branch someone has moved on since is kept. True when this call deleted it; False
         when the remote had it elsewhere or not at all (git says "stale info" for both)."""
         check_ref(branch, what="branch")
+        check_url(url, allow_local=self.allow_local, credentials=credentials)
         scratch = self.root / "cleanup.git"
         if not scratch.exists():
             await asyncio.to_thread(git.Repo.init, str(scratch), bare=True)
@@ -410,6 +446,20 @@ def _rejection(text: str) -> str:
     lines = [line.strip() for line in text.splitlines()
              if line.strip().startswith(("remote:", "!", "error:", "fatal:")) and "failed to push some refs" not in line]
     return " | ".join(lines)[-1500:] or _last_line(text)
+
+
+def _write_mirror_config(mirror: pathlib.Path, url: str) -> None:
+    """The mirror's whole config, as the runner wants it (git config --file writes it quoted right)."""
+    fresh = mirror / "config.gigafactory"
+    fresh.unlink(missing_ok=True)
+    env = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    # Worktrees share this config: agents that commit need an identity even in an image without a
+    # ~/.gitconfig (a profile's env can set GIT_AUTHOR_NAME and friends instead).
+    for key, value in (("core.repositoryformatversion", "0"), ("core.bare", "true"), ("remote.origin.url", url),
+                       ("remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*"),
+                       ("user.name", "Gigafactory Agent"), ("user.email", "agent@gigafactory.invalid")):
+        git.Git().execute(["git", "config", "--file", str(fresh), key, value], env=env)
+    os.replace(fresh, mirror / "config")
 
 
 def credentials_from_secret(data: Mapping[str, str]) -> Credentials:

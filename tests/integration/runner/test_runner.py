@@ -427,11 +427,12 @@ WRONG = "ghp_integration-wrong-token-1717"
 
 
 @pytest.fixture()
-def private_remote(tmp_path):
-    """A repository served over HTTP behind basic auth: only TOKEN gets in."""
+def private_remote(tmp_path, monkeypatch):
+    """A repository served over HTTPS behind basic auth: only TOKEN gets in."""
     bare = gitrepos.make_remote(tmp_path / "srv", name="private.git")
     server = gitserver.serve(tmp_path / "srv", token=TOKEN)
-    yield f"http://127.0.0.1:{server.server_address[1]}/private.git", bare
+    monkeypatch.setenv("GIT_SSL_CAINFO", server.ca)  # runners started by the test inherit it
+    yield f"{server.url}/private.git", bare
     server.shutdown()
 
 

@@ -15,4 +15,4 @@ def remote(tmp_path: pathlib.Path) -> pathlib.Path:
 
 @pytest.fixture()
 def workspace(tmp_path: pathlib.Path) -> worktrees.Workspace:
-    return worktrees.Workspace(tmp_path / "work")
+    return worktrees.Workspace(tmp_path / "work", allow_local=True)  # local bare remotes

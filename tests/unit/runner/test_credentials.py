@@ -18,10 +18,11 @@ WRONG = "ghp_wrong-token-0123456789"
 
 
 @pytest.fixture()
-def https_like_remote(tmp_path):
+def https_like_remote(tmp_path, monkeypatch):
     gitrepos.make_remote(tmp_path / "srv", name="repo.git")
     server = gitserver.serve(tmp_path / "srv", token=TOKEN)
-    yield f"http://127.0.0.1:{server.server_address[1]}/repo.git"
+    monkeypatch.setenv("GIT_SSL_CAINFO", server.ca)  # the test server's own CA
+    yield f"{server.url}/repo.git"
     server.shutdown()
 
 
@@ -66,14 +67,15 @@ async def test_a_repository_the_server_does_not_have(tmp_path, https_like_remote
 
 
 def test_ssh_key_is_a_private_file_only_for_the_call(tmp_path) -> None:
-    workspace = worktrees.Workspace(tmp_path / "work space")  # a space: the command line quotes its paths
+    # A space: the command line quotes its paths. Accepting new host keys: this pool opted out of known_hosts.
+    workspace = worktrees.Workspace(tmp_path / "work space", accept_new_host_keys=True)
     key_text = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-key-material\n-----END OPENSSH PRIVATE KEY-----"
     with workspace.git_env(worktrees.Credentials(ssh_key=key_text)) as env:
         command = env["GIT_SSH_COMMAND"]
         assert "secret-key-material" not in "".join(env.values())  # the key is a file, never a value
         key = pathlib.Path(command.split("-i ")[1].split(" -o")[0].strip("'"))
         assert key.read_text().startswith("-----BEGIN") and stat.S_IMODE(os.stat(key).st_mode) == 0o600
-        assert "IdentitiesOnly=yes" in command and "StrictHostKeyChecking=accept-new" in command
+        assert "IdentitiesOnly=yes" in command and "StrictHostKeyChecking=accept-new" in command  # the pool opted out
         assert "BatchMode=yes" in command
     assert not key.exists()
 

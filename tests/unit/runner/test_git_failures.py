@@ -58,7 +58,7 @@ async def test_a_remote_that_never_answers_is_cut_off(tmp_path) -> None:
     listener.listen(8)
     accepted: list[socket.socket] = []
     threading.Thread(target=lambda: accepted.extend(listener.accept()[0] for _ in range(1)), daemon=True).start()
-    workspace = worktrees.Workspace(tmp_path / "work", network_timeout=1.0)
+    workspace = worktrees.Workspace(tmp_path / "work", network_timeout=1.0, allow_local=True)
     started = time.monotonic()
     try:
         with pytest.raises(worktrees.GitFailure) as info:
