@@ -349,9 +349,17 @@ class Cluster:
         for field in ("plural", "kind"):
             if not names.get(field):
                 causes.append(errors.cause(f"spec.names.{field}", "FieldValueRequired", "Required value"))
+        if spec.get("scope") not in ("Cluster", "Namespaced"):
+            causes.append(errors.cause("spec.scope", "FieldValueNotSupported", f"Unsupported value: "
+                                       f"{json.dumps(spec.get('scope'))}: supported values: \"Cluster\", \"Namespaced\""))
         if not spec.get("versions"):
             causes.append(errors.cause("spec.versions", "FieldValueInvalid", "Invalid value: null: must have "
                                        "exactly one version marked as storage version"))
+        for index, version in enumerate(spec.get("versions") or []):
+            # apiextensions.k8s.io/v1 requires a structural schema for every version.
+            if not ((version or {}).get("schema") or {}).get("openAPIV3Schema"):
+                causes.append(errors.cause(f"spec.versions[{index}].schema.openAPIV3Schema", "FieldValueRequired",
+                                           "Required value: schemas are required"))
         if not causes and crd["metadata"]["name"] != f"{names['plural']}.{spec['group']}":
             causes.append(errors.cause("metadata.name", "FieldValueInvalid",
                                        f"Invalid value: {schemas.render(crd['metadata']['name'])}: must be "
@@ -549,6 +557,14 @@ class Cluster:
             raise errors.bad_request(f"error decoding YAML: {e}")
         if not isinstance(applied, dict):
             raise errors.bad_request("the applied configuration must be an object")
+        api_version, kind = str(applied.get("apiVersion") or ""), str(applied.get("kind") or "")
+        if not api_version or not kind:
+            group, _, version = api_version.rpartition("/")
+            raise errors.bad_request(f"invalid object type: {group}/{version}, Kind={kind}")
+        applied_name = (applied.get("metadata") or {}).get("name") if isinstance(applied.get("metadata"), dict) else None
+        if applied_name not in (None, "", name):
+            raise errors.bad_request(f"the name of the object ({applied_name}) does not match the name on the URL "
+                                     f"({name})")
         subresource = kw.pop("subresource")
         if old is None:
             if subresource:
