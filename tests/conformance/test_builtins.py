@@ -259,3 +259,31 @@ def test_list_parameters_are_parsed(raw, core, namespace, query, code):
         assert "c" in [i["metadata"]["name"] for i in body["items"]] and not body["metadata"].get("continue")
     else:
         assert body["reason"] == "BadRequest"
+
+
+@pytest.mark.parametrize("kind, path, data", [
+    ("ConfigMap", "configmaps", {"a": "1"}),
+    ("Secret", "secrets", {"a": "YQ=="}),
+])
+def test_immutable_data_stays(raw, namespace, kind, path, data):
+    base = f"/api/v1/namespaces/{namespace}/{path}"
+    code, _ = raw.json("POST", base, {"metadata": {"name": "x"}, "immutable": True, "data": data})
+    assert code == 201
+    for change, field in [({"data": {"a": "Yg=="}}, "data"), ({"immutable": False}, "immutable")]:
+        code, status = raw.json("PATCH", f"{base}/x", change, content_type="application/merge-patch+json")
+        assert (code, status["reason"]) == (422, "Invalid")
+        assert status["message"] == (f'{kind} "x" is invalid: {field}: Forbidden: field is immutable when '
+                                     f'`immutable` is set')
+    code, labelled = raw.json("PATCH", f"{base}/x", {"metadata": {"labels": {"a": "b"}}},
+                              content_type="application/merge-patch+json")
+    assert code == 200 and labelled["data"] == data
+
+
+def test_secret_type_is_immutable(raw, core, namespace):
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "s"}, "data": {"a": "YQ=="}})
+    code, status = raw.json("PATCH", f"/api/v1/namespaces/{namespace}/secrets/s", {"type": "example.com/other"},
+                            content_type="application/merge-patch+json")
+    assert (code, status["reason"]) == (422, "Invalid")
+    assert status["message"] == 'Secret "s" is invalid: type: Invalid value: "example.com/other": field is immutable'
+    replaced = core.replace_namespaced_secret("s", namespace, {"metadata": {"name": "s"}, "data": {"a": "Yg=="}})
+    assert replaced.type == "Opaque"  # a write without a type keeps the default

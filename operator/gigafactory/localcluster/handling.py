@@ -53,6 +53,24 @@ def _path_segment_causes(field: str, name: str, *, prefix: bool) -> list[dict[st
     return [errors.cause(field, "FieldValueInvalid", f"Invalid value: {json.dumps(name)}: {m}") for m in messages]
 
 
+def _immutable_causes(plural: str, old: Obj, new: Obj) -> list[dict[str, str]]:
+    """`immutable: true` freezes a ConfigMap's or Secret's data and the flag itself; a Secret's type
+    never changes."""
+    causes = []
+    if old.get("immutable"):
+        for field in ("data", "binaryData") if plural == "configmaps" else ("data",):
+            if (old.get(field) or {}) != (new.get(field) or {}):
+                causes.append(errors.cause(field, "FieldValueForbidden",
+                                           "Forbidden: field is immutable when `immutable` is set"))
+        if not new.get("immutable"):
+            causes.append(errors.cause("immutable", "FieldValueForbidden",
+                                       "Forbidden: field is immutable when `immutable` is set"))
+    if plural == "secrets" and old.get("type") != new.get("type"):
+        causes.append(errors.cause("type", "FieldValueInvalid",
+                                   f"Invalid value: {json.dumps(new.get('type'))}: field is immutable"))
+    return causes
+
+
 def _check_secret_data(obj: Obj) -> None:
     for value in (obj.get("data") or {}).values() if isinstance(obj.get("data"), dict) else []:
         text = value if isinstance(value, str) else ""
@@ -336,6 +354,8 @@ class Cluster:
                 raise errors.invalid(kind="Event", group="", name=name, causes=causes + event_causes)
         if resource.plural == "configmaps" and not resource.group:
             causes += _validate_configmap(obj)
+        if resource.plural in ("configmaps", "secrets") and not resource.group and old is not None:
+            causes += _immutable_causes(resource.plural, old, obj)
         if causes:
             raise errors.invalid(kind=resource.kind, group=resource.group, name=name, causes=causes)
         return obj
@@ -475,6 +495,8 @@ class Cluster:
         if resource.plural == "namespaces" and not resource.group and subresource != "status":
             obj["spec"] = patching.copy(old.get("spec") or {})  # spec.finalizers changes only via /finalize
         _fold_string_data(resource, obj)
+        if resource.plural == "secrets" and not resource.group and subresource != "status":
+            obj.setdefault("type", "Opaque")  # defaulted on every write, as when kube-apiserver decodes
         self._admit(resource, obj, old, field_validation=field_validation, warnings=warnings)
         if resource.generation and subresource != "status" and self._spec_changed(resource, old, obj):
             meta["generation"] = old_meta.get("generation", 1) + 1
