@@ -287,3 +287,25 @@ def test_secret_type_is_immutable(raw, core, namespace):
     assert status["message"] == 'Secret "s" is invalid: type: Invalid value: "example.com/other": field is immutable'
     replaced = core.replace_namespaced_secret("s", namespace, {"metadata": {"name": "s"}, "data": {"a": "Yg=="}})
     assert replaced.type == "Opaque"  # a write without a type keeps the default
+
+
+def test_events_api_creates_are_strict(raw, namespace):
+    path = f"/apis/events.k8s.io/v1/namespaces/{namespace}/events"
+    good = {"metadata": {"name": "e"}, "reason": "R", "action": "A", "reportingController": "example.com/c",
+            "reportingInstance": "i", "eventTime": "2026-01-01T01:00:00.000001+01:00", "type": "Normal",
+            "regarding": {"kind": "Widget", "name": "w", "namespace": namespace}}
+    code, status = raw.json("POST", path, {**good, "eventTime": None, "type": "Loud"})
+    assert (code, status["reason"]) == (422, "Invalid")
+    assert [c["field"] for c in status["details"]["causes"]] == ["eventTime", "type"]
+    code, status = raw.json("POST", path, {**good, "eventTime": "2026-01-01T00:00:00Z"})
+    assert (code, status["reason"]) == (400, "BadRequest")
+    code, created = raw.json("POST", path, good)
+    assert code == 201 and created["eventTime"] == "2026-01-01T00:00:00.000001Z"
+
+
+def test_core_event_timestamps_are_stored_to_the_second(raw, namespace):
+    code, created = raw.json("POST", f"/api/v1/namespaces/{namespace}/events", {
+        "metadata": {"name": "e"}, "reason": "R", "involvedObject": {"kind": "Widget", "name": "w",
+                                                                     "namespace": namespace},
+        "firstTimestamp": "2026-01-01T01:00:00.5+01:00"})
+    assert code == 201 and created["firstTimestamp"] == "2026-01-01T00:00:00Z"

@@ -132,21 +132,66 @@ def _check_lease(obj: Obj) -> list[dict[str, str]]:
     return causes
 
 
-def _validate_event(event: Obj) -> list[dict[str, str]]:
-    """kube-apiserver's legacy Event rule: the involved object's namespace must be the event's (an
-    event about a cluster-scoped object lives in "default"; with eventTime also in "kube-system")."""
+def _normalize_event_times(event: Obj) -> None:
+    """eventTime (and series.lastObservedTime) are MicroTimes: six fractional digits or 400; the
+    legacy timestamps are Times: any RFC 3339, stored to the second in UTC."""
+    for holder, field in ((event, "eventTime"), (event.get("series"), "lastObservedTime")):
+        value = holder.get(field) if isinstance(holder, dict) else None
+        if value is None:
+            continue
+        if not isinstance(value, str) or not _MICRO_TIME.fullmatch(value):
+            raise errors.bad_request(f'Event in version "v1" cannot be handled as a Event: parsing time '
+                                     f'"{value}" as "2006-01-02T15:04:05.000000Z07:00": cannot parse "{str(value)[19:]}" '
+                                     f'as ".000000"')
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        holder[field] = moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for field in ("firstTimestamp", "lastTimestamp", "deprecatedFirstTimestamp", "deprecatedLastTimestamp"):
+        value = event.get(field)
+        if not isinstance(value, str) or not value:
+            continue
+        try:
+            moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise errors.bad_request(f'Event in version "v1" cannot be handled as a Event: parsing time '
+                                     f'"{value}" as "2006-01-02T15:04:05Z07:00": cannot parse "{value}"') from None
+        event[field] = moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _validate_event(event: Obj, *, events_api: bool = False, creating: bool = True) -> list[dict[str, str]]:
+    """kube-apiserver's Event rules, on the core shape: the legacy ones for every request (the
+    involved object's namespace must be the event's — an event about a cluster-scoped object lives in
+    "default", with eventTime also in "kube-system" — and an eventTime needs the reporting fields),
+    and the strict ones for creates through events.k8s.io/v1."""
     namespace = event["metadata"].get("namespace") or ""
     involved = (event.get("involvedObject") or {}).get("namespace") or ""
+    causes = []
     if event.get("eventTime"):
         wrong = not involved and namespace not in ("default", "kube-system")
     elif not involved:
         wrong = namespace not in ("", "default")
     else:
         wrong = namespace != involved
-    if not wrong:
-        return []
-    return [errors.cause("involvedObject.namespace", "FieldValueInvalid",
-                         f"Invalid value: {json.dumps(involved)}: does not match event.namespace")]
+    if wrong:
+        causes.append(errors.cause("involvedObject.namespace", "FieldValueInvalid",
+                                   f"Invalid value: {json.dumps(involved)}: does not match event.namespace"))
+    if event.get("eventTime"):
+        controller = "reportingController" if events_api else "reportingComponent"
+        for field, key in ((controller, "reportingComponent"), ("reportingInstance", "reportingInstance"),
+                           ("action", "action"), ("reason", "reason")):
+            if not event.get(key):
+                causes.append(errors.cause(field, "FieldValueRequired", "Required value"))
+    if events_api and creating:
+        if not event.get("eventTime"):
+            causes.append(errors.cause("eventTime", "FieldValueRequired", "Required value"))
+        if event.get("type") not in ("Normal", "Warning"):
+            causes.append(errors.cause("type", "FieldValueInvalid",
+                                       f'Invalid value: "": has invalid value: {event.get("type") or ""}'))
+        for field in ("firstTimestamp", "lastTimestamp", "count"):
+            if event.get(field):
+                causes.append(errors.cause(field, "FieldValueInvalid", 'Invalid value: "": needs to be unset'))
+        if any((event.get("source") or {}).get(k) for k in ("component", "host")):
+            causes.append(errors.cause("source", "FieldValueInvalid", 'Invalid value: "": needs to be unset'))
+    return causes
 
 
 _CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
@@ -293,8 +338,8 @@ class Cluster:
         name = meta.get("name", "")
         causes = []
         generate = meta.get("generateName")
-        if resources.storage_key(resource) == ("", "events"):
-            # Event names are only path segments (kubelet's "<pod>.<hash>" style, any case).
+        if resources.storage_key(resource) == ("", "events") and not resource.group:
+            # Event names are only path segments through the core API (kubelet's "<pod>.<hash>", any case).
             if isinstance(generate, str) and generate:
                 causes += _path_segment_causes("metadata.generateName", generate, prefix=True)
             causes += _path_segment_causes("metadata.name", name, prefix=False)
@@ -348,8 +393,9 @@ class Cluster:
         if resource.plural == "customresourcedefinitions":
             causes += self._validate_crd(obj)
         if resources.storage_key(resource) == ("", "events"):
+            _normalize_event_times(obj)
             event = obj if obj.get("apiVersion") == "v1" else conversions.events_to_core(obj)
-            event_causes = _validate_event(event)
+            event_causes = _validate_event(event, events_api=bool(resource.group), creating=old is None)
             if event_causes:  # validated as the internal core Event, whichever API it came through
                 raise errors.invalid(kind="Event", group="", name=name, causes=causes + event_causes)
         if resource.plural == "configmaps" and not resource.group:
