@@ -259,3 +259,53 @@ def test_list_parameters_are_parsed(raw, core, namespace, query, code):
         assert "c" in [i["metadata"]["name"] for i in body["items"]] and not body["metadata"].get("continue")
     else:
         assert body["reason"] == "BadRequest"
+
+
+@pytest.mark.parametrize("kind, path, data", [
+    ("ConfigMap", "configmaps", {"a": "1"}),
+    ("Secret", "secrets", {"a": "YQ=="}),
+])
+def test_immutable_data_stays(raw, namespace, kind, path, data):
+    base = f"/api/v1/namespaces/{namespace}/{path}"
+    code, _ = raw.json("POST", base, {"metadata": {"name": "x"}, "immutable": True, "data": data})
+    assert code == 201
+    for change, field in [({"data": {"a": "Yg=="}}, "data"), ({"immutable": False}, "immutable")]:
+        code, status = raw.json("PATCH", f"{base}/x", change, content_type="application/merge-patch+json")
+        assert (code, status["reason"]) == (422, "Invalid")
+        assert status["message"] == (f'{kind} "x" is invalid: {field}: Forbidden: field is immutable when '
+                                     f'`immutable` is set')
+    code, labelled = raw.json("PATCH", f"{base}/x", {"metadata": {"labels": {"a": "b"}}},
+                              content_type="application/merge-patch+json")
+    assert code == 200 and labelled["data"] == data
+
+
+def test_secret_type_is_immutable(raw, core, namespace):
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "s"}, "data": {"a": "YQ=="}})
+    code, status = raw.json("PATCH", f"/api/v1/namespaces/{namespace}/secrets/s", {"type": "example.com/other"},
+                            content_type="application/merge-patch+json")
+    assert (code, status["reason"]) == (422, "Invalid")
+    assert status["message"] == 'Secret "s" is invalid: type: Invalid value: "example.com/other": field is immutable'
+    replaced = core.replace_namespaced_secret("s", namespace, {"metadata": {"name": "s"}, "data": {"a": "Yg=="}})
+    assert replaced.type == "Opaque"  # a write without a type keeps the default
+
+
+def test_events_api_creates_are_strict(raw, namespace):
+    path = f"/apis/events.k8s.io/v1/namespaces/{namespace}/events"
+    good = {"metadata": {"name": "e"}, "reason": "R", "action": "A", "reportingController": "example.com/c",
+            "reportingInstance": "i", "eventTime": "2026-01-01T01:00:00.000001+01:00", "type": "Normal",
+            "regarding": {"kind": "Widget", "name": "w", "namespace": namespace}}
+    code, status = raw.json("POST", path, {**good, "eventTime": None, "type": "Loud"})
+    assert (code, status["reason"]) == (422, "Invalid")
+    assert [c["field"] for c in status["details"]["causes"]] == ["eventTime", "type"]
+    code, status = raw.json("POST", path, {**good, "eventTime": "2026-01-01T00:00:00Z"})
+    assert (code, status["reason"]) == (400, "BadRequest")
+    code, created = raw.json("POST", path, good)
+    assert code == 201 and created["eventTime"] == "2026-01-01T00:00:00.000001Z"
+
+
+def test_core_event_timestamps_are_stored_to_the_second(raw, namespace):
+    code, created = raw.json("POST", f"/api/v1/namespaces/{namespace}/events", {
+        "metadata": {"name": "e"}, "reason": "R", "involvedObject": {"kind": "Widget", "name": "w",
+                                                                     "namespace": namespace},
+        "firstTimestamp": "2026-01-01T01:00:00.5+01:00"})
+    assert code == 201 and created["firstTimestamp"] == "2026-01-01T00:00:00Z"

@@ -123,3 +123,25 @@ def test_crd_created_and_deleted_through_the_api(api_client, kubectl):
             return e.status == 404
         return False
     wait_for(unserved, timeout=60, message="the resource to stop being served")
+
+
+@pytest.mark.parametrize("change, field, message", [
+    pytest.param({"scope": "Everywhere"}, "spec.scope",
+                 'Unsupported value: "Everywhere": supported values: "Cluster", "Namespaced"', id="scope"),
+    pytest.param({"versions": [{"name": "v1", "served": True, "storage": True}]},
+                 "spec.versions[0].schema.openAPIV3Schema", "Required value: schemas are required", id="no-schema"),
+])
+def test_invalid_crds_are_rejected(api_client, change, field, message):
+    extensions = kubernetes.client.ApiextensionsV1Api(api_client)
+    spec = {"group": "invalid.conformance.gigafactory.dev", "scope": "Namespaced",
+            "names": {"kind": "Nope", "plural": "nopes"},
+            "versions": [{"name": "v1", "served": True, "storage": True,
+                          "schema": {"openAPIV3Schema": {"type": "object"}}}], **change}
+    with pytest.raises(kubernetes.client.ApiException) as error:
+        extensions.create_custom_resource_definition({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "nopes.invalid.conformance.gigafactory.dev"}, "spec": spec})
+    status = json.loads(error.value.body)
+    assert (error.value.status, status["reason"]) == (422, "Invalid")
+    assert {"field": field, "message": message} in [{k: c[k] for k in ("field", "message")}
+                                                    for c in status["details"]["causes"]]

@@ -202,8 +202,9 @@ def test_watch_too_old_resource_version_is_gone(custom, namespace, watch):
     assert stream.ended.wait(10), "the watch did not end after its ERROR event"
 
 
-@pytest.mark.embedded_only  # kube-apiserver's window holds up to 100k events per resource and grows
-# while they are younger than 75 s: no test can push an event out of it on a real server.
+# embedded_only: kube-apiserver's window holds up to 100k events per resource and keeps growing while
+# they are younger than 75 s, so no test can push an event out of it on a real server.
+@pytest.mark.embedded_only
 def test_watch_window_overflow_is_gone(core, namespace, watch, local_cluster):
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}})
     since = core.read_namespaced_config_map("c", namespace).metadata.resource_version

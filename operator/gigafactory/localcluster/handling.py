@@ -53,6 +53,24 @@ def _path_segment_causes(field: str, name: str, *, prefix: bool) -> list[dict[st
     return [errors.cause(field, "FieldValueInvalid", f"Invalid value: {json.dumps(name)}: {m}") for m in messages]
 
 
+def _immutable_causes(plural: str, old: Obj, new: Obj) -> list[dict[str, str]]:
+    """`immutable: true` freezes a ConfigMap's or Secret's data and the flag itself; a Secret's type
+    never changes."""
+    causes = []
+    if old.get("immutable"):
+        for field in ("data", "binaryData") if plural == "configmaps" else ("data",):
+            if (old.get(field) or {}) != (new.get(field) or {}):
+                causes.append(errors.cause(field, "FieldValueForbidden",
+                                           "Forbidden: field is immutable when `immutable` is set"))
+        if not new.get("immutable"):
+            causes.append(errors.cause("immutable", "FieldValueForbidden",
+                                       "Forbidden: field is immutable when `immutable` is set"))
+    if plural == "secrets" and old.get("type") != new.get("type"):
+        causes.append(errors.cause("type", "FieldValueInvalid",
+                                   f"Invalid value: {json.dumps(new.get('type'))}: field is immutable"))
+    return causes
+
+
 def _check_secret_data(obj: Obj) -> None:
     for value in (obj.get("data") or {}).values() if isinstance(obj.get("data"), dict) else []:
         text = value if isinstance(value, str) else ""
@@ -114,21 +132,66 @@ def _check_lease(obj: Obj) -> list[dict[str, str]]:
     return causes
 
 
-def _validate_event(event: Obj) -> list[dict[str, str]]:
-    """kube-apiserver's legacy Event rule: the involved object's namespace must be the event's (an
-    event about a cluster-scoped object lives in "default"; with eventTime also in "kube-system")."""
+def _normalize_event_times(event: Obj) -> None:
+    """eventTime (and series.lastObservedTime) are MicroTimes: six fractional digits or 400; the
+    legacy timestamps are Times: any RFC 3339, stored to the second in UTC."""
+    for holder, field in ((event, "eventTime"), (event.get("series"), "lastObservedTime")):
+        value = holder.get(field) if isinstance(holder, dict) else None
+        if value is None:
+            continue
+        if not isinstance(value, str) or not _MICRO_TIME.fullmatch(value):
+            raise errors.bad_request(f'Event in version "v1" cannot be handled as a Event: parsing time '
+                                     f'"{value}" as "2006-01-02T15:04:05.000000Z07:00": cannot parse "{str(value)[19:]}" '
+                                     f'as ".000000"')
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        holder[field] = moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for field in ("firstTimestamp", "lastTimestamp", "deprecatedFirstTimestamp", "deprecatedLastTimestamp"):
+        value = event.get(field)
+        if not isinstance(value, str) or not value:
+            continue
+        try:
+            moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise errors.bad_request(f'Event in version "v1" cannot be handled as a Event: parsing time '
+                                     f'"{value}" as "2006-01-02T15:04:05Z07:00": cannot parse "{value}"') from None
+        event[field] = moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _validate_event(event: Obj, *, events_api: bool = False, creating: bool = True) -> list[dict[str, str]]:
+    """kube-apiserver's Event rules, on the core shape: the legacy ones for every request (the
+    involved object's namespace must be the event's — an event about a cluster-scoped object lives in
+    "default", with eventTime also in "kube-system" — and an eventTime needs the reporting fields),
+    and the strict ones for creates through events.k8s.io/v1."""
     namespace = event["metadata"].get("namespace") or ""
     involved = (event.get("involvedObject") or {}).get("namespace") or ""
+    causes = []
     if event.get("eventTime"):
         wrong = not involved and namespace not in ("default", "kube-system")
     elif not involved:
         wrong = namespace not in ("", "default")
     else:
         wrong = namespace != involved
-    if not wrong:
-        return []
-    return [errors.cause("involvedObject.namespace", "FieldValueInvalid",
-                         f"Invalid value: {json.dumps(involved)}: does not match event.namespace")]
+    if wrong:
+        causes.append(errors.cause("involvedObject.namespace", "FieldValueInvalid",
+                                   f"Invalid value: {json.dumps(involved)}: does not match event.namespace"))
+    if event.get("eventTime"):
+        controller = "reportingController" if events_api else "reportingComponent"
+        for field, key in ((controller, "reportingComponent"), ("reportingInstance", "reportingInstance"),
+                           ("action", "action"), ("reason", "reason")):
+            if not event.get(key):
+                causes.append(errors.cause(field, "FieldValueRequired", "Required value"))
+    if events_api and creating:
+        if not event.get("eventTime"):
+            causes.append(errors.cause("eventTime", "FieldValueRequired", "Required value"))
+        if event.get("type") not in ("Normal", "Warning"):
+            causes.append(errors.cause("type", "FieldValueInvalid",
+                                       f'Invalid value: "": has invalid value: {event.get("type") or ""}'))
+        for field in ("firstTimestamp", "lastTimestamp", "count"):
+            if event.get(field):
+                causes.append(errors.cause(field, "FieldValueInvalid", 'Invalid value: "": needs to be unset'))
+        if any((event.get("source") or {}).get(k) for k in ("component", "host")):
+            causes.append(errors.cause("source", "FieldValueInvalid", 'Invalid value: "": needs to be unset'))
+    return causes
 
 
 _CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
@@ -275,8 +338,8 @@ class Cluster:
         name = meta.get("name", "")
         causes = []
         generate = meta.get("generateName")
-        if resources.storage_key(resource) == ("", "events"):
-            # Event names are only path segments (kubelet's "<pod>.<hash>" style, any case).
+        if resources.storage_key(resource) == ("", "events") and not resource.group:
+            # Event names are only path segments through the core API (kubelet's "<pod>.<hash>", any case).
             if isinstance(generate, str) and generate:
                 causes += _path_segment_causes("metadata.generateName", generate, prefix=True)
             causes += _path_segment_causes("metadata.name", name, prefix=False)
@@ -330,12 +393,15 @@ class Cluster:
         if resource.plural == "customresourcedefinitions":
             causes += self._validate_crd(obj)
         if resources.storage_key(resource) == ("", "events"):
+            _normalize_event_times(obj)
             event = obj if obj.get("apiVersion") == "v1" else conversions.events_to_core(obj)
-            event_causes = _validate_event(event)
+            event_causes = _validate_event(event, events_api=bool(resource.group), creating=old is None)
             if event_causes:  # validated as the internal core Event, whichever API it came through
                 raise errors.invalid(kind="Event", group="", name=name, causes=causes + event_causes)
         if resource.plural == "configmaps" and not resource.group:
             causes += _validate_configmap(obj)
+        if resource.plural in ("configmaps", "secrets") and not resource.group and old is not None:
+            causes += _immutable_causes(resource.plural, old, obj)
         if causes:
             raise errors.invalid(kind=resource.kind, group=resource.group, name=name, causes=causes)
         return obj
@@ -349,9 +415,17 @@ class Cluster:
         for field in ("plural", "kind"):
             if not names.get(field):
                 causes.append(errors.cause(f"spec.names.{field}", "FieldValueRequired", "Required value"))
+        if spec.get("scope") not in ("Cluster", "Namespaced"):
+            causes.append(errors.cause("spec.scope", "FieldValueNotSupported", f"Unsupported value: "
+                                       f"{json.dumps(spec.get('scope'))}: supported values: \"Cluster\", \"Namespaced\""))
         if not spec.get("versions"):
             causes.append(errors.cause("spec.versions", "FieldValueInvalid", "Invalid value: null: must have "
                                        "exactly one version marked as storage version"))
+        for index, version in enumerate(spec.get("versions") or []):
+            # apiextensions.k8s.io/v1 requires a structural schema for every version.
+            if not ((version or {}).get("schema") or {}).get("openAPIV3Schema"):
+                causes.append(errors.cause(f"spec.versions[{index}].schema.openAPIV3Schema", "FieldValueRequired",
+                                           "Required value: schemas are required"))
         if not causes and crd["metadata"]["name"] != f"{names['plural']}.{spec['group']}":
             causes.append(errors.cause("metadata.name", "FieldValueInvalid",
                                        f"Invalid value: {schemas.render(crd['metadata']['name'])}: must be "
@@ -467,6 +541,8 @@ class Cluster:
         if resource.plural == "namespaces" and not resource.group and subresource != "status":
             obj["spec"] = patching.copy(old.get("spec") or {})  # spec.finalizers changes only via /finalize
         _fold_string_data(resource, obj)
+        if resource.plural == "secrets" and not resource.group and subresource != "status":
+            obj.setdefault("type", "Opaque")  # defaulted on every write, as when kube-apiserver decodes
         self._admit(resource, obj, old, field_validation=field_validation, warnings=warnings)
         if resource.generation and subresource != "status" and self._spec_changed(resource, old, obj):
             meta["generation"] = old_meta.get("generation", 1) + 1
@@ -549,6 +625,14 @@ class Cluster:
             raise errors.bad_request(f"error decoding YAML: {e}")
         if not isinstance(applied, dict):
             raise errors.bad_request("the applied configuration must be an object")
+        api_version, kind = str(applied.get("apiVersion") or ""), str(applied.get("kind") or "")
+        if not api_version or not kind:
+            group, _, version = api_version.rpartition("/")
+            raise errors.bad_request(f"invalid object type: {group}/{version}, Kind={kind}")
+        applied_name = (applied.get("metadata") or {}).get("name") if isinstance(applied.get("metadata"), dict) else None
+        if applied_name not in (None, "", name):
+            raise errors.bad_request(f"the name of the object ({applied_name}) does not match the name on the URL "
+                                     f"({name})")
         subresource = kw.pop("subresource")
         if old is None:
             if subresource:

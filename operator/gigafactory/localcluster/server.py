@@ -296,11 +296,14 @@ class Server:
         if verb == "patch":
             content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
             raw = await request.read()
+            # Server-side apply creates a missing object, and then answers 201 like a create.
+            created = content_type == "application/apply-patch+yaml" and subresource is None and cluster.store.get(
+                resources.storage_key(resource), namespace or "", name or "") is None
             obj = cluster.patch(resource, namespace, name or "", raw, content_type, subresource=subresource,
                                 field_validation=field_validation, dry_run=dry_run,
                                 field_manager=query.get("fieldManager"), force=query.get("force") == "true",
                                 warnings=warnings)
-            return respond(obj, headers=_warning_headers(warnings))
+            return respond(obj, status=201 if created and not dry_run else 200, headers=_warning_headers(warnings))
         options = await _delete_options(request)
         dry_run = dry_run or "All" in (options.get("dryRun") or [])
         if verb == "delete":
