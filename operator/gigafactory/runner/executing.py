@@ -9,6 +9,7 @@ import logging
 import os
 import pathlib
 import signal
+import time
 from collections.abc import Mapping, Sequence
 
 logger = logging.getLogger(__name__)
@@ -130,4 +131,21 @@ def kill_orphans(directory: pathlib.Path) -> list[int]:
             _signal_group(pid, signal.SIGKILL)
             killed.append(pid)
         pid_file.unlink(missing_ok=True)
+    # SIGKILL lands asynchronously (later still on a busy machine): the sweep that follows removes the
+    # agents' worktrees, so wait (bounded) until they are really gone.
+    deadline = time.monotonic() + ORPHAN_DEATH_SECONDS
+    while any(_running(pid) for pid in killed) and time.monotonic() < deadline:
+        time.sleep(0.02)
     return killed
+
+
+ORPHAN_DEATH_SECONDS = 10.0
+
+
+def _running(pid: int) -> bool:
+    """Whether pid is a live process (a zombie is dead: it only waits for its parent to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False

@@ -219,6 +219,8 @@ async def test_orphan_kill_spares_a_process_that_reused_the_pid(tmp_path) -> Non
     try:
         killed = executing.kill_orphans(agents)
         assert killed == [orphan.pid]
+        # Dead by the time it returns (the sweep removes its worktree next): at most a zombie waiting for us.
+        assert not executing._running(orphan.pid)
         await asyncio.wait_for(orphan.wait(), 5)
         assert stranger.poll() is None
         assert list(agents.iterdir()) == []
