@@ -447,14 +447,16 @@ async def _burst(s: Session, n: int, watch: Watch, processes: tuple[Process, ...
     return n / (last - started)
 
 
-async def writes(s: Session) -> tuple[int, str]:
+async def writes(s: Session) -> tuple[int | None, str]:
     """Writes the API server has served so far, and where the count comes from: the embedded server's
     counters, or kube-apiserver's apiserver_request_total (every client's, the control plane's own
     few included: over a benchmark's seconds they are a handful among thousands)."""
     if s.server:
         return sum(n for (verb, _), n in (await s.requests()).items() if verb in ("create", "patch", "update", "delete")), "embedded server counters"
-    text = await s.client.session.get(s.client.credentials.server + "/metrics")
-    body = await text.text()
+    async with s.client.session.get(s.client.credentials.server + "/metrics") as response:
+        if response.status != 200:
+            return None, f"n/a: the server's /metrics answered {response.status}"
+        body = await response.text()
     total = 0.0
     for line in body.splitlines():
         if line.startswith("apiserver_request_total{"):
@@ -479,7 +481,8 @@ async def bind(api: Api, sizes: Sizes) -> dict[str, Any]:
             writes_after, source = await writes(s)
     return {"jobs": sizes.bind_jobs, "pods": sizes.bind_pods, "slots_per_pod": slots, "binds_per_second": round(rate),
             "operator_cpu_seconds": round(cpu, 2), "cycles": cycles,
-            "writes_per_job": round((writes_after - writes_before) / sizes.bind_jobs, 1), "writes_counted_by": source}
+            "writes_per_job": round((writes_after - writes_before) / sizes.bind_jobs, 1) if writes_after is not None and writes_before is not None
+            else "n/a", "writes_counted_by": source}
 
 
 def cpu_seconds(pid: int) -> float:
