@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/suite.py                 # all scenarios, full sizes (about 12 minutes)
     .venv/bin/python benchmarks/suite.py --quick         # tiny sizes, seconds: the CI smoke run
     .venv/bin/python benchmarks/suite.py --only raw,bind --json out.json
-    .venv/bin/python benchmarks/suite.py --kubeconfig FILE   # a real cluster (CRDs installed), API scenarios only
+    .venv/bin/python benchmarks/suite.py --kubeconfig FILE   # a real cluster: every scenario
+    python -m tests.controlplane --kubeconfig /tmp/real.kc -- .venv/bin/python benchmarks/suite.py --kubeconfig /tmp/real.kc
 
 Scenarios (each prints a table row set and returns its figures):
   raw      the API server's create+patch pairs/s from one client (16 in flight): the physical limit
@@ -12,9 +13,25 @@ Scenarios (each prints a table row set and returns its figures):
   naive    the same load through a minimal kopf operator binding in a per-object create handler
   latency  apply → Bound at a steady 20 jobs/s: p50, p99
   cycle    one scheduling cycle in-process (no API): 1k×100, 5k×500, 10k×1k jobs × pods, CPU time
-  idle     10 runner pods renewing heartbeats, no jobs, N minutes: requests by verb at the server
+  idle     10 runner pods renewing heartbeats, no jobs, N minutes: the operator's requests by verb
   memory   operator RSS with 10,000 AgentJobs present (9,000 finished)
   e2e      real runners (5 × 4 slots), the script agent, real git: jobs/s and where the time goes
+
+With --kubeconfig (a real cluster) every scenario runs too; the differences, each said in its figures:
+  - the embedded server is fresh per scenario; on a cluster each scenario gets namespaces and a
+    Factory of its own (`<name>-<scenario>-<run>`, labelled bench.gigafactory.dev/run) and removes
+    them when it ends, however it ends (failure, Ctrl-C, SIGTERM): its operator stopped, then the
+    finalizers left on what it created stripped (gigafactory.dev/cleanup, gigafactory.dev/drain,
+    the naive peer's), then jobs, Factory and namespaces deleted, waiting until they are gone
+    (bounded). A run first removes what an earlier, killed run left, and installs the CRDs of
+    crds/ when they are missing;
+  - bind's writes per job: kube-apiserver's apiserver_request_total (every client's) instead of the
+    embedded server's counters;
+  - idle: the operator talks to the cluster through a counting proxy in the suite, so its figure is
+    the operator's requests alone (the embedded server counts at the server);
+  - memory is the operator's RSS on either server; the API server's memory is not measured.
+Every wait is bounded: a burst that stops binding for 60 s, an operator that exits, or a deadline
+ends the scenario with an error saying so, and the next scenario runs.
 
 A kubeconfig is used only when given with --kubeconfig; $KUBECONFIG is never read.
 """
@@ -28,6 +45,7 @@ import json
 import os
 import pathlib
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -838,6 +856,17 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             print(f"| {f'{scenario} {key}'.ljust(width)} | {value} |")
 
 
+@contextlib.contextmanager
+def keep_logs(work: pathlib.Path, to: pathlib.Path | None) -> Any:
+    try:
+        yield
+    finally:
+        if to is not None:
+            to.mkdir(parents=True, exist_ok=True)
+            for log in work.glob("*.log"):
+                shutil.copy(log, to / log.name)
+
+
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: the CI smoke run")
@@ -845,6 +874,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=pathlib.Path, help="also write the figures to this file")
     parser.add_argument("--kubeconfig", help="a real cluster (its CRDs installed); never taken from $KUBECONFIG")
     parser.add_argument("--idle-minutes", type=float, default=None)
+    parser.add_argument("--logs", type=pathlib.Path, help="keep the processes' logs (operator, runners, servers) in this directory")
     args = parser.parse_args(argv)
     sizes = dataclasses.replace(QUICK) if args.quick else Sizes()
     if args.idle_minutes is not None:
@@ -860,7 +890,7 @@ async def main(argv: list[str] | None = None) -> int:
     if task is not None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(signum, task.cancel)
-    with tempfile.TemporaryDirectory(prefix="gigafactory-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gigafactory-bench-") as tmp, keep_logs(pathlib.Path(tmp), args.logs):
         api = Api(args.kubeconfig, pathlib.Path(tmp))
         if api.real:
             print(f"real API server: CRDs {await api.ensure_crds()}; run {api.run}", flush=True)
