@@ -46,7 +46,12 @@ def _answer(client: kubernetes.client.ApiClient, doc: dict, namespace: str) -> t
         body = json.loads(error.body)
         causes = sorted((c.get("field"), c.get("reason"), c.get("message"))
                         for c in (body.get("details") or {}).get("causes") or [])
-        return error.status, body.get("reason"), body.get("message"), causes
+        message = body.get("message") or ""
+        # The message lists the causes in kube-apiserver's schema-walk order, which follows Go's map
+        # iteration (random between sibling fields): compare its head and that it holds every cause.
+        for field, _, text in causes:
+            assert f"{field}: {text}" in message, (field, text, message)
+        return error.status, body.get("reason"), message.split(" is invalid:")[0], causes
     return ("accepted",)
 
 
