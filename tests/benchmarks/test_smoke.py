@@ -12,6 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.xdist_group("benchmarks")
 
 
+@pytest.mark.timeout(400)  # the suite's own bound is 300 s; pytest's default (120 s) is for single tests
 def test_the_quick_suite_runs_every_scenario_and_prints_its_figures(tmp_path, cluster_mode) -> None:
     if cluster_mode == "real":
         pytest.skip("the smoke run uses the embedded API server")

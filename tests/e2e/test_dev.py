@@ -16,6 +16,7 @@ import time
 
 import git
 import pyte
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -90,6 +91,7 @@ def _on_a_terminal(command: list[str], cwd: pathlib.Path, env: dict[str, str], *
     return process.returncode, "\n".join(line.rstrip() for line in screen.display).strip()
 
 
+@pytest.mark.timeout(600)  # three runs of up to 120 s each, and their start-ups
 def test_make_dev_runs_again_and_again_with_every_example_succeeded(tmp_path) -> None:
     """`make dev ARGS=--exit-when-done` three times in one clone: each run starts clean (and says so),
     every example job Succeeded, and the last words stay on the screen below a table that shows the
