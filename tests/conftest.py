@@ -23,6 +23,7 @@ Fixtures:
                   kubeconfigs for any user with control_plane.kubeconfig_for(user, groups)
     api_client    a kubernetes.client.ApiClient built from that kubeconfig (session)
     kubectl       kubectl(*args, input=None, check=True) → CompletedProcess, with --kubeconfig (session)
+    gf            gf(*args, code=0, input=None) → output of the gigafactory CLI, with --kubeconfig
     install_crds  install_crds(*paths) → applies CRD manifests with kubectl, waits until Established (session)
     namespace     a fresh namespace per test, deleted afterwards
 """
@@ -162,6 +163,25 @@ def install_crds(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> Ca
             kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(path))
 
     return install
+
+
+@pytest.fixture()
+def gf(kubeconfig: str) -> Callable[..., str]:
+    """The `gigafactory` CLI as a person runs it: gf(*args, code=0, input=None) → its output, with
+    --kubeconfig of the session's server; fails on another exit code or a traceback."""
+    from typer.testing import CliRunner
+
+    from gigafactory.cli import main
+
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0, input: str | None = None) -> str:
+        result = runner.invoke(main.app, [*args, "--kubeconfig", kubeconfig], input=input)
+        assert result.exit_code == code, f"{args}: exit {result.exit_code}\n{result.output}"
+        assert "Traceback" not in result.output
+        return result.output
+
+    return run
 
 
 @pytest.fixture()

@@ -9,9 +9,8 @@ import uuid
 
 import kubernetes
 import pytest
-from typer.testing import CliRunner
 
-from gigafactory.cli import main, terminal
+from gigafactory.cli import terminal
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GROUP, VERSION = "gigafactory.dev", "v1alpha1"
@@ -25,19 +24,6 @@ RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 @pytest.fixture(autouse=True)
 def _crds(install_crds) -> None:
     install_crds(ROOT / "crds")
-
-
-@pytest.fixture()
-def gf(kubeconfig):
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0) -> str:
-        result = runner.invoke(main.app, [*args, "--kubeconfig", kubeconfig])
-        assert result.exit_code == code, f"{args}: exit {result.exit_code}\n{result.output}"
-        assert "Traceback" not in result.output
-        return result.output
-
-    return run
 
 
 def _hostile_job(api_client, namespace: str) -> str:

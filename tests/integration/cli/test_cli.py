@@ -19,19 +19,6 @@ def _crds(install_crds) -> None:
     install_crds(ROOT / "crds")
 
 
-@pytest.fixture()
-def gf(kubeconfig):
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0):
-        result = runner.invoke(main.app, [*args, "--kubeconfig", kubeconfig])
-        assert result.exit_code == code, f"{args}: exit {result.exit_code}\n{result.output}"
-        assert "Traceback" not in result.output
-        return result.output
-
-    return run
-
-
 def _patch_status(api_client, namespace: str, name: str, status: dict) -> None:
     kubernetes.client.CustomObjectsApi(api_client).patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, "agentjobs", name, {"status": status}

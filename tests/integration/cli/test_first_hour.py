@@ -20,19 +20,6 @@ def _crds(install_crds) -> None:
     install_crds(ROOT / "crds")
 
 
-@pytest.fixture()
-def gf(kubeconfig):
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0, input: str | None = None):
-        result = runner.invoke(main.app, [*args, "--kubeconfig", kubeconfig], input=input)
-        assert result.exit_code == code, f"{args}: exit {result.exit_code}\n{result.output}"
-        assert "Traceback" not in result.output
-        return result.output
-
-    return run
-
-
 def _jobs(api_client) -> kubernetes.client.CustomObjectsApi:
     return kubernetes.client.CustomObjectsApi(api_client)
 
