@@ -19,7 +19,6 @@ import os
 import pathlib
 import re
 import subprocess
-import time
 import uuid
 from typing import Any, Callable, Iterator
 
@@ -28,6 +27,7 @@ import pytest
 import yaml
 
 from gigafactory import leases
+from tests.conftest import wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "gigafactory"
@@ -142,14 +142,7 @@ def _helm(kubeconfig: str, home: pathlib.Path, *args: str) -> str:
 
 
 def _wait(predicate: Callable[[], Any], *, timeout: float, message: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(0.1)
+    return wait_for(predicate, timeout=timeout, interval=0.1, message=message)
 
 
 def _runner_pod(core: kubernetes.client.CoreV1Api, namespace: str, factory: str) -> kubernetes.client.V1Pod:

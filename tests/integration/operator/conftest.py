@@ -1,7 +1,5 @@
 """Fixtures of the operator's integration tests: the CRDs once per module, a synchronous API."""
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.integration.operator import stubs
@@ -17,12 +15,4 @@ def api(kubeconfig) -> stubs.Api:
     return stubs.Api(kubeconfig)
 
 
-@pytest.fixture(autouse=True)
-def _forget_pods(request) -> Iterator[None]:
-    """A test's runner pods go with it (stubs.forget_pods), before its namespace does."""
-    if "namespace" not in request.fixturenames:
-        yield
-        return
-    api, namespace = stubs.Api(request.getfixturevalue("kubeconfig")), request.getfixturevalue("namespace")
-    yield
-    stubs.forget_pods(api, namespace)
+_forget_pods = stubs.forget_pods_after_test  # a test's runner pods go with it

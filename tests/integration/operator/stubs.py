@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
+
 from gigafactory import constants, kubeclient, leases
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -250,3 +252,15 @@ def one_runner(api: Api, namespace: str, prefix: str, **factory_spec: Any) -> "S
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(autouse=True)
+def forget_pods_after_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test's runner pods go with it (forget_pods), before its namespace does. Put in a conftest
+    (`_forget_pods = stubs.forget_pods_after_test`) to apply to its tests."""
+    if "namespace" not in request.fixturenames:
+        yield
+        return
+    api, namespace = Api(request.getfixturevalue("kubeconfig")), request.getfixturevalue("namespace")
+    yield
+    forget_pods(api, namespace)
