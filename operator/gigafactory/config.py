@@ -99,5 +99,15 @@ class RunnerSettings(pydantic_settings.BaseSettings):
     git_timeout_seconds: int = pydantic.Field(default=600, ge=1)
     # A task longer than this (UTF-8 bytes, inline or from a ConfigMap) is refused: Rejected, PromptTooLarge.
     max_prompt_bytes: int = pydantic.Field(default=256 * 1024, ge=1)
+    # How agents run. namespaces: each in its own user, mount, pid, ipc and uts namespaces, seeing only
+    # its worktree, its prompt, its repository's objects and the system read-only (docs/security.md,
+    # "Agent sandbox"); a runner that cannot build that sandbox refuses to start. none: as the runner's
+    # own user with all of the runner's files and credentials (a pool that opts out; logged and
+    # announced on the heartbeat Lease, which `gigafactory describe factory` shows).
+    sandbox: Literal["namespaces", "none"] = "namespaces"
+    # The agents' network: shared with the pod (agents call model APIs), or none (own empty net namespace).
+    sandbox_network: Literal["shared", "none"] = "shared"
+    # Extra paths agents may read (read-only), e.g. an agent installed outside /usr; never under work_dir.
+    sandbox_read_only_paths: list[str] = []
     # Log level.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

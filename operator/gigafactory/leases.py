@@ -16,6 +16,8 @@ from gigafactory import constants
 LEASE_API_VERSION = "coordination.k8s.io/v1"
 
 ANNOTATION_DRAINING = f"{constants.GROUP}/draining"
+# On a heartbeat Lease: how the pod's agents are isolated (runner setting `sandbox`; absent on old runners).
+ANNOTATION_SANDBOX = f"{constants.GROUP}/sandbox"
 ANNOTATION_JOB_NAMESPACE = f"{constants.GROUP}/job-namespace"
 ANNOTATION_JOB_NAME = f"{constants.GROUP}/job-name"
 ANNOTATION_JOB_UID = f"{constants.GROUP}/job-uid"
@@ -113,12 +115,15 @@ def build_heartbeat_lease(
     duration_seconds: int,
     moment: datetime.datetime,
     draining: bool = False,
+    sandbox: str | None = None,
 ) -> Body:
     annotations = {
         constants.ANNOTATION_SLOTS: str(slots),
         constants.ANNOTATION_AGENTS: ",".join(sorted(set(agents))),
         constants.ANNOTATION_WARM_REPOS: ",".join(sorted(set(warm_repos))),
     }
+    if sandbox:
+        annotations[ANNOTATION_SANDBOX] = sandbox
     if draining:
         annotations[ANNOTATION_DRAINING] = "true"
     return {

@@ -84,6 +84,9 @@ SYSTEM_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/pa
                 "/etc/protocols", "/etc/mime.types", "/etc/os-release", "/etc/ca-certificates.conf")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 HOSTNAME = "gigafactory-agent"
+# Exit codes of the launcher itself, each with a last line of output starting with "sandbox: ".
+SETUP_FAILED = 126
+EXEC_FAILED = 127
 DEFAULT_HOME = "/home/agent"
 
 
@@ -128,7 +131,7 @@ class Sandbox:
         spec = {
             "argv": list(argv), "env": {**env, "HOME": home, "TMPDIR": "/tmp"}, "cwd": cwd, "home": home,
             "network": self.network, "uid": os.getuid(), "gid": os.getgid(),
-            "ro": _readable_paths([*readable, *self.read_only], hidden=hidden),
+            "ro": _readable_paths(self.read_only, hidden=hidden) + [os.path.abspath(p) for p in readable],
             "rw": [os.path.abspath(p) for p in writable],
         }
         fd = os.memfd_create("gigafactory-sandbox-spec", 0)
@@ -154,6 +157,15 @@ class Sandbox:
             said = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
             raise SandboxError(said[-1] if said else f"the sandbox launcher exited with {done.returncode}")
         return time.monotonic() - started
+
+
+def failure(exit_code: int | None, output: str) -> str | None:
+    """Whether an agent's end was the launcher's: "setup" (the sandbox could not be built), "exec"
+    (the agent's command could not be started in it), or None (the agent ran)."""
+    lines = output.strip().splitlines()
+    if not lines or not lines[-1].startswith("sandbox: "):
+        return None
+    return {SETUP_FAILED: "setup", EXEC_FAILED: "exec"}.get(exit_code or 0)
 
 
 def _readable_paths(extra: Sequence[str], *, hidden: Sequence[str]) -> list[str]:
@@ -324,7 +336,7 @@ def _init(libc: ctypes.CDLL, spec: dict) -> int:
             os.execvpe(spec["argv"][0], spec["argv"], env)
         except OSError as exc:
             print(f"sandbox: cannot start {spec['argv'][0]}: {exc.strerror}", file=sys.stderr, flush=True)
-        os._exit(127)
+        os._exit(EXEC_FAILED)
 
     def forward(signum: int, _frame: object) -> None:
         try:
@@ -362,7 +374,7 @@ def launch(spec: dict) -> int:
             code = _init(libc, spec)
         except (SandboxError, OSError) as exc:
             print(f"sandbox: {exc}", file=sys.stderr, flush=True)
-            code = 126
+            code = SETUP_FAILED
         os._exit(code)
     # The group's signals reach the agent directly; the launcher outlives them to report its status.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -387,7 +399,7 @@ def main(argv: Sequence[str]) -> int:
         return launch(spec)
     except (SandboxError, OSError) as exc:
         print(f"sandbox: {exc}", file=sys.stderr, flush=True)
-        return 126
+        return SETUP_FAILED
 
 
 if __name__ == "__main__":
