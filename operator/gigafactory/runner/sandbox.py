@@ -32,10 +32,8 @@ import dataclasses
 import errno
 import json
 import os
-import pathlib
 import platform
 import signal
-import stat
 import subprocess
 import sys
 import time

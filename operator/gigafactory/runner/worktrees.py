@@ -414,11 +414,11 @@ class Workspace:
         the agent committed it on purpose. Only a regular file directly in the worktree counts: no
         symlink (to /etc/shadow, to a token), no fifo to hang on; at most SUMMARY_BYTES are read."""
         text = await asyncio.to_thread(read_summary, checkout.path)
-        if text is None:
-            return None
+        if not os.path.lexists(checkout.path / "SUMMARY.md"):
+            return text
         status = await self._git(None, ["status", "--porcelain", "--", "SUMMARY.md"], Credentials(),
                                  failure=("InfraError", "GitFailed"), git_dir=checkout.trusted, work_tree=checkout.path)
-        if status.startswith("??"):
+        if status.startswith("??"):  # a symlink or fifo left for the runner goes too
             (checkout.path / "SUMMARY.md").unlink(missing_ok=True)
         return text
 
