@@ -99,6 +99,7 @@ class Heartbeat:
     draining: bool
     renewed_at: datetime.datetime | None
     expires_at: datetime.datetime | None
+    sandbox: str = ""  # how its agents are isolated ("namespaces", "none"; "" from runners before it was announced)
 
     def is_ready(self, at: datetime.datetime) -> bool:
         return not self.draining and self.expires_at is not None and at < self.expires_at
@@ -174,6 +175,7 @@ def parse_heartbeat(lease: Mapping[str, Any]) -> Heartbeat | None:
         draining=annotations.get(ANNOTATION_DRAINING) == "true",
         renewed_at=parse_time(spec.get("renewTime")),
         expires_at=expires_at(lease),
+        sandbox=str(annotations.get(ANNOTATION_SANDBOX, ""))[:32],
     )
 
 
