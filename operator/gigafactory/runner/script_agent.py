@@ -3,8 +3,10 @@
 With no options it records the task prompt in .gigafactory/task.md and commits it. Tests steer it:
 `--exit N` exits with N (after doing nothing), `--hang` never returns, and the env variable
 GIGAFACTORY_SCRIPT_MARKER names a file that gets one line per execution ("<pid> <worktree>") and one
-more when it committed ("<pid> <worktree> done"), so a test can count exactly how often each job ran. `--await-peers N` waits (up to 30 s, else exits 4) until N of the
-agents in that file are (or were) alive at once, which proves that their jobs overlapped.
+more when it committed ("<pid> <worktree> done"; the pid as the runner sees it, also in a sandbox), so
+a test can count exactly how often each job ran. `--await-peers N` waits (up to 30 s, else exits 4)
+until N agents are (or were) alive at once, each holding a lock on its own file in <marker>.d, which
+proves that their jobs overlapped.
 """
 
 import argparse
