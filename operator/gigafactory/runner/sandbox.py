@@ -325,12 +325,13 @@ def _init(libc: ctypes.CDLL, spec: dict) -> int:
     libc.sethostname(HOSTNAME.encode(), len(HOSTNAME))
     _drop_privileges(libc)
     env = {**spec["env"], "GIGAFACTORY_SANDBOX_PID": outer_pid}
+    # init's cwd is the agent's too: whoever looks at /proc/<GIGAFACTORY_SANDBOX_PID>/cwd sees the worktree.
+    os.chdir(spec["cwd"])
     agent = os.fork()
     if agent == 0:
         try:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
-            os.chdir(spec["cwd"])
             os.execvpe(spec["argv"][0], spec["argv"], env)
         except OSError as exc:
             print(f"sandbox: cannot start {spec['argv'][0]}: {exc.strerror}", file=sys.stderr, flush=True)
