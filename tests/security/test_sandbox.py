@@ -313,17 +313,19 @@ async def test_timeout_kills_what_the_agent_started_even_outside_its_group(tmp_p
     worktree = tmp_path / "wt"
     worktree.mkdir()
     script = ("import os, subprocess, time\n"
-              "subprocess.Popen(['setsid', 'sh', '-c', 'echo $PPID > escaped; while true; do date > alive; sleep 0.2; done'])\n"
+              "subprocess.Popen(['setsid', 'sh', '-c', 'while true; do date > alive; sleep 0.2; done'])\n"
+              "while not os.path.exists('alive'):\n    time.sleep(0.05)\n"
+              "print('escaped', flush=True)\n"
               "time.sleep(3600)\n")
     command = sandbox.Sandbox().command([sys.executable, "-c", script], env={"PATH": "/usr/bin:/bin"}, cwd=str(worktree),
                                         writable=[str(worktree)])
     try:
-        result = await executing.run(command.argv, cwd=str(worktree), env=command.env, timeout=3, stop=asyncio.Event(),
+        result = await executing.run(command.argv, cwd=str(worktree), env=command.env, timeout=5, stop=asyncio.Event(),
                                      label="t", pass_fds=command.pass_fds)
     finally:
         command.close()
     assert result.outcome == "TimedOut"
-    assert (worktree / "alive").exists(), "the escapee never ran"
+    assert "escaped" in result.tail, "the escapee never ran"
     wait_for(lambda: not _processes_in(worktree), timeout=10, message="a process the agent started outlived it")
 
 
