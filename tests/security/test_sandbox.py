@@ -341,3 +341,23 @@ def _processes_in(directory: pathlib.Path) -> list[int]:
         except OSError:
             continue
     return found
+
+
+@pytest.mark.parametrize("mode", ["namespaces", "none"])
+def test_a_runner_that_cannot_build_the_sandbox_refuses_to_start_unless_the_pool_opted_out(tmp_path, mode) -> None:
+    """Fail closed: where user namespaces are refused (here: a user namespace whose limit of nested
+    ones is 0), the runner exits with one line naming the setting; `none` starts, loudly."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    env = {**os.environ, "GIGAFACTORY_RUNNER_POD_NAME": "p", "GIGAFACTORY_RUNNER_FACTORY": "f",
+           "GIGAFACTORY_RUNNER_WORK_DIR": str(tmp_path / "work"), "GIGAFACTORY_RUNNER_SANDBOX": mode}
+    runner = [sys.executable, "-m", "gigafactory.cli.main", "runner", "--kubeconfig", str(kubeconfig)]
+    done = subprocess.run(["unshare", "-Ur", "sh", "-c", 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"', "sh",
+                           *runner], env=env, capture_output=True, text=True, timeout=60)
+    if mode == "namespaces":
+        assert done.returncode == 2, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: cannot build the agent sandbox") and "GIGAFACTORY_RUNNER_SANDBOX=none" in last, done.stderr
+    else:
+        assert "AGENT SANDBOX OFF (GIGAFACTORY_RUNNER_SANDBOX=none)" in done.stderr
+        assert "cannot build the agent sandbox" not in done.stderr

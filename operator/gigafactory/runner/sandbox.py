@@ -132,7 +132,7 @@ class Sandbox:
             "ro": _readable_paths(self.read_only, hidden=hidden) + [os.path.abspath(p) for p in readable],
             "rw": [os.path.abspath(p) for p in writable],
         }
-        fd = os.memfd_create("gigafactory-sandbox-spec", 0)
+        fd = os.memfd_create("gigafactory-sandbox-spec", os.MFD_CLOEXEC)  # inherited only where passed
         os.write(fd, json.dumps(spec).encode())
         os.lseek(fd, 0, os.SEEK_SET)
         launcher = [sys.executable, "-I", os.path.abspath(__file__), "--spec-fd", str(fd)]
