@@ -70,7 +70,8 @@ class Operator:
         self.deployments = kubeclient.Informer(client, kubeclient.DEPLOYMENTS, namespace=settings.namespace,
                                                label_selector=f"{constants.LABEL_ROLE}=runners", handler=lambda *_: self.wake())
         self.informers = (self.jobs, self.factories, self.heartbeats, self.bindings, self.deployments)
-        self.scaler = scaler.Scaler(client, namespace=settings.namespace, profile=self.profile)
+        self.scaler = scaler.Scaler(client, namespace=settings.namespace, profile=self.profile,
+                                    service_account=settings.runner_service_account)
         self.waiting_for: dict[str, str] = {}  # job uid → the scaled factory it waits on
         self.wakeup = asyncio.Event()
         # Binds decided but not yet seen back from the informer: job uid → (attempt, pod key, repo key).
@@ -796,7 +797,7 @@ class Operator:
             self._arm(("scale", "", ""), plan.recheck_at, self.wake)
         writes += plan.writes
         writes += self._explanation_writes(bodies, result.unschedulable)
-        writes += self._factory_status_writes(snap, used_before, plan.status)
+        writes += self._factory_status_writes(snap, used_before, plan.status, plan.refused)
         if writes:
             for outcome in await binder.gather_bounded(writes, limit=self.settings.bind_concurrency):
                 if isinstance(outcome, Exception):
@@ -897,7 +898,7 @@ class Operator:
             self._arm(("requeue", "", ""), min(times), self.wake)
 
     def _factory_status_writes(self, snap: snapshots.Snapshot, used: Mapping[snapshots.PodKey, int],
-                               scaling: Mapping[str, Body] | None = None) -> list[Any]:
+                               scaling: Mapping[str, Body] | None = None, refused: Mapping[str, str] | None = None) -> list[Any]:
         by_factory: dict[str, list[snapshots.PodInfo]] = collections.defaultdict(list)
         for pod in snap.pods:
             by_factory[pod.factory].append(pod)
@@ -928,6 +929,15 @@ class Operator:
                 current.get("conditions"), type=constants.ConditionType.READY.value, status=ready_status,
                 reason=ready_reason, message=ready_message, now=snap.now, generation=generation,
             )
+            if refused is not None and name in refused:
+                # A scaled factory's runner template: accepted as forced, or refused naming the fields.
+                accepted = not refused[name]
+                desired["conditions"] = patches.set_condition(
+                    desired["conditions"], type=constants.ConditionType.TEMPLATE_ACCEPTED.value, status="True" if accepted else "False",
+                    reason="Forced" if accepted else "TemplateRefused",
+                    message=("the pool's ServiceAccount and a restricted security context are forced" if accepted
+                             else f"runner template refused: {refused[name]}")[:1024],
+                    now=snap.now, generation=generation)
             self.metrics.slots_total.labels(factory=name).set(desired["slotsTotal"])
             self.metrics.slots_used.labels(factory=name).set(desired["slotsUsed"])
             if scaling and name in scaling:
