@@ -51,8 +51,6 @@ def _context_problems(context: Mapping[str, Any], path: str) -> list[str]:
     problems = []
     if context.get("runAsUser") == 0:
         problems.append(f"{path}.runAsUser: 0 (runner pods run as non-root)")
-    if context.get("runAsNonRoot") is False:
-        problems.append(f"{path}.runAsNonRoot: false")
     if (problem := _seccomp_problem(context, path)) is not None:
         problems.append(problem)
     if (context.get("appArmorProfile") or {}).get("type") == "Unconfined":
