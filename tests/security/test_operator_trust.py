@@ -134,7 +134,8 @@ def test_a_phantom_runner_outside_the_runner_namespaces_gets_no_job_and_is_repor
         second.announce()
         wait_for(lambda: events(api, attacker, "LeaseIgnored", second.pod), timeout=15, message="the second phantom's Event")
         assert len(events(api, attacker, "LeaseIgnored", phantom.pod)) == 1
-        assert metric(proc, "gigafactory_leases_ignored_total", role="heartbeat") == 2
+        # (At least: on a shared server, other tests' runner Leases are strays for this operator too.)
+        assert metric(proc, "gigafactory_leases_ignored_total", role="heartbeat") >= 2
         assert stubs.phase(api, team, "victim") == "Pending"
 
 
@@ -162,7 +163,7 @@ def test_a_binding_lease_forged_outside_the_runner_namespaces_cannot_end_an_atte
         assert not after.get("attempts"), f"a forged Lease ended the victim's attempt: {after['attempts']}"
         assert after["phase"] == "Running"
         assert events(api, attacker, "LeaseIgnored", forged["metadata"]["name"])
-        assert metric(proc, "gigafactory_leases_ignored_total", role="binding") == 1
+        assert metric(proc, "gigafactory_leases_ignored_total", role="binding") >= 1
 
 
 # --- item 7: reports are believed only as far as they can be checked ---
