@@ -64,3 +64,4 @@ class ConditionType(str, enum.Enum):
     SUSPENDED = "Suspended"
     READY = "Ready"
     DRAINING = "Draining"
+    TEMPLATE_ACCEPTED = "TemplateAccepted"  # a scaled Factory's runner template, as the operator forces it

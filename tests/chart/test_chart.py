@@ -153,7 +153,30 @@ def test_operator_touches_workloads_only_in_its_own_namespace_and_reads_no_secre
     assert role["metadata"]["namespace"] == "gigafactory-system"
     # Runner Deployments are created and scaled, never deleted (the Factory owns them: GC does it); pods only annotated.
     assert {tuple(r["resources"]): r["verbs"] for r in local} == {
+        ("leases",): ["create", "patch", "delete"],
         ("configmaps",): ["delete"], ("deployments",): ["get", "list", "watch", "create", "patch"], ("pods",): ["patch"]}
+    # Leases: read everywhere (a stray heartbeat is reported), written only where the runners are.
+    assert [r["verbs"] for r in cluster if r["resources"] == ["leases"]] == [["get", "list", "watch"]]
+
+
+def test_the_operator_trusts_runners_in_the_release_namespace_and_forces_the_pools_service_account(tmp_path) -> None:
+    docs = render(tmp_path, FULL_VALUES.read_text())
+    operator = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-operator")
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    settings = config.OperatorSettings(runner_namespaces=env["GIGAFACTORY_RUNNER_NAMESPACES"],
+                                       runner_service_account=env["GIGAFACTORY_RUNNER_SERVICE_ACCOUNT"])
+    assert settings.runner_namespace_set() == {"gigafactory-system"}
+    # What the operator forces is the name the chart gives each pool's ServiceAccount.
+    accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+    scaled = [d for d in docs if d["kind"] == "Factory" and d["spec"].get("scaling")]
+    assert scaled
+    for factory in scaled:
+        name = factory["metadata"]["name"]
+        assert scaler.service_account(settings.runner_service_account, name) in accounts
+        forced, problems = scaler.restrict_template(factory["spec"]["scaling"]["template"],
+                                                    service_account=scaler.service_account(settings.runner_service_account, name))
+        assert problems == [], problems  # the chart's own pools' templates pass as they are
+        assert forced["spec"]["serviceAccountName"] == factory["spec"]["scaling"]["template"]["spec"]["serviceAccountName"]
 
 
 def test_pool_replicas_and_cost_may_be_zero(tmp_path) -> None:
@@ -380,8 +403,12 @@ def test_a_pool_with_scaling_hands_its_runner_template_to_the_operator(tmp_path)
     assert (scaling["minReplicas"], scaling["maxReplicas"], scaling["scaleDownDelaySeconds"]) == (0, 5, 60)
     # The same pod as a fixed pool's: service account, locked-down containers, profiles, volumes.
     assert scaling["template"] == deployment["spec"]["template"]
-    built = scaler.build_deployment(factory, namespace="gigafactory-system", replicas=3)
+    built = scaler.build_deployment(factory, namespace="gigafactory-system", replicas=3, service_account="gf-burst-runner")
     assert built["spec"]["template"]["spec"]["serviceAccountName"] == "gf-burst-runner"
+    # Forcing changes nothing of the chart's own template but the operator's own additions.
+    assert built["spec"]["template"]["spec"]["securityContext"] == scaling["template"]["spec"]["securityContext"]
+    assert built["spec"]["template"]["spec"]["containers"][0]["securityContext"] == \
+        scaling["template"]["spec"]["containers"][0]["securityContext"]
     assert built["metadata"]["ownerReferences"][0]["name"] == "burst" and built["spec"]["replicas"] == 3
     env = {e["name"]: e for e in built["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["GIGAFACTORY_RUNNER_FACTORY"]["value"] == "burst" and env["GIGAFACTORY_RUNNER_SLOTS"]["value"] == "2"

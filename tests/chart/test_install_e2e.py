@@ -214,7 +214,9 @@ def test_an_on_demand_pool_scales_up_and_down_with_the_operators_rights(scaled_r
     deployment = scaler.deployment_name(gamma)
     remote = gitrepos.make_remote(tmp_path)
     runner = None
+    # The settings the chart gives the operator: runner pods in the release namespace, the pools' ServiceAccounts.
     with stubs.operators(rel.kubeconfigs["operator"], tmp_path, GIGAFACTORY_NAMESPACE=rel.namespace,
+                         GIGAFACTORY_RUNNER_NAMESPACES=rel.namespace, GIGAFACTORY_RUNNER_SERVICE_ACCOUNT=f"{rel.name}-{{factory}}-runner",
                          GIGAFACTORY_LEADER_ELECTION="true", GIGAFACTORY_CLAIM_TIMEOUT_SECONDS="30") as (operator,):
         try:
             custom.create_namespaced_custom_object(GROUP, VERSION, rel.team_a, "agentjobs", {

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gigafactory import constants, kubeclient, leases
+from gigafactory.binding import trust
 from gigafactory.models import agentjobs
 
 logger = logging.getLogger(__name__)
@@ -90,11 +91,12 @@ async def remove_finalizer(
     return False
 
 
-def branches_to_delete(body: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(branch, commit) pairs that `cleanup.deleteBranch` asks to delete. A job knows what it pushed:
+def pushed_branches(body: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(branch, commit) pairs that `cleanup.deleteBranch` asks to delete, as the status records them:
     status.result (a successful attempt), and attempts[].pushed (an attempt that announced a push and
-    went silent). Always deletes all of them; OnFailure only those of a job that did not end
-    Succeeded (the debris of lost attempts, never a successful job's work); Never none."""
+    went silent). Always: all of them; OnFailure: only those of a job that did not end Succeeded (the
+    debris of lost attempts, never a successful job's work); Never: none. Not all are to be believed:
+    `branches_to_delete` keeps those the job's spec names."""
     policy = ((body.get("spec") or {}).get("cleanup") or {}).get("deleteBranch") or agentjobs.DeleteBranchPolicy.NEVER.value
     status = body.get("status") or {}
     if policy == agentjobs.DeleteBranchPolicy.NEVER.value:
@@ -104,10 +106,21 @@ def branches_to_delete(body: Mapping[str, Any]) -> list[tuple[str, str]]:
     found = [status.get("result") or {}, *((a.get("pushed") or {}) for a in status.get("attempts") or ())]
     pairs: list[tuple[str, str]] = []
     for item in found:
+        if not isinstance(item, Mapping):
+            continue
         pair = (str(item.get("branch") or ""), str(item.get("commit") or ""))
         if all(pair) and pair not in pairs:
             pairs.append(pair)
     return pairs
+
+
+def branches_to_delete(body: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(to delete, left alone): a branch is deleted only when it is the job's own branch
+    (spec.repo.branch, else agent/<name>) AND one of its attempts pushed it at that commit. A status
+    written by an older operator, or by hand, may name other branches: those are left (and logged)."""
+    own = trust.job_branch(body)
+    pairs = pushed_branches(body)
+    return [p for p in pairs if p[0] == own], [p for p in pairs if p[0] != own]
 
 
 def log_configmaps(body: Mapping[str, Any]) -> list[tuple[str, str]]:

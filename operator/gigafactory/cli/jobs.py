@@ -493,11 +493,11 @@ def register(app: typer.Typer) -> None:
     def factories_(kubeconfig: KubeconfigOption = None) -> None:
         """The fleet: factories, their pods, slots and heartbeats."""
 
-        async def fleet(client: kubeclient.Client) -> tuple[list[dict[str, Any]], dict[tuple[str, str], datetime.datetime]]:
+        async def fleet(client: kubeclient.Client) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], datetime.datetime]]:
             items, _ = await client.list(kubeclient.FACTORIES)
             # A heartbeat's age comes from the runner's heartbeat Lease itself (the Factory status does not
             # carry it: it would be rewritten on every renewal); without the right to list Leases, from the status.
-            renewed: dict[tuple[str, str], datetime.datetime] = {}
+            renewed: dict[tuple[str, str, str], datetime.datetime] = {}
             try:
                 heartbeat_leases, _ = await client.list(kubeclient.LEASES, label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_HEARTBEAT}")
             except kubeclient.ApiError:
@@ -507,7 +507,8 @@ def register(app: typer.Typer) -> None:
                 spec = lease.get("spec") or {}
                 moment = leases.parse_time(spec.get("renewTime")) or leases.parse_time(spec.get("acquireTime"))
                 if beat is not None and moment is not None:
-                    renewed[(beat.factory, beat.pod)] = moment
+                    # By namespace too: a Lease of the same name elsewhere (which the operator ignores) is not this pod's.
+                    renewed[(beat.factory, beat.namespace, beat.pod)] = moment
             return items, renewed
 
         items, renewed = _run(kubeconfig, fleet)
@@ -518,7 +519,7 @@ def register(app: typer.Typer) -> None:
             if not fac.status.pods:
                 table.add_row(name, fac.status.phase.value, "-", "", "", "", "")
             for pod in fac.status.pods:
-                moment = renewed.get((name, pod.name)) or pod.last_heartbeat
+                moment = renewed.get((name, pod.namespace or "", pod.name)) or pod.last_heartbeat
                 beat = _age(moment.isoformat()) + " ago" if moment else "never"
                 table.add_row(name, fac.status.phase.value, pod.name, "yes" if pod.ready else "no",
                               str(pod.slots), str(pod.running), beat)
