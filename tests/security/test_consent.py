@@ -86,17 +86,17 @@ def attacker_server(*, tls: bool) -> Iterator[Recorder]:
         server.server_close()
 
 
-def _secret(api: stubs.Api, namespace: str, name: str, *, labels: dict | None = None, hosts: str | None = None) -> None:
+def _secret(client: stubs.Api, namespace: str, name: str, *, labels: dict | None = None, hosts: str | None = None) -> None:
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels or {}}
     if hosts is not None:
         meta["annotations"] = {"gigafactory.dev/allowed-hosts": hosts}
-    api.call("create", kubeclient.SECRETS, {"apiVersion": "v1", "kind": "Secret", "metadata": meta,
-                                            "stringData": {"username": "dbadmin", "password": PASSWORD}}, namespace=namespace)
+    client.call("create", kubeclient.SECRETS, {"apiVersion": "v1", "kind": "Secret", "metadata": meta,
+                                               "stringData": {"username": "dbadmin", "password": PASSWORD}}, namespace=namespace)
 
 
-def _final(api: stubs.Api, namespace: str, name: str) -> dict:
+def _final(client: stubs.Api, namespace: str, name: str) -> dict:
     def done() -> dict | None:
-        status = api.job(namespace, name).get("status") or {}
+        status = client.job(namespace, name).get("status") or {}
         return status if status.get("phase") in ("Succeeded", "Failed", "Cancelled") else None
     return wait_for(done, timeout=30, message=f"job {name} did not finish")
 
@@ -276,7 +276,7 @@ def test_a_tenant_names_what_it_may_read(tenant, kwargs) -> None:
 
 
 @pytest.mark.real_only
-def test_an_update_may_not_swap_in_a_secret_its_author_cannot_read(release, tenant) -> None:
+def test_an_update_may_not_swap_in_a_secret_its_author_cannot_read(release, tenant) -> None:  # noqa: F811
     """The editor may patch jobs but read no Secret: it cannot point a job at one; a change that leaves the
     reference as it was (a cancel) is not re-checked (consent was given when the reference was written)."""
     name = f"job-{uuid.uuid4().hex[:6]}"
