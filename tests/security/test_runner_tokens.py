@@ -68,6 +68,21 @@ def test_a_runner_token_writes_no_status_but_its_own_jobs_claim_and_report(relea
 
 
 @pytest.mark.real_only
+def test_a_report_carries_only_the_models_fields(release) -> None:  # noqa: F811
+    """The report's allow-list is the CRD's schema: a field the AttemptReport model does not have never
+    reaches the job (the server prunes it), so neither the policy nor the operator ever sees it."""
+    rel: Release = release
+    name = job(rel, factory=rel.alpha, pod=rel.alpha_pod, namespace=rel.team_a, phase="Running")
+    body = _report(rel.alpha_pod)
+    body["status"]["report"]["deleteBranches"] = ["main", "release-1.x"]
+    body["status"]["report"]["result"]["extraBranch"] = "main"
+    assert outcome(lambda: rel.alpha_runner.patch_job_status(rel.team_a, name, body)) == "allowed"
+    stored = rel.admin.get_job(rel.team_a, name)["status"]["report"]
+    assert "deleteBranches" not in stored and "extraBranch" not in stored["result"]
+    assert stored["result"]["branch"] == "agent/fix"
+
+
+@pytest.mark.real_only
 @pytest.mark.parametrize("factory, pod, patch", [
     pytest.param("beta", "beta", RENEW, id="renew-another-factorys-binding"),
     pytest.param("beta", "beta", CLAIM, id="claim-another-factorys-binding"),
