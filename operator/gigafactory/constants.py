@@ -35,6 +35,14 @@ ROLE_HEARTBEAT: Final = "heartbeat"
 ROLE_BINDING: Final = "binding"
 ROLE_LEADER: Final = "leader"
 
+# Credentials by consent (docs/security.md): a Secret a job names is used only when it carries this
+# label ("true") and names, in this annotation, the hosts its credentials may be sent to.
+LABEL_CREDENTIALS: Final = f"{GROUP}/credentials"
+ANNOTATION_ALLOWED_HOSTS: Final = f"{GROUP}/allowed-hosts"
+# On a log ConfigMap: the uid of the job whose attempt's output it keeps (with LABEL_POD, its author).
+LABEL_JOB_UID: Final = f"{GROUP}/job-uid"
+LOG_PREFIX: Final = "gf-log-"
+
 FINALIZER_JOB: Final = f"{GROUP}/cleanup"
 FINALIZER_FACTORY: Final = f"{GROUP}/drain"
 

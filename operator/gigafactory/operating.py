@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gigafactory import config, constants, electing, kubeclient, leases, observing
+from gigafactory import config, consent, constants, electing, kubeclient, leases, observing
 from gigafactory.binding import binder, cleanup, patches, scaler, trust
 from gigafactory.models import agentjobs
 from gigafactory.runner import worktrees
@@ -396,9 +396,9 @@ class Operator:
                 if (uid, branch, commit) not in self.branches_deleted:  # (a retry after a failed finalizer write)
                     await self._delete_branch(body, branch, commit)
                     self.branches_deleted.add((uid, branch, commit))
-            for namespace, name in cleanup.log_configmaps(body):
+            for namespace, name, pod in cleanup.log_configmaps(body):
                 try:
-                    await self.client.delete(kubeclient.CONFIGMAPS, name, namespace=namespace)
+                    await self._delete_log(namespace, name, pod=pod, job_uid=uid)
                 except kubeclient.ApiError as exc:  # (no right to, say): the log outlives the job, the job still goes
                     logger.warning("log %s/%s not deleted: %s", namespace, name, exc, extra={"job": _name(body)})
             if await cleanup.remove_finalizer(self.client, kubeclient.AGENTJOBS, body, constants.FINALIZER_JOB):
@@ -409,6 +409,19 @@ class Operator:
             await asyncio.sleep(1)  # the release looks again; a failing API must not spin
         finally:
             self._release(str(body["metadata"].get("uid")), kubeclient.object_key(body))
+
+    async def _delete_log(self, namespace: str, name: str, *, pod: str, job_uid: str) -> None:
+        """Delete a log ConfigMap only when its labels bind it to this job's attempt on `pod` (a runner
+        wrote the reference: it could name another job's log), and only that very object (uid)."""
+        try:
+            log = await self.client.get(kubeclient.CONFIGMAPS, name, namespace=namespace)
+        except kubeclient.NotFound:
+            return
+        if not consent.log_belongs(log, pod=pod, job_uid=job_uid):
+            logger.warning("log %s/%s is not this job's (labels): left alone", namespace, name, extra={"job_uid": job_uid})
+            return
+        with contextlib.suppress(kubeclient.Conflict):
+            await self.client.delete(kubeclient.CONFIGMAPS, name, namespace=namespace, uid=log["metadata"].get("uid"))
 
     async def _delete_branch(self, body: Body, branch: str, commit: str) -> None:
         """Best effort with the job's own credentials: a remote that refuses is reported in an Event,
@@ -424,7 +437,7 @@ class Operator:
             reason, kind = ("BranchDeleted", "Normal") if deleted else ("BranchKept", "Normal")
             message = (f"deleted branch {branch} ({commit[:12]}) from {url}" if deleted
                        else f"branch {branch} is no longer at {commit[:12]} (moved or gone): left alone")
-        except worktrees.GitFailure as exc:
+        except (worktrees.GitFailure, consent.Refused) as exc:
             reason, kind, message = "BranchCleanupFailed", "Warning", f"branch {branch} not deleted: {exc.message}"
         logger.info(message, extra={"job": _name(body)})
         with contextlib.suppress(kubeclient.ApiError):

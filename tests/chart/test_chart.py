@@ -151,10 +151,11 @@ def test_operator_touches_workloads_only_in_its_own_namespace_and_reads_no_secre
         assert not {"pods", "deployments", "configmaps"} & set(rule["resources"]), rule
     role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "gf-operator")
     assert role["metadata"]["namespace"] == "gigafactory-system"
-    # Runner Deployments are created and scaled, never deleted (the Factory owns them: GC does it); pods only annotated.
+    # Runner Deployments are created and scaled, never deleted (the Factory owns them: GC does it); pods only annotated;
+    # log ConfigMaps read by name (their labels must name the job: consent.log_belongs) before they are deleted.
     assert {tuple(r["resources"]): r["verbs"] for r in local} == {
         ("leases",): ["create", "patch", "delete"],
-        ("configmaps",): ["delete"], ("deployments",): ["get", "list", "watch", "create", "patch"], ("pods",): ["patch"]}
+        ("configmaps",): ["get", "delete"], ("deployments",): ["get", "list", "watch", "create", "patch"], ("pods",): ["patch"]}
     # Leases: read everywhere (a stray heartbeat is reported), written only where the runners are.
     assert [r["verbs"] for r in cluster if r["resources"] == ["leases"]] == [["get", "list", "watch"]]
 

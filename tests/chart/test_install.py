@@ -257,7 +257,7 @@ def job(rel: Release, *, factory: str, pod: str, namespace: str, phase: str = "B
     name = f"job-{uuid.uuid4().hex[:8]}"
     rel.admin.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "agentjobs", {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentJob", "metadata": {"name": name},
-        "spec": {"queue": "backend", "repo": {"url": "https://git.example.com/acme/api.git", "baseRef": "main"},
+        "spec": {"queue": "backend", "repo": {"url": "https://git.example.com/acme/api.git", "baseRef": "main", "branch": "agent/fix"},
                  "task": {"prompt": "Fix the flaky test"}, "agent": {"profile": "script"}}})
     status: dict[str, Any] = {
         "phase": phase, "attempt": 2, "startTime": STAMP, "observedGeneration": 1,
@@ -553,21 +553,26 @@ def test_runner_creates_only_its_own_log_configmaps(release) -> None:
     runner, ns = rel.alpha_runner, rel.namespace
 
     def log(name: str, pod: str = rel.alpha_pod, role: str = "log") -> dict:
-        return {"metadata": {"name": name, "labels": {"gigafactory.dev/role": role, "gigafactory.dev/pod": pod}},
+        return {"metadata": {"name": name, "labels": {"gigafactory.dev/role": role, "gigafactory.dev/pod": pod,
+                                                      "gigafactory.dev/job-uid": "uid"}},
                 "data": {"output": "..."}}
 
+    own = f"gf-log-{rel.alpha_pod}-2-abc"
     seen = {
-        "create own log": outcome(lambda: runner.core.create_namespaced_config_map(ns, log("gf-log-own-2"))),
-        "create log as other pod": outcome(lambda: runner.core.create_namespaced_config_map(ns, log("gf-log-other-2", pod=OTHER_POD))),
+        "create own log": outcome(lambda: runner.core.create_namespaced_config_map(ns, log(own))),
+        "create log as other pod": outcome(lambda: runner.core.create_namespaced_config_map(
+            ns, log(f"gf-log-{OTHER_POD}-2-abc", pod=OTHER_POD))),
+        "create other pod's log name": outcome(lambda: runner.core.create_namespaced_config_map(ns, log(f"gf-log-{OTHER_POD}-2-abd"))),
         "create a profiles configmap": outcome(lambda: runner.core.create_namespaced_config_map(ns, log(f"{rel.sa(rel.alpha)}-x"))),
         "create unlabelled log": outcome(lambda: runner.core.create_namespaced_config_map(ns, {"metadata": {"name": "gf-log-bare"}})),
-        "rewrite a log": outcome(lambda: runner.core.patch_namespaced_config_map("gf-log-own-2", ns, {"data": {"output": "forged"}})),
-        "delete a log": outcome(lambda: runner.core.delete_namespaced_config_map("gf-log-own-2", ns)),
+        "rewrite a log": outcome(lambda: runner.core.patch_namespaced_config_map(own, ns, {"data": {"output": "forged"}})),
+        "delete a log": outcome(lambda: runner.core.delete_namespaced_config_map(own, ns)),
         "read its pool's profiles": outcome(lambda: runner.core.read_namespaced_config_map(f"{rel.name}-{rel.alpha}-profiles", ns)),
         "create a log in a job namespace": outcome(lambda: runner.core.create_namespaced_config_map(rel.team_a, log("gf-log-x"))),
     }
     assert seen == {
-        "create own log": "allowed", "create log as other pod": "policy", "create a profiles configmap": "policy",
+        "create own log": "allowed", "create log as other pod": "policy", "create other pod's log name": "policy",
+        "create a profiles configmap": "policy",
         "create unlabelled log": "policy", "rewrite a log": "rbac", "delete a log": "rbac",
         "read its pool's profiles": "rbac", "create a log in a job namespace": "rbac",
     }
@@ -590,10 +595,11 @@ def test_the_policies_are_served_at_the_version_the_server_offers(release) -> No
 
     version = "v1" if served("v1", "validatingadmissionpolicies") is not None else "v1beta1"
     rendered = [d for d in yaml.safe_load_all(rel.manifest) if d and d["kind"].startswith("ValidatingAdmissionPolicy")]
-    assert {d["apiVersion"] for d in rendered} == {f"{group}/{version}"} and len(rendered) == 12
+    assert {d["apiVersion"] for d in rendered} == {f"{group}/{version}"} and len(rendered) == 14
     policies = served(version, "validatingadmissionpolicies") or []
     assert sorted(p["metadata"]["name"] for p in policies) == sorted(
-        f"{rel.name}-{pool}-runner-{kind}" for pool in (rel.alpha, rel.beta) for kind in ("jobs", "leases", "logs"))
+        [f"{rel.name}-{pool}-runner-{kind}" for pool in (rel.alpha, rel.beta) for kind in ("jobs", "leases", "logs")]
+        + [f"{rel.name}-job-consent"])
     bindings = served(version, "validatingadmissionpolicybindings") or []
     assert {b["spec"]["policyName"] for b in bindings} == {p["metadata"]["name"] for p in policies}
     assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings)

@@ -107,7 +107,8 @@ def test_a_job_runs_end_to_end_with_the_charts_identities(release, tmp_path) -> 
             test_install._wait(lambda: factory_phase() == "Ready", timeout=60,
                                message=f"factory {rel.alpha} Ready (the runner's heartbeat, seen by the operator)")
             # Credentials (read by name by the runner, and by the operator to delete the branch when the job goes).
-            rel.admin.core.create_namespaced_secret(rel.team_a, {"metadata": {"name": "git-creds"}, "stringData": {"token": "t0ken"}})
+            rel.admin.core.create_namespaced_secret(rel.team_a, {"metadata": {"name": "git-creds", "labels": {"gigafactory.dev/credentials": "true"}},
+                                                                 "stringData": {"token": "t0ken"}})
             custom.create_namespaced_custom_object(GROUP, VERSION, rel.team_a, "agentjobs", {
                 "apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentJob", "metadata": {"name": "fix"},
                 "spec": {"queue": "backend", "repo": {"url": str(remote), "credentialsSecret": "git-creds"},

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from gigafactory import constants, kubeclient, leases
+from gigafactory import consent, constants, kubeclient, leases
 from gigafactory.binding import trust
 from gigafactory.models import agentjobs
 
@@ -123,27 +123,32 @@ def branches_to_delete(body: Mapping[str, Any]) -> tuple[list[tuple[str, str]], 
     return [p for p in pairs if p[0] == own], [p for p in pairs if p[0] != own]
 
 
-def log_configmaps(body: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(namespace, name) of the ConfigMaps that keep the job's attempts' output (attempts[].logRef
-    "configmap/<namespace>/<name>"): they go with the job."""
-    found: list[tuple[str, str]] = []
+def log_configmaps(body: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(namespace, name, pod) of the ConfigMaps that keep the job's attempts' output (attempts[].logRef
+    "configmap/<namespace>/gf-log-<pod>-…", pod the attempt's own): they go with the job. A reference
+    naming another pod's log is not the attempt's and is left out (consent.parse_log_ref); the caller
+    still checks the ConfigMap's labels (consent.log_belongs) before it deletes anything."""
+    found: list[tuple[str, str, str]] = []
     for record in (body.get("status") or {}).get("attempts") or ():
-        parts = str(record.get("logRef") or "").split("/")
-        if len(parts) == 3 and parts[0] == "configmap" and parts[1] and parts[2].startswith("gf-log-"):
-            if (parts[1], parts[2]) not in found:
-                found.append((parts[1], parts[2]))
+        ref = consent.parse_log_ref(record.get("logRef"), pod=record.get("pod"))
+        if ref is not None and (*ref, str(record["pod"])) not in found:
+            found.append((*ref, str(record["pod"])))
     return found
 
 
 async def read_credentials(client: kubeclient.Client, body: Mapping[str, Any]) -> dict[str, str] | None:
-    """The job's credentials Secret, decoded; {} when the job names none; None when it is missing."""
-    name = ((body.get("spec") or {}).get("repo") or {}).get("credentialsSecret")
+    """The job's credentials Secret, decoded; {} when the job names none; None when it is missing.
+    Raises consent.Refused when the Secret is not marked for Gigafactory use or for the job's host:
+    the cleanup sends it nowhere then, as the runner would not have."""
+    spec = body.get("spec") or {}
+    name = (spec.get("repo") or {}).get("credentialsSecret")
     if not name:
         return {}
     try:
         secret = await client.get(kubeclient.SECRETS, name, namespace=(body.get("metadata") or {}).get("namespace"))
     except kubeclient.NotFound:
         return None
+    consent.check_secret(secret, url=str((spec.get("repo") or {}).get("url") or ""))
     data = {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.get("data") or {}).items()}
     data.update(secret.get("stringData") or {})
     return data

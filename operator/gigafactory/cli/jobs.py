@@ -20,7 +20,7 @@ import rich.table
 import typer
 import yaml
 
-from gigafactory import config, constants, kubeclient, leases
+from gigafactory import config, consent, constants, kubeclient, leases
 from gigafactory.cli import terminal
 from gigafactory.models import agentjobs, factories
 from gigafactory.scheduling import queues, snapshots
@@ -427,16 +427,24 @@ def register(app: typer.Typer) -> None:
             records = list(status.get("attempts") or [])
             if status.get("report"):
                 records.append(status["report"])
-            refs = [(r.get("attempt"), r.get("logRef")) for r in records if r.get("logRef")]
+            refs = [(r.get("attempt"), r.get("logRef"), r.get("pod")) for r in records if r.get("logRef")]
             if attempt is not None:
                 refs = [ref for ref in refs if ref[0] == attempt]
             if not refs:
                 fail(_no_log(f"{ns}/{name}", status, records, attempt))
-            ref = LOG_REF.fullmatch(str(refs[-1][1]))
+            number, log_ref, pod = refs[-1]
+            ref = LOG_REF.fullmatch(str(log_ref))
             if ref is None:  # written by a runner: anything at all, as far as this command knows
-                fail(f"attempt {refs[-1][0]} of {ns}/{name} has a malformed log reference {str(refs[-1][1])[:200]!r} "
+                fail(f"attempt {number} of {ns}/{name} has a malformed log reference {str(log_ref)[:200]!r} "
                      "(expected configmap/NAMESPACE/NAME)")
+            # A runner wrote the reference: show a log only where its name and labels bind it to the
+            # attempt's pod and this job (a runner can name, or make, no other pod's log).
+            if consent.parse_log_ref(log_ref, pod=pod) is None:
+                fail(f"attempt {number} of {ns}/{name} names a log that is not its pod's ({str(log_ref)[:200]!r}, pod {str(pod)[:100]!r}): not shown")
             cm = await client.get(kubeclient.CONFIGMAPS, ref["name"], namespace=ref["namespace"])
+            if not consent.log_belongs(cm, pod=str(pod), job_uid=str(job["metadata"].get("uid"))):
+                fail(f"log {ref['namespace']}/{ref['name']} of attempt {number} of {ns}/{name} is not labelled as this job's "
+                     f"on pod {str(pod)[:100]!r}: not shown")
             return (cm.get("data") or {}).get("output", "")
 
         terminal.stdout.write(_run(kubeconfig, fetch))

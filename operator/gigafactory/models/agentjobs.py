@@ -137,14 +137,19 @@ class RepoSpec(common.Model):
         pydantic.Field(
             description=(
                 "A Secret in the job's namespace with git credentials: key `token` (HTTPS, optionally with "
-                "`username`) or `ssh-privatekey` (optionally with `known_hosts`). Never put secrets inline."
+                "`username`) or `ssh-privatekey` (optionally with `known_hosts`). Never put secrets inline. "
+                "Used only by its owner's consent: the job's author must be allowed to get it (checked at admission), "
+                "and it must be labelled gigafactory.dev/credentials=true and name the URL's host in its annotation "
+                "gigafactory.dev/allowed-hosts (comma-separated); else the attempt is Rejected (SecretNotForGigafactory, "
+                "HostNotAllowed) before any connection."
             ),
         ),
     ] = None
 
 
 class ConfigMapKeyRef(common.Model):
-    name: Annotated[common.ObjectName, pydantic.Field(description="A ConfigMap in the job's namespace.")]
+    name: Annotated[common.ObjectName, pydantic.Field(
+        description="A ConfigMap in the job's namespace that the job's author may get (checked at admission).")]
     key: Annotated[str, pydantic.Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="The key holding the text.")]
 
 

@@ -437,7 +437,10 @@ def private_remote(tmp_path, monkeypatch):
 
 
 def _secret(api, namespace, name, token):
-    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+    # Marked for Gigafactory use, for the test server's host (docs/security.md, credentials by consent).
+    body = {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"gigafactory.dev/credentials": "true"},
+                         "annotations": {"gigafactory.dev/allowed-hosts": "127.0.0.1"}},
             "data": {"token": base64.b64encode(token.encode()).decode()}}
     api.call("create", stubs.kubeclient.SECRETS, body, namespace=namespace)
 
