@@ -59,7 +59,8 @@ def render(tmp_path: pathlib.Path, values: str | None = None, namespace: str = "
     return [doc for doc in yaml.safe_load_all(helm(*args)) if doc]
 
 
-@pytest.mark.parametrize("values", [pytest.param([], id="default"), pytest.param(["-f", str(FULL_VALUES)], id="full")])
+@pytest.mark.parametrize("values", [pytest.param([], id="default"), pytest.param(["-f", str(FULL_VALUES)], id="full"),
+                                    pytest.param(["-f", str(ROOT / "examples" / "helm" / "values-script-agent.yaml")], id="demo")])
 def test_lint(values) -> None:
     out = helm("lint", "--strict", str(CHART), *values)
     assert "0 chart(s) failed" in out and "[WARNING]" not in out, out
