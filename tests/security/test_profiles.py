@@ -370,6 +370,10 @@ def test_the_api_server_enforces_the_charts_job_inputs_policy(crds, kubectl, kub
     version = "v1" if _serves_v1(kubectl) else "v1beta1"  # as the chart picks it (1.28: v1beta1)
     for doc in (policy, binding):
         doc["apiVersion"] = f"{group}/{version}"
+    # A job admitted before the policy: later updates that leave spec.agent alone (the operator's
+    # finalizers) must still pass, or it could never be deleted.
+    early = _create(kubeconfig, _manifest(namespace, {"profile": "script", "args": ["--prompt-file", "/etc/shadow"]}))
+    assert isinstance(early, dict), early
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all([policy, binding]))
     try:
         bad = {"profile": "script", "args": ["--prompt-file", "/etc/shadow"]}
@@ -383,6 +387,13 @@ def test_the_api_server_enforces_the_charts_job_inputs_policy(crds, kubectl, kub
         assert isinstance(_create(kubeconfig, _manifest(namespace, {"profile": "script", "args": ["--exit", "3"]})), dict)
         env = _create(kubeconfig, _manifest(namespace, {"profile": "script", "env": [{"name": "ANTHROPIC_BASE_URL", "value": "x"}]}))
         assert isinstance(env, kubeclient.ApiError) and "spec.agent.env[0].name: ANTHROPIC_BASE_URL is not" in env.message
+        many = ["--exit", "255", "--hang"] * 21  # 63 arguments, every one allowed: within the CEL cost budget
+        assert isinstance(_create(kubeconfig, _manifest(namespace, {"profile": "script", "args": many})), dict)
+        job = ["agentjob", early["metadata"]["name"], "-n", namespace, "--type", "merge", "-p"]
+        kubectl("patch", *job, '{"metadata": {"finalizers": ["gigafactory.dev/cleanup"], "labels": {"x": "y"}}}')
+        kubectl("patch", *job, '{"metadata": {"finalizers": null}}')
+        changed = kubectl("patch", *job, '{"spec": {"agent": {"args": ["--prompt-file", "/etc/passwd"]}}}', check=False)
+        assert changed.returncode != 0 and "spec.agent.args[0]" in changed.stderr, changed.stderr
     finally:
         kubectl("delete", f"validatingadmissionpolicybindings.{version}.{group}", name, "--ignore-not-found", check=False)
         kubectl("delete", f"validatingadmissionpolicies.{version}.{group}", name, "--ignore-not-found", check=False)
