@@ -62,7 +62,7 @@ class ArgRule(pydantic.BaseModel):
         if _NOT_RE2.search(value):
             raise ValueError("lookarounds, backreferences and conditionals are not RE2: the admission policy could not check it")
         try:
-            re.compile(value)
+            re.compile(value, flags=re.ASCII)
         except re.error as exc:
             raise ValueError(f"not a regular expression: {exc}") from None
         return value
@@ -182,7 +182,8 @@ class Profile(pydantic.BaseModel):
                 if index + 1 >= len(args):
                     raise NotAllowed("ArgNotAllowed", f"{field}[{index}]", f"{token} needs a value matching {rule.value}")
                 value = args[index + 1]
-                if value.startswith("-") or re.fullmatch(rule.value, value) is None:
+                # ASCII classes (\d, \w, \s) as in RE2, so that the admission policy and the runner agree.
+                if value.startswith("-") or re.fullmatch(rule.value, value, flags=re.ASCII) is None:
                     raise NotAllowed("ArgNotAllowed", f"{field}[{index + 1}]",
                                      f"{_show(value)} is not a value this profile allows for {token} (it must match {rule.value})")
                 index += 1
