@@ -118,6 +118,14 @@ PYTHON_PROFILES = [p for p in _chart_profiles() if p.values[0]["argv"][0] == "{p
     pytest.param(yaml.safe_load(profiles.DEFAULT_FILE.read_text())["profiles"]["script"], id="runner-default:script")]
 
 
+@pytest.mark.parametrize("profile", _chart_profiles())
+def test_every_profile_the_chart_ships_loads_in_the_runner(tmp_path, profile) -> None:
+    """A profile the runner refuses to load (say, one that allows PATH) would keep a pool's runners from starting."""
+    path = tmp_path / "profiles.yaml"
+    path.write_text(yaml.safe_dump({"profiles": {"x": profile}}))
+    assert profiles.load(path)["x"].argv == profile["argv"]
+
+
 @pytest.mark.parametrize("profile", PYTHON_PROFILES)
 async def test_a_repositorys_own_gigafactory_package_never_runs_in_the_script_agent(tmp_path, profile) -> None:
     """`python -m gigafactory.runner.script_agent` in the worktree used to import the repository's
