@@ -59,7 +59,8 @@ def render(tmp_path: pathlib.Path, values: str | None = None, namespace: str = "
     return [doc for doc in yaml.safe_load_all(helm(*args)) if doc]
 
 
-@pytest.mark.parametrize("values", [pytest.param([], id="default"), pytest.param(["-f", str(FULL_VALUES)], id="full")])
+@pytest.mark.parametrize("values", [pytest.param([], id="default"), pytest.param(["-f", str(FULL_VALUES)], id="full"),
+                                    pytest.param(["-f", str(ROOT / "examples" / "helm" / "values-script-agent.yaml")], id="demo")])
 def test_lint(values) -> None:
     out = helm("lint", "--strict", str(CHART), *values)
     assert "0 chart(s) failed" in out and "[WARNING]" not in out, out
@@ -240,10 +241,10 @@ def test_policies_are_rendered_at_the_version_the_cluster_serves(tmp_path, serve
 def test_a_cluster_without_admission_policies_fails_the_render(server) -> None:
     """Never the runners without their policies: that would let every runner token write any job's status."""
     result = subprocess.run([str(HELM), "template", "gf", str(CHART), *server], capture_output=True, text=True)
-    assert result.returncode != 0 and "needs ValidatingAdmissionPolicy" in result.stderr, result.stderr
+    assert result.returncode != 0 and "need ValidatingAdmissionPolicy" in result.stderr, result.stderr
     assert "feature-gates=ValidatingAdmissionPolicy=true" in result.stderr and "tokenScoping.enabled=false" in result.stderr
     # Switched off on purpose (NOTES.txt then warns), the chart renders, without policies.
-    off = helm("template", "gf", str(CHART), *server, "--set", "tokenScoping.enabled=false")
+    off = helm("template", "gf", str(CHART), *server, "--set", "tokenScoping.enabled=false", "--set", "jobAdmission.enabled=false")
     assert "kind: Deployment" in off and "ValidatingAdmissionPolicy" not in off
 
 

@@ -175,7 +175,8 @@ def installed(kubeconfig: str, api_client: kubernetes.client.ApiClient, director
     admin_core = kubernetes.client.CoreV1Api(api_client)
     for ns in (team_a, team_b):
         admin_core.create_namespace({"metadata": {"name": ns, "labels": {"gigafactory.dev/test": "true"}}})
-    profile = {"script": {"argv": ["{python}", "-m", "gigafactory.runner.script_agent", "--prompt-file", "{prompt_file}"]}}
+    profile = {"script": {"argv": ["{python}", "-m", "gigafactory.runner.script_agent", "{args}", "--prompt-file", "{prompt_file}"],
+                          "allow": {"args": [{"flag": "--hang"}]}}}  # what test_install_e2e's jobs add
     values = {"operator": {"replicas": 1},
               "pools": [{"name": alpha, "replicas": 1, "agents": ["script"], "namespaces": [team_a], "profiles": profile},
                         {"name": beta, "replicas": 1, "agents": ["script"], "namespaces": ["*"], "profiles": profile},
@@ -595,11 +596,10 @@ def test_the_policies_are_served_at_the_version_the_server_offers(release) -> No
 
     version = "v1" if served("v1", "validatingadmissionpolicies") is not None else "v1beta1"
     rendered = [d for d in yaml.safe_load_all(rel.manifest) if d and d["kind"].startswith("ValidatingAdmissionPolicy")]
-    assert {d["apiVersion"] for d in rendered} == {f"{group}/{version}"} and len(rendered) == 14
+    assert {d["apiVersion"] for d in rendered} == {f"{group}/{version}"} and len(rendered) == 16
     policies = served(version, "validatingadmissionpolicies") or []
-    assert sorted(p["metadata"]["name"] for p in policies) == sorted(
-        [f"{rel.name}-{pool}-runner-{kind}" for pool in (rel.alpha, rel.beta) for kind in ("jobs", "leases", "logs")]
-        + [f"{rel.name}-job-consent"])
+    assert sorted(p["metadata"]["name"] for p in policies) == sorted([f"{rel.name}-job-inputs", f"{rel.name}-job-consent", *(
+        f"{rel.name}-{pool}-runner-{kind}" for pool in (rel.alpha, rel.beta) for kind in ("jobs", "leases", "logs"))])
     bindings = served(version, "validatingadmissionpolicybindings") or []
     assert {b["spec"]["policyName"] for b in bindings} == {p["metadata"]["name"] for p in policies}
     assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings)
@@ -636,13 +636,12 @@ def test_the_server_type_checks_the_policies_and_warns_of_nothing(release) -> No
                          message="the type checker to flag a misspelt field (is the controller manager's "
                                  "ValidatingAdmissionPolicy feature gate on?)")
         assert "holderIdentiti" in warnings[0]["warning"]
-        for pool in (rel.alpha, rel.beta):
-            for kind in ("jobs", "leases", "logs"):
-                name = f"{rel.name}-{pool}-runner-{kind}"
-                found = _wait(lambda: checked(name) is not None and [checked(name)], timeout=60, message=f"{name} type-checked")
-                errors = [(w["fieldRef"], error) for w in found[0].get("expressionWarnings") or ()
-                          for error in re.findall(r"ERROR: <input>:\d+:\d+: ([^\n]*)", w["warning"]) or [w["warning"]]
-                          if not error.startswith("undeclared reference to 'variables'")]
-                assert not errors, (name, errors)
+        names = [f"{rel.name}-{pool}-runner-{kind}" for pool in (rel.alpha, rel.beta) for kind in ("jobs", "leases", "logs")]
+        for name in [*names, f"{rel.name}-job-inputs", f"{rel.name}-job-consent"]:
+            found = _wait(lambda: checked(name) is not None and [checked(name)], timeout=60, message=f"{name} type-checked")
+            errors = [(w["fieldRef"], error) for w in found[0].get("expressionWarnings") or ()
+                      for error in re.findall(r"ERROR: <input>:\d+:\d+: ([^\n]*)", w["warning"]) or [w["warning"]]
+                      if not error.startswith("undeclared reference to 'variables'")]
+            assert not errors, (name, errors)
     finally:
         rel.admin.custom.delete_cluster_custom_object(group, version, plural, probe)

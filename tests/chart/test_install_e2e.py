@@ -49,8 +49,8 @@ def _start_runner(rel: test_install.Release, tmp_path: pathlib.Path, *, pod: str
     """`gigafactory runner` as the chart's pod template sets it up: by default as pod alpha_pod of factory alpha."""
     pod, factory = pod or rel.alpha_pod, factory or rel.alpha
     profiles = tmp_path / "profiles.yaml"
-    profiles.write_text('profiles:\n  script:\n    argv: ["{python}", "-m", "gigafactory.runner.script_agent", '
-                        '"--prompt-file", "{prompt_file}"]\n    timeoutSeconds: 30\n')
+    profiles.write_text('profiles:\n  script:\n    argv: ["{python}", "-m", "gigafactory.runner.script_agent", "{args}", '
+                        '"--prompt-file", "{prompt_file}"]\n    timeoutSeconds: 30\n    allow: {args: [{flag: --hang}]}\n')
     env = {
         **{k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
         "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),

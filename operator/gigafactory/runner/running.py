@@ -270,14 +270,18 @@ class Runner:
             spec = agentjobs.AgentJob.model_validate(job).spec
         except pydantic.ValidationError as exc:  # the schema should have refused it; a runner does not rely on that
             first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
+            where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
             raise AttemptFailed("Rejected", "InvalidSpec", f"{where}: {first['msg']}") from None
         profile = self.profiles.get(spec.agent.profile)
         if profile is None:
             raise AttemptFailed("Rejected", "ProfileUnknown", f"agent profile {spec.agent.profile!r} is not offered by this runner")
-        for env in spec.agent.env:  # the schema refuses these too; a runner does not rely on it
-            if env.name.startswith(constants.RESERVED_ENV_PREFIXES) or env.name in constants.RESERVED_ENV_NAMES:
-                raise AttemptFailed("Rejected", "ReservedEnv", f"env name {env.name} is reserved")
+        # A job adds only what its profile allows (the chart's admission policy says so too; a runner
+        # does not rely on it): no flag that overrides the profile's, no env that changes what runs.
+        try:
+            profile.check_args(spec.agent.args)
+            profile.check_env(env.name for env in spec.agent.env)
+        except profiles.NotAllowed as exc:
+            raise AttemptFailed("Rejected", exc.reason, exc.message) from None
         branch = spec.repo.branch or f"agent/{job['metadata']['name']}"
         try:
             worktrees.check_url(spec.repo.url, allow_local=self.settings.allow_local_repos)
@@ -305,8 +309,11 @@ class Runner:
             with tempfile.TemporaryDirectory(prefix="gf-task-", dir=self.workspace.root) as tmp:
                 prompt_file = pathlib.Path(tmp) / "prompt.md"
                 prompt_file.write_text(prompt)
-                argv = profile.render(prompt_file=prompt_file, workdir=workdir, job=job["metadata"]["name"],
-                                      branch=branch, extra_args=spec.agent.args)
+                try:
+                    argv = profile.render(prompt_file=prompt_file, workdir=workdir, job=job["metadata"]["name"],
+                                          branch=branch, extra_args=spec.agent.args)
+                except FileNotFoundError as exc:
+                    raise AttemptFailed("Rejected", "AgentNotRunnable", f"cannot start the agent: {exc}") from None
                 env = {**worktrees.clean_env(), **profile.env, **{e.name: e.value for e in spec.agent.env},
                        "GIGAFACTORY_JOB": job["metadata"]["name"], "GIGAFACTORY_BRANCH": branch, "GIT_TERMINAL_PROMPT": "0"}
                 if "GIGAFACTORY_SCRIPT_MARKER" in os.environ:  # the script agent's execution counter (tests)
