@@ -635,12 +635,17 @@ class Operator:
                 self.metrics.reports_rejected.labels(field=f"metadata.annotations.{leases.ANNOTATION_PUSHED}").inc()
                 logger.warning("announced push of %s ignored: not the job's branch", binding.pushed[0][:255],
                                extra={"job": f"{binding.job_namespace}/{binding.job_name}", "pod": binding.pod, "reason": trust.REASON_REPORT_REJECTED})
-            if await binder.undo(self.client, binding=binding, reason=reason, message=message, check_lease=expiry):
+            # A binding whose Lease lies outside the runner namespaces (the setting changed, or a Lease
+            # forged there): its Lease is neither read (what it announces is untrusted) nor deleted
+            # (not ours: the operator writes Leases only where the runners are).
+            declared = trust.in_runner_namespaces(binding.namespace, self.runner_namespaces)
+            if await binder.undo(self.client, binding=binding, reason=reason, message=message,
+                                 check_lease=expiry and declared, delete_lease=declared):
                 self.metrics.undone.labels(reason=reason).inc()
                 self.success.record_attempt({"factory": binding.factory, "outcome": agentjobs.Outcome.INFRA_ERROR.value, "reason": reason})
                 logger.info("binding undone", extra={"job": f"{binding.job_namespace}/{binding.job_name}", "pod": binding.pod, "reason": reason})
         except Exception:
-            logger.exception("undo failed", extra={"lease": binding.name})
+            logger.exception("undo failed", extra={"lease": binding.name, "job": f"{binding.job_namespace}/{binding.job_name}"})
             await asyncio.sleep(1)  # a write that keeps failing must not spin
             # Nothing else would bring this binding back (its Lease stays expired, no event comes):
             # look again, while the Lease is still there.
