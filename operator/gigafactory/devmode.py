@@ -304,7 +304,9 @@ async def run(options: Options) -> int:
     server: localcluster.LocalCluster | None = None
     if options.server is None:
         try:
-            server = await localcluster.start(port=options.port)
+            # Private to whoever can read the kubeconfig (0600): other local users and browser pages
+            # reach the loopback port too, and get 401 (localcluster.guarding).
+            server = await localcluster.start(port=options.port, token=localcluster.new_token())
         except OSError as exc:
             console.print(f"error: cannot serve on 127.0.0.1:{options.port} ({exc.strerror}): is another `gigafactory dev` "
                           "running? Stop it, or pass --port with another port (0: any free one).", markup=False)

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from gigafactory.localcluster import conversions, errors, patching, resources, schemas, selectors, storing
+from gigafactory.localcluster import conversions, errors, guarding, patching, resources, schemas, selectors, storing
 
 logger = logging.getLogger(__name__)
 
@@ -586,9 +586,13 @@ class Cluster:
         if not resource.custom:
             accepted.append(patching.STRATEGIC)
         if content_type not in accepted:
+            if not resource.custom:
+                # kube-apiserver's built-in handlers answer an unknown patch type in net/http's words.
+                raise errors.ApiError(errors.status(code=415, reason="UnsupportedMediaType",
+                                                    message="415: Unsupported Media Type", details={}))
             raise errors.unsupported_media_type(content_type, accepted)
         try:
-            patch = json.loads(patch_body or b"null")
+            patch = guarding.load_json(patch_body or b"null")
         except ValueError as e:
             raise errors.bad_request(f"error decoding patch: {e}")
         if old is None:
@@ -620,7 +624,7 @@ class Cluster:
             raise errors.invalid(kind="PatchOptions", group="meta.k8s.io", name="", causes=[errors.cause(
                 "fieldManager", "FieldValueRequired", "Required value: is required for apply patch")])
         try:
-            applied = yaml.safe_load(body or b"")
+            applied = guarding.load_yaml(body or b"")
         except yaml.YAMLError as e:
             raise errors.bad_request(f"error decoding YAML: {e}")
         if not isinstance(applied, dict):

@@ -9,13 +9,14 @@ import asyncio
 import contextlib
 import os
 import pathlib
+import secrets
 import threading
 from typing import Any, Iterable, Iterator
 
 import yaml
 from aiohttp import web
 
-from gigafactory.localcluster import handling, resources, server
+from gigafactory.localcluster import guarding, handling, resources, server
 
 CONTEXT = "gigafactory-local"
 
@@ -34,11 +35,20 @@ def read_manifests(paths: Iterable[str | os.PathLike[str]]) -> list[dict[str, An
     return documents
 
 
-def kubeconfig(url: str) -> dict[str, Any]:
+# What a kubeconfig of a server without a token holds (clients want some credential; it is not checked).
+UNCHECKED_TOKEN = "gigafactory-local-token"
+
+
+def new_token() -> str:
+    """A bearer token for one server's life: 256 random bits."""
+    return secrets.token_urlsafe(32)
+
+
+def kubeconfig(url: str, token: str | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "v1", "kind": "Config", "current-context": CONTEXT, "preferences": {},
         "clusters": [{"name": CONTEXT, "cluster": {"server": url}}],
-        "users": [{"name": CONTEXT, "user": {"token": "gigafactory-local-token"}}],
+        "users": [{"name": CONTEXT, "user": {"token": token or UNCHECKED_TOKEN}}],
         "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": "default"}}],
     }
 
@@ -57,11 +67,17 @@ class LocalCluster:
         return int(self.url.rsplit(":", 1)[1])
 
     def write_kubeconfig(self, path: str | os.PathLike[str]) -> pathlib.Path:
-        """Write atomically, so a reader that sees the file sees a server that is ready."""
+        """Write atomically, so a reader that sees the file sees a server that is ready; readable by
+        its owner only (it holds the token), from the moment it exists: created 0600, never widened."""
         target = pathlib.Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.tmp")
-        temporary.write_text(yaml.safe_dump(kubeconfig(self.url), sort_keys=False))
+        temporary.unlink(missing_ok=True)
+        # O_EXCL | O_NOFOLLOW: a file or link someone left there is not written through.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # the umask can only narrow it, but say it outright
+            handle.write(yaml.safe_dump(kubeconfig(self.url, self.server.token), sort_keys=False))
         temporary.replace(target)
         return target
 
@@ -90,15 +106,24 @@ class LocalCluster:
 
 async def start(*, port: int = 0, host: str = "127.0.0.1", crd_dirs: Iterable[str | os.PathLike[str]] = (),
                 apply: Iterable[str | os.PathLike[str]] = (), bookmark_interval: float = 5.0,
-                history: int = 10_000) -> LocalCluster:
-    srv = server.Server(handling.Cluster(history=history), bookmark_interval=bookmark_interval)
-    runner = web.AppRunner(srv.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+                history: int = 10_000, token: str | None = None,
+                header_timeout: float = guarding.HEADER_TIMEOUT_SECONDS,
+                body_timeout: float = guarding.BODY_TIMEOUT_SECONDS) -> LocalCluster:
+    """Serve on host:port. With `token`, every request must carry it (`new_token()` makes one; the
+    kubeconfig written holds it); without, none is checked (tests that start their own server)."""
+    srv = server.Server(handling.Cluster(history=history), bookmark_interval=bookmark_interval, token=token,
+                        body_timeout=body_timeout)
+    # aiohttp's keep-alive timer also runs from the moment a connection opens and closes it if no
+    # complete request head has come by then: the header timeout (slowloris), and the idle timeout.
+    runner = web.AppRunner(srv.app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                           keepalive_timeout=header_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     url = f"http://{host}:{bound}"
     srv.address = f"{host}:{bound}"
+    srv.hosts = guarding.allowed_hosts(host, bound)
     local = LocalCluster(srv, runner, url)
     manifests = read_manifests(crd_dirs)
     manifests += read_manifests(apply)
