@@ -210,7 +210,20 @@ def _validate_configmap(obj: Obj) -> list[dict[str, str]]:
             elif field == "data" and isinstance(binary, dict) and key in binary:
                 causes.append(errors.cause(f"data[{key}]", "FieldValueInvalid",
                                            f'Invalid value: {json.dumps(key)}: duplicate of key present in binaryData'))
+    # kube-apiserver: keys and values together at most 1 MiB (corev1.MaxSecretSize), binary data decoded.
+    total = 0
+    for field, values in (("data", data), ("binaryData", binary)):
+        for key, value in values.items() if isinstance(values, dict) else ():
+            size = len(str(value).encode())
+            if field == "binaryData":
+                size = len(str(value)) * 3 // 4 - str(value).count("=")
+            total += len(key.encode()) + size
+    if total > _MAX_CONFIG_BYTES:
+        causes.append(errors.cause("[]", "FieldValueTooLong", f"Too long: must have at most {_MAX_CONFIG_BYTES} bytes"))
     return causes
+
+
+_MAX_CONFIG_BYTES = 1024 * 1024
 
 
 class Cluster:
