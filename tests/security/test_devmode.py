@@ -8,6 +8,7 @@ switch, a body nested 10,001 levels deep, a 40 MiB object, YAML aliases that exp
 a connection that never finishes its request. The timeouts are checked on a server started with
 short ones, and Ctrl-C on a `gigafactory dev` whose agent hangs must leave no agent behind."""
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -291,3 +292,67 @@ def test_a_body_that_never_finishes_is_504_and_closed(impatient) -> None:
 
 def test_the_dev_servers_timeouts_are_kube_apiservers() -> None:
     assert guarding.HEADER_TIMEOUT_SECONDS <= 32 and guarding.BODY_TIMEOUT_SECONDS <= 60
+
+
+# --- Ctrl-C --------------------------------------------------------------------------------------
+
+def _agents(work: pathlib.Path, marker: str) -> list[int]:
+    """Live agent processes of this test (/proc): its marker in their environment or their working
+    directory under its work dir. A zombie is dead (it only waits for its parent to reap it)."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"script_agent" not in (entry / "cmdline").read_bytes():
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            try:
+                ours = marker.encode() in (entry / "environ").read_bytes()
+            except OSError:
+                ours = False
+            ours = ours or os.readlink(entry / "cwd").startswith(str(work))
+        except OSError:
+            continue
+        if ours and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_leaves_no_agent_running(tmp_path) -> None:
+    """A job whose agent never returns; Ctrl-C (SIGINT) to `gigafactory dev`: within the dev
+    supervisor's own stop grace, `gigafactory dev` has exited and no agent process is left."""
+    from gigafactory import devmode
+
+    marker = f"GIGAFACTORY_TEST_HANGING_AGENT={tmp_path.name}"
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text(yaml.safe_dump({"profiles": {"script": {
+        "argv": ["{python}", "-m", "gigafactory.runner.script_agent", "--prompt-file", "{prompt_file}", "--hang"],
+        "env": dict([marker.split("=", 1)]), "timeoutSeconds": 3600}}}))
+    os.environ["GIGAFACTORY_RUNNER_PROFILES_FILE"] = str(profiles)  # inherited by the runners dev starts
+    try:
+        running = Dev(tmp_path, "--runners", "1")
+    finally:
+        del os.environ["GIGAFACTORY_RUNNER_PROFILES_FILE"]
+    try:
+        import kubernetes
+
+        client = kubernetes.config.new_client_from_config(config_file=str(running.kubeconfig))
+        kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
+            "gigafactory.dev", "v1alpha1", "default", "agentjobs", {
+                "apiVersion": "gigafactory.dev/v1alpha1", "kind": "AgentJob", "metadata": {"name": "hangs"},
+                "spec": {"repo": {"url": str(tmp_path / ".dev" / "repos" / "sample.git")}, "task": {"prompt": "never finish"},
+                         "agent": {"profile": "script"}}})
+        client.close()
+        wait_for(lambda: _agents(tmp_path, marker), timeout=STARTUP, message="the hanging agent never started")
+        running.process.send_signal(signal.SIGINT)
+        running.process.wait(timeout=devmode.STOP_GRACE_SECONDS + 30)
+        # SIGKILL lands asynchronously: the group it was sent to may take a moment to be gone.
+        wait_for(lambda: not _agents(tmp_path, marker), timeout=10, message="agents outlived gigafactory dev")
+        assert "stopping" in (tmp_path / "dev.out").read_text()
+    finally:
+        for pid in _agents(tmp_path, marker):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        running.stop()
