@@ -15,7 +15,7 @@ if [ ! -f "$tools/.installed" ] || [ requirements-tools.lock -nt "$tools/.instal
   "$tools/bin/pip" install -q --disable-pip-version-check --require-hashes -r requirements-tools.lock
   touch "$tools/.installed"
 fi
-compile=("$tools/bin/uv" pip compile --universal --python-version 3.11 --generate-hashes
+compile=("$tools/bin/uv" pip compile --quiet --universal --python-version 3.11 --generate-hashes
          --custom-compile-command "make lock" "$@")
 echo "setuptools>=68" | "${compile[@]}" pyproject.toml - -o requirements.lock
 echo "setuptools>=68" | "${compile[@]}" pyproject.toml - --extra dev --extra test -c requirements.lock -o requirements-test.lock
