@@ -126,6 +126,23 @@ def test_the_token_is_not_taken_over_plain_http(dev) -> None:
     assert not answer.startswith(b"HTTP/1.1 200"), answer
 
 
+def test_the_kubeconfig_is_never_readable_by_others_even_for_a_moment(tmp_path) -> None:
+    """Created 0600 whatever the umask, and not written through a link another user planted where the
+    temporary file goes (it would otherwise land, token and all, wherever the link points)."""
+    target = tmp_path / "kubeconfig"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("untouched")
+    (tmp_path / ".kubeconfig.tmp").symlink_to(elsewhere)
+    previous = os.umask(0)
+    try:
+        with localcluster.running(token=localcluster.new_token()) as server:
+            server.write_kubeconfig(target)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and not target.is_symlink()
+    assert elsewhere.read_text() == "untouched"
+
+
 @pytest.mark.parametrize("token", [None, "gigafactory-local-token", "wrong"], ids=["no-token", "old-fixed-token", "wrong-token"])
 @pytest.mark.parametrize("method, path, body", [
     ("GET", CONFIGMAPS, None),
