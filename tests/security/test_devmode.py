@@ -373,3 +373,40 @@ def test_ctrl_c_leaves_no_agent_running(tmp_path) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
         running.stop()
+
+
+def test_agents_a_killed_runner_left_are_ended(tmp_path) -> None:
+    """The supervisor's last line: a runner killed before it stopped its agent (it hung past the stop
+    grace) leaves the agent's pid file; `gigafactory dev` ends that agent's whole process group."""
+    from gigafactory import devmode
+    from gigafactory.runner import executing
+
+    agent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3600)']); time.sleep(3600)"],
+                             start_new_session=True)
+    try:
+        pids = tmp_path / "runners" / "dev-runner-0" / "agents"
+        pids.mkdir(parents=True)
+        (pids / "job.pid").write_text(f"{agent.pid} {executing._start_time(agent.pid)}")
+        wait_for(lambda: len(_group(agent.pid)) == 2, timeout=STARTUP, message="the agent and its child")
+        assert devmode._end_left_agents(tmp_path) == [agent.pid]
+        agent.wait(timeout=10)
+        wait_for(lambda: not _group(agent.pid), timeout=10, message="the agent's child to go with it")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(agent.pid, signal.SIGKILL)
+        agent.wait()
+
+
+def _group(pgid: int) -> list[int]:
+    """Live processes of a process group (/proc)."""
+    members = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                members.append(int(entry.name))
+    return members
