@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Render the chart with default, full and demo values (the full ones also as for a 1.28 cluster) and scan it
-# with checkov (its own venv, pinned by requirements-tools.lock, so its many dependencies stay out of the
+# with checkov (its own venv, pinned and hashed by requirements-tools.lock, so its many dependencies stay out of the
 # project's). Fails on any finding not skipped with a reason in .checkov.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=.venv-tools
 if [ ! -f "$tools/.installed" ] || [ requirements-tools.lock -nt "$tools/.installed" ]; then
   python3 -m venv "$tools"
-  "$tools/bin/pip" install -q --disable-pip-version-check -r requirements-tools.lock
+  "$tools/bin/pip" install -q --disable-pip-version-check --require-hashes -r requirements-tools.lock
   touch "$tools/.installed"
 fi
 out=$(mktemp -d)
