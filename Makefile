@@ -1,5 +1,6 @@
 # The two commands of the README: `make dev` runs Gigafactory locally, `make test` runs every test.
-# Both build the virtual environment they need from requirements.lock first.
+# Both build the virtual environment they need from requirements-test.lock first: every file pip
+# installs must match a sha256 in the lock (--require-hashes). `make lock` makes the lock files.
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,12 +12,14 @@ STAMP := $(VENV)/.installed
 KUBE_ASSETS = $(or $(KUBEBUILDER_ASSETS),$(shell [ -x ../shared/k8s/assets ] && ../shared/k8s/assets 2>/dev/null))
 PYTEST = $(BIN)/python -m pytest -n 2 --dist loadgroup
 
-.PHONY: dev test test-embedded test-real venv crds check-crds clean
+.PHONY: dev test test-embedded test-real venv lock crds check-crds clean
 
-$(STAMP): requirements.lock pyproject.toml
+# The package itself is built with the setuptools of the lock (--no-build-isolation), not one that
+# pip would fetch, unpinned and unchecked, for an isolated build.
+$(STAMP): requirements-test.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r requirements-test.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python scripts/kube-tools.py --dest $(BIN)
 	touch $(STAMP)
 
@@ -46,6 +49,11 @@ test-real: $(STAMP)
 	else \
 	  echo "== no Kubernetes binaries (KUBEBUILDER_ASSETS, ../shared/k8s): the real-server pass is left out"; \
 	fi
+
+# requirements.lock, requirements-test.lock and requirements-tools.lock (scripts/lock.sh, uv), from
+# pyproject.toml and requirements-tools.in, every pin hashed. ARGS=--upgrade to move the pins.
+lock:
+	scripts/lock.sh $(ARGS)
 
 crds: $(STAMP)
 	$(BIN)/python -m gigafactory.crdgen

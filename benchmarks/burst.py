@@ -31,7 +31,7 @@ async def main(jobs: int, pods: int, slots: int) -> None:
                     pod=f"pool-{i}", namespace="bench", factory="pool", slots=slots, agents=["script"],
                     duration_seconds=600, moment=leases.now()), namespace="bench")
             env = {**os.environ, "PYTHONPATH": str(ROOT / "operator"), "GIGAFACTORY_HTTP_PORT": "0",
-                   "GIGAFACTORY_CLAIM_TIMEOUT_SECONDS": "600"}
+                   "GIGAFACTORY_CLAIM_TIMEOUT_SECONDS": "600", "GIGAFACTORY_RUNNER_NAMESPACES": "bench"}
             proc = subprocess.Popen([sys.executable, "-m", "gigafactory.cli.main", "operator", "--kubeconfig", kubeconfig],
                                     env=env, stderr=subprocess.DEVNULL)
             try:

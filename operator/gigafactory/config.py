@@ -3,7 +3,7 @@
 One class per process; each field says what it is for. Helm values map onto these env names.
 """
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import pydantic_settings
@@ -63,6 +63,36 @@ class OperatorSettings(pydantic_settings.BaseSettings):
     git_timeout_seconds: int = pydantic.Field(default=120, ge=1)
     # Branch cleanup over SSH without known_hosts in the job's Secret: refused unless true (as the runner's).
     ssh_accept_new_host_keys: bool = False
+    # The namespaces where the platform runs runner pods (comma-separated; empty: `namespace` alone).
+    # Heartbeat and binding Leases count only there: a Lease anywhere else is ignored (never cached,
+    # never scheduled to, never trusted for a push) and reported once (an Event on it and the counter
+    # gigafactory_leases_ignored), and binding Leases are created only there. "*" trusts every
+    # namespace: for tests and single-tenant clusters only, as then anyone who may create a Lease
+    # anywhere can enrol a runner (docs/security.md, "What the operator trusts").
+    runner_namespaces: Annotated[list[str], pydantic_settings.NoDecode] = []
+    # The ServiceAccount of a scaled factory's runner pods ("{factory}" is replaced by the Factory's
+    # name): forced onto the Deployment the operator makes from spec.scaling.template, so that whoever
+    # writes a Factory cannot give its pods another identity (the chart: "<release>-{factory}-runner").
+    runner_service_account: str = "{factory}-runner"
+
+    @pydantic.field_validator("runner_namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @pydantic.field_validator("runner_service_account")
+    @classmethod
+    def _one_placeholder(cls, value: str) -> str:
+        if value.replace("{factory}", "x").count("{") or value.replace("{factory}", "x").count("}"):
+            raise ValueError("only the placeholder {factory} is allowed")
+        return value
+
+    def runner_namespace_set(self) -> frozenset[str] | None:
+        """The declared runner namespaces; None for "*" (every namespace)."""
+        declared = frozenset(self.runner_namespaces or [self.namespace])
+        return None if "*" in declared else declared
 
 
 class RunnerSettings(pydantic_settings.BaseSettings):

@@ -35,6 +35,14 @@ ROLE_HEARTBEAT: Final = "heartbeat"
 ROLE_BINDING: Final = "binding"
 ROLE_LEADER: Final = "leader"
 
+# Credentials by consent (docs/security.md): a Secret a job names is used only when it carries this
+# label ("true") and names, in this annotation, the hosts its credentials may be sent to.
+LABEL_CREDENTIALS: Final = f"{GROUP}/credentials"
+ANNOTATION_ALLOWED_HOSTS: Final = f"{GROUP}/allowed-hosts"
+# On a log ConfigMap: the uid of the job whose attempt's output it keeps (with LABEL_POD, its author).
+LABEL_JOB_UID: Final = f"{GROUP}/job-uid"
+LOG_PREFIX: Final = "gf-log-"
+
 FINALIZER_JOB: Final = f"{GROUP}/cleanup"
 FINALIZER_FACTORY: Final = f"{GROUP}/drain"
 
@@ -47,10 +55,24 @@ ANNOTATION_WARM_REPOS: Final = f"{GROUP}/warm-repos"
 # any new value is one request; the operator records the value it honoured in status.retryRequest.
 ANNOTATION_RETRY: Final = f"{GROUP}/retry"
 
-# A runner sets these env names itself; a job may not override them (the schema says so too).
-RESERVED_ENV_PREFIXES: Final = ("GIGAFACTORY_", "GIT_")
-# ...and these names, which would let a job steer the runner's own git, ssh or dynamic loader.
-RESERVED_ENV_NAMES: Final = ("SSH_AUTH_SOCK", "SSH_ASKPASS", "LD_PRELOAD", "LD_LIBRARY_PATH")
+# Env names a job may never set, whatever its agent profile allows (the CRD schema refuses them, the
+# runner checks again, and a profile that allows one fails to load). The runner sets some itself
+# (GIGAFACTORY_*, GIT_*, SSH_*, HOME); the rest change which program runs or what it loads before it
+# reads its task (PATH, the dynamic loader, interpreter start-up: PYTHON*, NODE_*, PERL*, RUBY*, Java,
+# shell start-up files) or where it connects and whom it trusts (proxies, CA bundles, package indexes).
+RESERVED_ENV_PREFIXES: Final = (
+    "GIGAFACTORY_", "GIT_", "SSH_", "LD_", "DYLD_", "GCONV_", "GLIBC_", "MALLOC_", "PYTHON", "NODE_", "NPM_CONFIG_",
+    "npm_config_", "YARN_", "PERL", "RUBY", "GEM_", "BUNDLE_", "JAVA_", "_JAVA_", "JDK_", "BASH_FUNC_", "XDG_",
+    "PIP_", "UV_", "CARGO_", "RUSTC", "DENO_", "BUN_", "OPENSSL_", "KUBE",
+)
+RESERVED_ENV_NAMES: Final = (
+    "PATH", "HOME", "USER", "SHELL", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "IFS", "CDPATH", "PS4",
+    "PROMPT_COMMAND", "ZDOTDIR", "EDITOR", "VISUAL", "PAGER", "BROWSER", "TMPDIR", "TERMINFO", "LOCPATH",
+    "NLSPATH", "HOSTALIASES", "RES_OPTIONS", "LOCALDOMAIN", "CLASSPATH", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY",
+    "http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy", "GOFLAGS", "GOPROXY", "GOROOT",
+    "GOPATH", "GOTOOLCHAIN", "GOENV", "GOINSECURE", "GONOSUMDB", "GOPRIVATE", "GONOPROXY",
+)
 
 
 class ConditionType(str, enum.Enum):
@@ -64,3 +86,4 @@ class ConditionType(str, enum.Enum):
     SUSPENDED = "Suspended"
     READY = "Ready"
     DRAINING = "Draining"
+    TEMPLATE_ACCEPTED = "TemplateAccepted"  # a scaled Factory's runner template, as the operator forces it

@@ -25,6 +25,7 @@ import rich.table
 from gigafactory import constants, crdgen, kubeclient, localcluster
 from gigafactory.binding.scaler import DELETION_COST
 from gigafactory.models import agentjobs
+from gigafactory.runner import executing
 
 DEV_NAMESPACE = "default"
 RUNNER_NAMESPACE = "gigafactory-dev"
@@ -33,6 +34,12 @@ FACTORY = "dev"
 # kubectl and .dev/kubeconfig keep working across restarts.
 DEFAULT_PORT = 17080
 EXAMPLE_LABEL = "gigafactory.dev/dev-example"
+# Ctrl-C: each runner drains (its running jobs get this long to finish), then stops its agents
+# (SIGTERM to each agent's process group, SIGKILL KILL_GRACE_SECONDS later), reports and releases.
+# The supervisor waits for all of that before it kills a runner, and then ends the process groups of
+# any agent a killed runner left (its pid files), so no agent outlives `gigafactory dev`.
+RUNNER_DRAIN_SECONDS = 5
+STOP_GRACE_SECONDS = RUNNER_DRAIN_SECONDS + executing.KILL_GRACE_SECONDS + 20.0
 
 console = rich.console.Console(highlight=False)
 
@@ -109,6 +116,7 @@ class ProcessProvider:
                     "GIGAFACTORY_RUNNER_SLOTS": template_env.get("GIGAFACTORY_RUNNER_SLOTS", "1"),
                     "GIGAFACTORY_RUNNER_WORK_DIR": str(self.work_dir / "runners" / pod), "GIGAFACTORY_RUNNER_ALLOW_LOCAL_REPOS": "true",
                     "GIGAFACTORY_RUNNER_HEARTBEAT_SECONDS": "3",
+                    "GIGAFACTORY_RUNNER_SHUTDOWN_GRACE_SECONDS": str(RUNNER_DRAIN_SECONDS),
                 }, self.work_dir / "logs" / f"{pod}.log")
                 self.started_total += 1
                 running.append(pod)
@@ -127,8 +135,11 @@ class ProcessProvider:
                     with contextlib.suppress(ProcessLookupError):
                         proc.send_signal(signal.SIGTERM)
 
+    def all(self) -> list[asyncio.subprocess.Process]:
+        return [p for mine in self.processes.values() for p in mine.values()]
+
     async def stop(self) -> None:
-        await _stop([p for mine in self.processes.values() for p in mine.values()])
+        await _stop(self.all())
 
 
 def make_sample_repo(root: pathlib.Path) -> pathlib.Path:
@@ -205,7 +216,9 @@ async def _spawn(args: list[str], env: dict[str, str], log: pathlib.Path) -> asy
         handle.close()
 
 
-async def _stop(processes: list[asyncio.subprocess.Process], grace: float = 10.0) -> None:
+async def _stop(processes: list[asyncio.subprocess.Process], grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM, then SIGKILL to whichever is still running after `grace` (longer than a runner's
+    drain and agent stop, so a runner ends its own agents unless it hangs)."""
     for proc in processes:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -218,6 +231,16 @@ async def _stop(processes: list[asyncio.subprocess.Process], grace: float = 10.0
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
+        await asyncio.gather(*(proc.wait() for proc in processes))
+
+
+def _end_left_agents(work_dir: pathlib.Path) -> list[int]:
+    """The process groups of agents whose runner died before it could stop them (their pid files),
+    as a runner restarted on the same work dir would end them (executing.kill_orphans)."""
+    killed: list[int] = []
+    for pids in sorted((work_dir / "runners").glob("*/agents")):
+        killed += executing.kill_orphans(pids)
+    return killed
 
 
 class Board:
@@ -304,7 +327,9 @@ async def run(options: Options) -> int:
     server: localcluster.LocalCluster | None = None
     if options.server is None:
         try:
-            server = await localcluster.start(port=options.port)
+            # Private to whoever can read the kubeconfig (0600): other local users and browser pages
+            # reach the loopback port too, and get 401 (localcluster.guarding).
+            server = await localcluster.start(port=options.port, token=localcluster.new_token())
         except OSError as exc:
             console.print(f"error: cannot serve on 127.0.0.1:{options.port} ({exc.strerror}): is another `gigafactory dev` "
                           "running? Stop it, or pass --port with another port (0: any free one).", markup=False)
@@ -359,6 +384,7 @@ async def run(options: Options) -> int:
                 "GIGAFACTORY_RUNNER_SLOTS": str(options.slots),
                 "GIGAFACTORY_RUNNER_WORK_DIR": str(options.work_dir / "runners" / pod),
                 "GIGAFACTORY_RUNNER_ALLOW_LOCAL_REPOS": "true",
+                "GIGAFACTORY_RUNNER_SHUTDOWN_GRACE_SECONDS": str(RUNNER_DRAIN_SECONDS),
             }, logs / f"{pod}.log"))
         if options.on_demand:
             console.print(f"operator started; runners start with demand (up to {options.runners}); logs in {logs}")
@@ -405,10 +431,17 @@ async def run(options: Options) -> int:
                         await asyncio.wait_for(stop.wait(), timeout=0.25)
         return 0
     finally:
-        if provider is not None and provider_task is not None:
-            provider_task.cancel()
-            await provider.stop()
-        await _stop(processes)
+        if processes or provider is not None:
+            console.print(f"stopping: runners stop their agents (up to {STOP_GRACE_SECONDS:.0f} s)")
+        if provider_task is not None:
+            provider_task.cancel()  # no new runner from here on
+            with contextlib.suppress(asyncio.CancelledError, kubeclient.ApiError, OSError):
+                await provider_task
+        # All at once: the operator, the runners and the provider's runners each get the whole grace.
+        await _stop(processes + (provider.all() if provider is not None else []))
+        left = _end_left_agents(options.work_dir)
+        if left:
+            console.print(f"ended agents a runner left running: {', '.join(map(str, left))}")
         await client.close()
         if server is not None:
             await server.stop()

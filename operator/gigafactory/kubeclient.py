@@ -373,7 +373,9 @@ class Informer:
 
     `handler(event_type, obj)` is called for every change (ADDED, MODIFIED, DELETED) after the
     cache is updated; after a re-list, objects that vanished meanwhile come as DELETED. `synced`
-    is set once the first list is in the cache.
+    is set once the first list is in the cache. With `keep`, an object it refuses never enters the
+    cache nor reaches `handler`: it goes to `refused(event_type, obj)` instead (a filter the API
+    cannot apply server-side, such as a set of namespaces on one cluster-wide watch).
     """
 
     def __init__(
@@ -386,6 +388,8 @@ class Informer:
         field_selector: str | None = None,
         handler: EventHandler | None = None,
         retry_delay: float = 1.0,
+        keep: Callable[[Body], bool] | None = None,
+        refused: EventHandler | None = None,
     ) -> None:
         self.client = client
         self.resource = resource
@@ -394,6 +398,8 @@ class Informer:
         self.field_selector = field_selector
         self.handler = handler
         self.retry_delay = retry_delay
+        self.keep = keep
+        self.refused = refused
         self.cache: dict[tuple[str, str], Body] = {}
         self.synced = asyncio.Event()
         self.resource_version: str | None = None
@@ -404,10 +410,20 @@ class Informer:
             if asyncio.iscoroutine(result):
                 await result
 
+    async def _refuse(self, event_type: str, obj: Body) -> None:
+        if self.refused is not None:
+            result = self.refused(event_type, obj)
+            if asyncio.iscoroutine(result):
+                await result
+
     async def _relist(self) -> None:
         items, version = await self.client.list(
             self.resource, namespace=self.namespace, label_selector=self.label_selector, field_selector=self.field_selector
         )
+        if self.keep is not None:
+            for item in [item for item in items if not self.keep(item)]:
+                await self._refuse("ADDED", item)
+            items = [item for item in items if self.keep(item)]
         fresh = {object_key(item): item for item in items}
         gone = [obj for key, obj in self.cache.items() if key not in fresh]
         self.cache = fresh
@@ -441,6 +457,9 @@ class Informer:
                     if kind == "BOOKMARK":
                         continue
                     key = object_key(obj)
+                    if self.keep is not None and kind in ("ADDED", "MODIFIED", "DELETED") and not self.keep(obj):
+                        await self._refuse(kind, obj)
+                        continue
                     if kind == "DELETED":
                         self.cache.pop(key, None)
                     elif kind in ("ADDED", "MODIFIED"):

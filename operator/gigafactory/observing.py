@@ -42,6 +42,12 @@ class Metrics:
                                                      ["factory"], registry=r)
         self.scale_up_seconds = prometheus_client.Histogram("gigafactory_scale_up_seconds", "From demand to the wanted runner pods ready.",
                                                             registry=r, buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
+        self.leases_ignored = prometheus_client.Counter(
+            "gigafactory_leases_ignored", "Heartbeat and binding Leases outside the runner namespaces, ignored (each counted once), by role.",
+            ["role"], registry=r)
+        self.reports_rejected = prometheus_client.Counter(
+            "gigafactory_reports_rejected", "Runner reports and announced pushes not believed (a branch not the job's own), by field.",
+            ["field"], registry=r)
         self.leader = prometheus_client.Gauge("gigafactory_leader", "1 while this replica is the active operator, else 0.", registry=r)
 
     def render(self) -> bytes:

@@ -31,8 +31,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gigafactory import config, constants, electing, kubeclient, leases, observing
-from gigafactory.binding import binder, cleanup, patches, scaler
+from gigafactory import config, consent, constants, electing, kubeclient, leases, observing
+from gigafactory.binding import binder, cleanup, patches, scaler, trust
 from gigafactory.models import agentjobs
 from gigafactory.runner import worktrees
 from gigafactory.scheduling import cycle, framework, plugins, snapshots
@@ -51,17 +51,27 @@ class Operator:
         self.metrics = observing.Metrics()
         self.jobs = kubeclient.Informer(client, kubeclient.AGENTJOBS, handler=self._on_job)
         self.factories = kubeclient.Informer(client, kubeclient.FACTORIES, handler=self._on_factory)
+        # Runner pods count only in the namespaces the platform declared (binding/trust.py): a Lease
+        # elsewhere never enters these caches, so nothing (scheduler, binder, folds, drains, cleanup)
+        # can act on it; it is reported once instead. One cluster-wide watch per role, filtered here:
+        # the strays are what the report is about, so they must be seen to be reported.
+        self.runner_namespaces = settings.runner_namespace_set()
+        self.strays: set[str] = set()  # uids of ignored Leases already reported
+        self.stray_events = TokenBucket(rate=1, burst=20)
         self.heartbeats = kubeclient.Informer(
-            client, kubeclient.LEASES, label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_HEARTBEAT}", handler=self._on_heartbeat
+            client, kubeclient.LEASES, label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_HEARTBEAT}", handler=self._on_heartbeat,
+            keep=self._in_runner_namespaces, refused=self._on_stray_lease,
         )
         self.bindings = kubeclient.Informer(
-            client, kubeclient.LEASES, label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_BINDING}", handler=self._on_binding
+            client, kubeclient.LEASES, label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_BINDING}", handler=self._on_binding,
+            keep=self._in_runner_namespaces, refused=self._on_stray_lease,
         )
         # The runner Deployments this operator owns for scaled factories (binding/scaler.py).
         self.deployments = kubeclient.Informer(client, kubeclient.DEPLOYMENTS, namespace=settings.namespace,
                                                label_selector=f"{constants.LABEL_ROLE}=runners", handler=lambda *_: self.wake())
         self.informers = (self.jobs, self.factories, self.heartbeats, self.bindings, self.deployments)
-        self.scaler = scaler.Scaler(client, namespace=settings.namespace, profile=self.profile)
+        self.scaler = scaler.Scaler(client, namespace=settings.namespace, profile=self.profile,
+                                    service_account=settings.runner_service_account)
         self.waiting_for: dict[str, str] = {}  # job uid → the scaled factory it waits on
         self.wakeup = asyncio.Event()
         # Binds decided but not yet seen back from the informer: job uid → (attempt, pod key, repo key).
@@ -90,6 +100,34 @@ class Operator:
         self.event_budget = TokenBucket(rate=settings.bind_events_per_second, burst=10 * settings.bind_events_per_second)
 
     # --- informer handlers: cheap, never write; they wake the loop or start a task ---
+
+    def _in_runner_namespaces(self, lease: Body) -> bool:
+        return trust.in_runner_namespaces(str((lease.get("metadata") or {}).get("namespace") or ""), self.runner_namespaces)
+
+    def _on_stray_lease(self, event: str, lease: Body) -> None:
+        """A heartbeat or binding Lease outside the runner namespaces: ignored, and reported once per
+        Lease (a metric always, an Event on the Lease within a budget), never per renewal."""
+        meta = lease.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        if event == "DELETED":
+            self.strays.discard(uid)
+            return
+        if uid in self.strays:
+            return
+        self.strays.add(uid)
+        role = str((meta.get("labels") or {}).get(constants.LABEL_ROLE) or "")
+        self.metrics.leases_ignored.labels(role=role).inc()
+        declared = ", ".join(sorted(self.runner_namespaces or ()))
+        message = (f"{role} Lease {meta.get('namespace')}/{meta.get('name')} ignored: runner pods count only in the runner "
+                   f"namespaces the platform declared ({declared}; GIGAFACTORY_RUNNER_NAMESPACES)")
+        logger.warning(message, extra={"lease": f"{meta.get('namespace')}/{meta.get('name')}", "reason": "LeaseIgnored"})
+        if self.stray_events.take():
+            self._spawn(self._stray_event(lease, message), name=f"stray:{meta.get('name')}")
+
+    async def _stray_event(self, lease: Body, message: str) -> None:
+        with contextlib.suppress(kubeclient.ApiError):
+            event = trust.ignored_lease_event(lease, message=message, now=leases.now())
+            await self.client.create(kubeclient.EVENTS, event, namespace=event["metadata"]["namespace"])
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -350,13 +388,17 @@ class Operator:
         """The binding is gone: delete the branch per cleanup.deleteBranch, then the finalizer."""
         uid = str(body["metadata"].get("uid"))
         try:
-            for branch, commit in cleanup.branches_to_delete(body):
+            delete, untrusted = cleanup.branches_to_delete(body)
+            for branch, commit in untrusted:
+                logger.warning("branch %s (%s) left alone: not the job's branch %s", branch[:255], commit[:12], trust.job_branch(body),
+                               extra={"job": _name(body), "reason": "BranchNotOwned"})
+            for branch, commit in delete:
                 if (uid, branch, commit) not in self.branches_deleted:  # (a retry after a failed finalizer write)
                     await self._delete_branch(body, branch, commit)
                     self.branches_deleted.add((uid, branch, commit))
-            for namespace, name in cleanup.log_configmaps(body):
+            for namespace, name, pod in cleanup.log_configmaps(body):
                 try:
-                    await self.client.delete(kubeclient.CONFIGMAPS, name, namespace=namespace)
+                    await self._delete_log(namespace, name, pod=pod, job_uid=uid)
                 except kubeclient.ApiError as exc:  # (no right to, say): the log outlives the job, the job still goes
                     logger.warning("log %s/%s not deleted: %s", namespace, name, exc, extra={"job": _name(body)})
             if await cleanup.remove_finalizer(self.client, kubeclient.AGENTJOBS, body, constants.FINALIZER_JOB):
@@ -367,6 +409,19 @@ class Operator:
             await asyncio.sleep(1)  # the release looks again; a failing API must not spin
         finally:
             self._release(str(body["metadata"].get("uid")), kubeclient.object_key(body))
+
+    async def _delete_log(self, namespace: str, name: str, *, pod: str, job_uid: str) -> None:
+        """Delete a log ConfigMap only when its labels bind it to this job's attempt on `pod` (a runner
+        wrote the reference: it could name another job's log), and only that very object (uid)."""
+        try:
+            log = await self.client.get(kubeclient.CONFIGMAPS, name, namespace=namespace)
+        except kubeclient.NotFound:
+            return
+        if not consent.log_belongs(log, pod=pod, job_uid=job_uid):
+            logger.warning("log %s/%s is not this job's (labels): left alone", namespace, name, extra={"job_uid": job_uid})
+            return
+        with contextlib.suppress(kubeclient.Conflict):
+            await self.client.delete(kubeclient.CONFIGMAPS, name, namespace=namespace, uid=log["metadata"].get("uid"))
 
     async def _delete_branch(self, body: Body, branch: str, commit: str) -> None:
         """Best effort with the job's own credentials: a remote that refuses is reported in an Event,
@@ -382,7 +437,7 @@ class Operator:
             reason, kind = ("BranchDeleted", "Normal") if deleted else ("BranchKept", "Normal")
             message = (f"deleted branch {branch} ({commit[:12]}) from {url}" if deleted
                        else f"branch {branch} is no longer at {commit[:12]} (moved or gone): left alone")
-        except worktrees.GitFailure as exc:
+        except (worktrees.GitFailure, consent.Refused) as exc:
             reason, kind, message = "BranchCleanupFailed", "Warning", f"branch {branch} not deleted: {exc.message}"
         logger.info(message, extra={"job": _name(body)})
         with contextlib.suppress(kubeclient.ApiError):
@@ -547,7 +602,12 @@ class Operator:
         try:
             assignment = (body.get("status") or {}).get("assignment") or {}
             report = (body.get("status") or {}).get("report") or {}
+            problem = trust.report_problem(body, report)
             if await binder.fold(self.client, body=body):
+                if problem is not None:
+                    self.metrics.reports_rejected.labels(field="status.report.result.branch").inc()
+                    logger.warning("report rejected: %s", problem, extra={"job": _name(body), "pod": assignment.get("pod"),
+                                                                           "reason": trust.REASON_REPORT_REJECTED})
                 self.success.record_attempt({"factory": assignment.get("factory"), "outcome": report.get("outcome"), "reason": report.get("reason")})
                 logger.info("report folded", extra={"job": _name(body), "reason": report.get("outcome")})
         except Exception:
@@ -571,12 +631,21 @@ class Operator:
             if job is not None and patches.report_matches(job):
                 return  # the report came in time; the fold handles it
             # An expiry judged from the cache is checked against the Lease itself; a drain is not.
-            if await binder.undo(self.client, binding=binding, reason=reason, message=message, check_lease=expiry):
+            if binding.pushed is not None and job is not None and not trust.own_push(job, binding.pushed):
+                self.metrics.reports_rejected.labels(field=f"metadata.annotations.{leases.ANNOTATION_PUSHED}").inc()
+                logger.warning("announced push of %s ignored: not the job's branch", binding.pushed[0][:255],
+                               extra={"job": f"{binding.job_namespace}/{binding.job_name}", "pod": binding.pod, "reason": trust.REASON_REPORT_REJECTED})
+            # A binding whose Lease lies outside the runner namespaces (the setting changed, or a Lease
+            # forged there): its Lease is neither read (what it announces is untrusted) nor deleted
+            # (not ours: the operator writes Leases only where the runners are).
+            declared = trust.in_runner_namespaces(binding.namespace, self.runner_namespaces)
+            if await binder.undo(self.client, binding=binding, reason=reason, message=message,
+                                 check_lease=expiry and declared, delete_lease=declared):
                 self.metrics.undone.labels(reason=reason).inc()
                 self.success.record_attempt({"factory": binding.factory, "outcome": agentjobs.Outcome.INFRA_ERROR.value, "reason": reason})
                 logger.info("binding undone", extra={"job": f"{binding.job_namespace}/{binding.job_name}", "pod": binding.pod, "reason": reason})
         except Exception:
-            logger.exception("undo failed", extra={"lease": binding.name})
+            logger.exception("undo failed", extra={"lease": binding.name, "job": f"{binding.job_namespace}/{binding.job_name}"})
             await asyncio.sleep(1)  # a write that keeps failing must not spin
             # Nothing else would bring this binding back (its Lease stays expired, no event comes):
             # look again, while the Lease is still there.
@@ -603,6 +672,8 @@ class Operator:
             namespace = assignment.get("leaseNamespace") or assignment.get("podNamespace") or ""
             if (namespace, assignment["lease"]) in self.bindings.cache:
                 continue
+            if not trust.in_runner_namespaces(namespace, self.runner_namespaces):
+                continue  # not a runner namespace (any more): no Lease there; the orphan timer undoes the binding
             meta = body["metadata"]
             lease = leases.build_binding_lease(
                 job_namespace=meta["namespace"], job_name=meta["name"], job_uid=uid, attempt=int(assignment["attempt"]),
@@ -744,7 +815,7 @@ class Operator:
             self._arm(("scale", "", ""), plan.recheck_at, self.wake)
         writes += plan.writes
         writes += self._explanation_writes(bodies, result.unschedulable)
-        writes += self._factory_status_writes(snap, used_before, plan.status)
+        writes += self._factory_status_writes(snap, used_before, plan.status, plan.refused)
         if writes:
             for outcome in await binder.gather_bounded(writes, limit=self.settings.bind_concurrency):
                 if isinstance(outcome, Exception):
@@ -756,6 +827,11 @@ class Operator:
         job = decision.job
         ok = False
         try:
+            if not trust.in_runner_namespaces(decision.pod.namespace, self.runner_namespaces):
+                # Cannot come from the snapshot (its pods are the declared namespaces' heartbeats); a
+                # second line all the same: binding Leases are created in runner namespaces only.
+                logger.error("bind to a pod outside the runner namespaces refused", extra={"pod": f"{decision.pod.namespace}/{decision.pod.name}"})
+                return
             ok = await binder.bind(self.client, body=body, decision=decision, claim_timeout_seconds=self.settings.claim_timeout_seconds)
         finally:
             if not ok:
@@ -840,7 +916,7 @@ class Operator:
             self._arm(("requeue", "", ""), min(times), self.wake)
 
     def _factory_status_writes(self, snap: snapshots.Snapshot, used: Mapping[snapshots.PodKey, int],
-                               scaling: Mapping[str, Body] | None = None) -> list[Any]:
+                               scaling: Mapping[str, Body] | None = None, refused: Mapping[str, str] | None = None) -> list[Any]:
         by_factory: dict[str, list[snapshots.PodInfo]] = collections.defaultdict(list)
         for pod in snap.pods:
             by_factory[pod.factory].append(pod)
@@ -871,6 +947,15 @@ class Operator:
                 current.get("conditions"), type=constants.ConditionType.READY.value, status=ready_status,
                 reason=ready_reason, message=ready_message, now=snap.now, generation=generation,
             )
+            if refused is not None and name in refused:
+                # A scaled factory's runner template: accepted as forced, or refused naming the fields.
+                accepted = not refused[name]
+                desired["conditions"] = patches.set_condition(
+                    desired["conditions"], type=constants.ConditionType.TEMPLATE_ACCEPTED.value, status="True" if accepted else "False",
+                    reason="Forced" if accepted else "TemplateRefused",
+                    message=("the pool's ServiceAccount and a restricted security context are forced" if accepted
+                             else f"runner template refused: {refused[name]}")[:1024],
+                    now=snap.now, generation=generation)
             self.metrics.slots_total.labels(factory=name).set(desired["slotsTotal"])
             self.metrics.slots_used.labels(factory=name).set(desired["slotsUsed"])
             if scaling and name in scaling:

@@ -59,7 +59,8 @@ def render(tmp_path: pathlib.Path, values: str | None = None, namespace: str = "
     return [doc for doc in yaml.safe_load_all(helm(*args)) if doc]
 
 
-@pytest.mark.parametrize("values", [pytest.param([], id="default"), pytest.param(["-f", str(FULL_VALUES)], id="full")])
+@pytest.mark.parametrize("values", [pytest.param([], id="default"), pytest.param(["-f", str(FULL_VALUES)], id="full"),
+                                    pytest.param(["-f", str(ROOT / "examples" / "helm" / "values-script-agent.yaml")], id="demo")])
 def test_lint(values) -> None:
     out = helm("lint", "--strict", str(CHART), *values)
     assert "0 chart(s) failed" in out and "[WARNING]" not in out, out
@@ -151,9 +152,33 @@ def test_operator_touches_workloads_only_in_its_own_namespace_and_reads_no_secre
         assert not {"pods", "deployments", "configmaps"} & set(rule["resources"]), rule
     role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "gf-operator")
     assert role["metadata"]["namespace"] == "gigafactory-system"
-    # Runner Deployments are created and scaled, never deleted (the Factory owns them: GC does it); pods only annotated.
+    # Runner Deployments are created and scaled, never deleted (the Factory owns them: GC does it); pods only annotated;
+    # log ConfigMaps read by name (their labels must name the job: consent.log_belongs) before they are deleted.
     assert {tuple(r["resources"]): r["verbs"] for r in local} == {
-        ("configmaps",): ["delete"], ("deployments",): ["get", "list", "watch", "create", "patch"], ("pods",): ["patch"]}
+        ("leases",): ["create", "patch", "delete"],
+        ("configmaps",): ["get", "delete"], ("deployments",): ["get", "list", "watch", "create", "patch"], ("pods",): ["patch"]}
+    # Leases: read everywhere (a stray heartbeat is reported), written only where the runners are.
+    assert [r["verbs"] for r in cluster if r["resources"] == ["leases"]] == [["get", "list", "watch"]]
+
+
+def test_the_operator_trusts_runners_in_the_release_namespace_and_forces_the_pools_service_account(tmp_path) -> None:
+    docs = render(tmp_path, FULL_VALUES.read_text())
+    operator = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-operator")
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    settings = config.OperatorSettings(runner_namespaces=env["GIGAFACTORY_RUNNER_NAMESPACES"],
+                                       runner_service_account=env["GIGAFACTORY_RUNNER_SERVICE_ACCOUNT"])
+    assert settings.runner_namespace_set() == {"gigafactory-system"}
+    # What the operator forces is the name the chart gives each pool's ServiceAccount.
+    accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+    scaled = [d for d in docs if d["kind"] == "Factory" and d["spec"].get("scaling")]
+    assert scaled
+    for factory in scaled:
+        name = factory["metadata"]["name"]
+        assert scaler.service_account(settings.runner_service_account, name) in accounts
+        forced, problems = scaler.restrict_template(factory["spec"]["scaling"]["template"],
+                                                    service_account=scaler.service_account(settings.runner_service_account, name))
+        assert problems == [], problems  # the chart's own pools' templates pass as they are
+        assert forced["spec"]["serviceAccountName"] == factory["spec"]["scaling"]["template"]["spec"]["serviceAccountName"]
 
 
 def test_pool_replicas_and_cost_may_be_zero(tmp_path) -> None:
@@ -216,10 +241,10 @@ def test_policies_are_rendered_at_the_version_the_cluster_serves(tmp_path, serve
 def test_a_cluster_without_admission_policies_fails_the_render(server) -> None:
     """Never the runners without their policies: that would let every runner token write any job's status."""
     result = subprocess.run([str(HELM), "template", "gf", str(CHART), *server], capture_output=True, text=True)
-    assert result.returncode != 0 and "needs ValidatingAdmissionPolicy" in result.stderr, result.stderr
+    assert result.returncode != 0 and "need ValidatingAdmissionPolicy" in result.stderr, result.stderr
     assert "feature-gates=ValidatingAdmissionPolicy=true" in result.stderr and "tokenScoping.enabled=false" in result.stderr
     # Switched off on purpose (NOTES.txt then warns), the chart renders, without policies.
-    off = helm("template", "gf", str(CHART), *server, "--set", "tokenScoping.enabled=false")
+    off = helm("template", "gf", str(CHART), *server, "--set", "tokenScoping.enabled=false", "--set", "jobAdmission.enabled=false")
     assert "kind: Deployment" in off and "ValidatingAdmissionPolicy" not in off
 
 
@@ -380,8 +405,12 @@ def test_a_pool_with_scaling_hands_its_runner_template_to_the_operator(tmp_path)
     assert (scaling["minReplicas"], scaling["maxReplicas"], scaling["scaleDownDelaySeconds"]) == (0, 5, 60)
     # The same pod as a fixed pool's: service account, locked-down containers, profiles, volumes.
     assert scaling["template"] == deployment["spec"]["template"]
-    built = scaler.build_deployment(factory, namespace="gigafactory-system", replicas=3)
+    built = scaler.build_deployment(factory, namespace="gigafactory-system", replicas=3, service_account="gf-burst-runner")
     assert built["spec"]["template"]["spec"]["serviceAccountName"] == "gf-burst-runner"
+    # Forcing changes nothing of the chart's own template but the operator's own additions.
+    assert built["spec"]["template"]["spec"]["securityContext"] == scaling["template"]["spec"]["securityContext"]
+    assert built["spec"]["template"]["spec"]["containers"][0]["securityContext"] == \
+        scaling["template"]["spec"]["containers"][0]["securityContext"]
     assert built["metadata"]["ownerReferences"][0]["name"] == "burst" and built["spec"]["replicas"] == 3
     env = {e["name"]: e for e in built["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["GIGAFACTORY_RUNNER_FACTORY"]["value"] == "burst" and env["GIGAFACTORY_RUNNER_SLOTS"]["value"] == "2"

@@ -175,7 +175,8 @@ def installed(kubeconfig: str, api_client: kubernetes.client.ApiClient, director
     admin_core = kubernetes.client.CoreV1Api(api_client)
     for ns in (team_a, team_b):
         admin_core.create_namespace({"metadata": {"name": ns, "labels": {"gigafactory.dev/test": "true"}}})
-    profile = {"script": {"argv": ["{python}", "-m", "gigafactory.runner.script_agent", "--prompt-file", "{prompt_file}"]}}
+    profile = {"script": {"argv": ["{python}", "-m", "gigafactory.runner.script_agent", "{args}", "--prompt-file", "{prompt_file}"],
+                          "allow": {"args": [{"flag": "--hang"}]}}}  # what test_install_e2e's jobs add
     values = {"operator": {"replicas": 1},
               "pools": [{"name": alpha, "replicas": 1, "agents": ["script"], "namespaces": [team_a], "profiles": profile},
                         {"name": beta, "replicas": 1, "agents": ["script"], "namespaces": ["*"], "profiles": profile},
@@ -257,7 +258,7 @@ def job(rel: Release, *, factory: str, pod: str, namespace: str, phase: str = "B
     name = f"job-{uuid.uuid4().hex[:8]}"
     rel.admin.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "agentjobs", {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentJob", "metadata": {"name": name},
-        "spec": {"queue": "backend", "repo": {"url": "https://git.example.com/acme/api.git", "baseRef": "main"},
+        "spec": {"queue": "backend", "repo": {"url": "https://git.example.com/acme/api.git", "baseRef": "main", "branch": "agent/fix"},
                  "task": {"prompt": "Fix the flaky test"}, "agent": {"profile": "script"}}})
     status: dict[str, Any] = {
         "phase": phase, "attempt": 2, "startTime": STAMP, "observedGeneration": 1,
@@ -553,21 +554,26 @@ def test_runner_creates_only_its_own_log_configmaps(release) -> None:
     runner, ns = rel.alpha_runner, rel.namespace
 
     def log(name: str, pod: str = rel.alpha_pod, role: str = "log") -> dict:
-        return {"metadata": {"name": name, "labels": {"gigafactory.dev/role": role, "gigafactory.dev/pod": pod}},
+        return {"metadata": {"name": name, "labels": {"gigafactory.dev/role": role, "gigafactory.dev/pod": pod,
+                                                      "gigafactory.dev/job-uid": "uid"}},
                 "data": {"output": "..."}}
 
+    own = f"gf-log-{rel.alpha_pod}-2-abc"
     seen = {
-        "create own log": outcome(lambda: runner.core.create_namespaced_config_map(ns, log("gf-log-own-2"))),
-        "create log as other pod": outcome(lambda: runner.core.create_namespaced_config_map(ns, log("gf-log-other-2", pod=OTHER_POD))),
+        "create own log": outcome(lambda: runner.core.create_namespaced_config_map(ns, log(own))),
+        "create log as other pod": outcome(lambda: runner.core.create_namespaced_config_map(
+            ns, log(f"gf-log-{OTHER_POD}-2-abc", pod=OTHER_POD))),
+        "create other pod's log name": outcome(lambda: runner.core.create_namespaced_config_map(ns, log(f"gf-log-{OTHER_POD}-2-abd"))),
         "create a profiles configmap": outcome(lambda: runner.core.create_namespaced_config_map(ns, log(f"{rel.sa(rel.alpha)}-x"))),
         "create unlabelled log": outcome(lambda: runner.core.create_namespaced_config_map(ns, {"metadata": {"name": "gf-log-bare"}})),
-        "rewrite a log": outcome(lambda: runner.core.patch_namespaced_config_map("gf-log-own-2", ns, {"data": {"output": "forged"}})),
-        "delete a log": outcome(lambda: runner.core.delete_namespaced_config_map("gf-log-own-2", ns)),
+        "rewrite a log": outcome(lambda: runner.core.patch_namespaced_config_map(own, ns, {"data": {"output": "forged"}})),
+        "delete a log": outcome(lambda: runner.core.delete_namespaced_config_map(own, ns)),
         "read its pool's profiles": outcome(lambda: runner.core.read_namespaced_config_map(f"{rel.name}-{rel.alpha}-profiles", ns)),
         "create a log in a job namespace": outcome(lambda: runner.core.create_namespaced_config_map(rel.team_a, log("gf-log-x"))),
     }
     assert seen == {
-        "create own log": "allowed", "create log as other pod": "policy", "create a profiles configmap": "policy",
+        "create own log": "allowed", "create log as other pod": "policy", "create other pod's log name": "policy",
+        "create a profiles configmap": "policy",
         "create unlabelled log": "policy", "rewrite a log": "rbac", "delete a log": "rbac",
         "read its pool's profiles": "rbac", "create a log in a job namespace": "rbac",
     }
@@ -590,10 +596,10 @@ def test_the_policies_are_served_at_the_version_the_server_offers(release) -> No
 
     version = "v1" if served("v1", "validatingadmissionpolicies") is not None else "v1beta1"
     rendered = [d for d in yaml.safe_load_all(rel.manifest) if d and d["kind"].startswith("ValidatingAdmissionPolicy")]
-    assert {d["apiVersion"] for d in rendered} == {f"{group}/{version}"} and len(rendered) == 12
+    assert {d["apiVersion"] for d in rendered} == {f"{group}/{version}"} and len(rendered) == 16
     policies = served(version, "validatingadmissionpolicies") or []
-    assert sorted(p["metadata"]["name"] for p in policies) == sorted(
-        f"{rel.name}-{pool}-runner-{kind}" for pool in (rel.alpha, rel.beta) for kind in ("jobs", "leases", "logs"))
+    assert sorted(p["metadata"]["name"] for p in policies) == sorted([f"{rel.name}-job-inputs", f"{rel.name}-job-consent", *(
+        f"{rel.name}-{pool}-runner-{kind}" for pool in (rel.alpha, rel.beta) for kind in ("jobs", "leases", "logs"))])
     bindings = served(version, "validatingadmissionpolicybindings") or []
     assert {b["spec"]["policyName"] for b in bindings} == {p["metadata"]["name"] for p in policies}
     assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings)
@@ -630,13 +636,12 @@ def test_the_server_type_checks_the_policies_and_warns_of_nothing(release) -> No
                          message="the type checker to flag a misspelt field (is the controller manager's "
                                  "ValidatingAdmissionPolicy feature gate on?)")
         assert "holderIdentiti" in warnings[0]["warning"]
-        for pool in (rel.alpha, rel.beta):
-            for kind in ("jobs", "leases", "logs"):
-                name = f"{rel.name}-{pool}-runner-{kind}"
-                found = _wait(lambda: checked(name) is not None and [checked(name)], timeout=60, message=f"{name} type-checked")
-                errors = [(w["fieldRef"], error) for w in found[0].get("expressionWarnings") or ()
-                          for error in re.findall(r"ERROR: <input>:\d+:\d+: ([^\n]*)", w["warning"]) or [w["warning"]]
-                          if not error.startswith("undeclared reference to 'variables'")]
-                assert not errors, (name, errors)
+        names = [f"{rel.name}-{pool}-runner-{kind}" for pool in (rel.alpha, rel.beta) for kind in ("jobs", "leases", "logs")]
+        for name in [*names, f"{rel.name}-job-inputs", f"{rel.name}-job-consent"]:
+            found = _wait(lambda: checked(name) is not None and [checked(name)], timeout=60, message=f"{name} type-checked")
+            errors = [(w["fieldRef"], error) for w in found[0].get("expressionWarnings") or ()
+                      for error in re.findall(r"ERROR: <input>:\d+:\d+: ([^\n]*)", w["warning"]) or [w["warning"]]
+                      if not error.startswith("undeclared reference to 'variables'")]
+            assert not errors, (name, errors)
     finally:
         rel.admin.custom.delete_cluster_custom_object(group, version, plural, probe)

@@ -49,8 +49,8 @@ def _start_runner(rel: test_install.Release, tmp_path: pathlib.Path, *, pod: str
     """`gigafactory runner` as the chart's pod template sets it up: by default as pod alpha_pod of factory alpha."""
     pod, factory = pod or rel.alpha_pod, factory or rel.alpha
     profiles = tmp_path / "profiles.yaml"
-    profiles.write_text('profiles:\n  script:\n    argv: ["{python}", "-m", "gigafactory.runner.script_agent", '
-                        '"--prompt-file", "{prompt_file}"]\n    timeoutSeconds: 30\n')
+    profiles.write_text('profiles:\n  script:\n    argv: ["{python}", "-m", "gigafactory.runner.script_agent", "{args}", '
+                        '"--prompt-file", "{prompt_file}"]\n    timeoutSeconds: 30\n    allow: {args: [{flag: --hang}]}\n')
     env = {
         **{k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
         "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
@@ -107,7 +107,8 @@ def test_a_job_runs_end_to_end_with_the_charts_identities(release, tmp_path) -> 
             test_install._wait(lambda: factory_phase() == "Ready", timeout=60,
                                message=f"factory {rel.alpha} Ready (the runner's heartbeat, seen by the operator)")
             # Credentials (read by name by the runner, and by the operator to delete the branch when the job goes).
-            rel.admin.core.create_namespaced_secret(rel.team_a, {"metadata": {"name": "git-creds"}, "stringData": {"token": "t0ken"}})
+            rel.admin.core.create_namespaced_secret(rel.team_a, {"metadata": {"name": "git-creds", "labels": {"gigafactory.dev/credentials": "true"}},
+                                                                 "stringData": {"token": "t0ken"}})
             custom.create_namespaced_custom_object(GROUP, VERSION, rel.team_a, "agentjobs", {
                 "apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentJob", "metadata": {"name": "fix"},
                 "spec": {"queue": "backend", "repo": {"url": str(remote), "credentialsSecret": "git-creds"},
@@ -214,7 +215,9 @@ def test_an_on_demand_pool_scales_up_and_down_with_the_operators_rights(scaled_r
     deployment = scaler.deployment_name(gamma)
     remote = gitrepos.make_remote(tmp_path)
     runner = None
+    # The settings the chart gives the operator: runner pods in the release namespace, the pools' ServiceAccounts.
     with stubs.operators(rel.kubeconfigs["operator"], tmp_path, GIGAFACTORY_NAMESPACE=rel.namespace,
+                         GIGAFACTORY_RUNNER_NAMESPACES=rel.namespace, GIGAFACTORY_RUNNER_SERVICE_ACCOUNT=f"{rel.name}-{{factory}}-runner",
                          GIGAFACTORY_LEADER_ELECTION="true", GIGAFACTORY_CLAIM_TIMEOUT_SECONDS="30") as (operator,):
         try:
             custom.create_namespaced_custom_object(GROUP, VERSION, rel.team_a, "agentjobs", {

@@ -106,9 +106,11 @@ def claim(job: dict, *, pod: str = POD) -> dict:
     return {"status": {"phase": "Running", "reason": "AgentRunning", "assignment": {"claimedAt": STAMP}, "conditions": conditions}}
 
 
-def report(*, attempt: int = 2, pod: str = POD) -> dict:
-    return {"status": {"report": {"attempt": attempt, "pod": pod, "outcome": "Succeeded", "finishedAt": STAMP,
-                                  "result": {"branch": "agent/fix-flaky-test", "commit": "0" * 40}}}}
+def report(*, attempt: int = 2, pod: str = POD, branch: str = "agent/fix-flaky-test", log_ref: str | None = None) -> dict:
+    body = {"attempt": attempt, "pod": pod, "outcome": "Succeeded", "finishedAt": STAMP, "result": {"branch": branch, "commit": "0" * 40}}
+    if log_ref is not None:
+        body["logRef"] = log_ref
+    return {"status": {"report": body}}
 
 
 def running_job(**kwargs: Any) -> dict:
@@ -157,6 +159,18 @@ JOB_CASES = [
     pytest.param(*job_case(report(attempt=1), old=running_job()), False, id="report-stale-attempt"),
     pytest.param(*job_case(report(pod=OTHER_POD), old=running_job()), False, id="report-as-other-pod"),
     pytest.param(*job_case(status_patch(report=None), old=patching.merge_patch(running_job(), report())), False, id="erase-report"),
+    # The report names the job's own branch (cleanup deletes what it names) and a log of the reporting pod.
+    pytest.param(*job_case(report(branch="release-1.x"), old=running_job()), False, id="report-a-foreign-branch"),
+    pytest.param(*job_case(report(branch="feature/x"), old=patching.merge_patch(running_job(), {"spec": {"repo": {"branch": "feature/x"}}})),
+                 True, id="report-the-specs-own-branch"),
+    pytest.param(*job_case(report(branch="agent/fix-flaky-test"),
+                           old=patching.merge_patch(running_job(), {"spec": {"repo": {"branch": "feature/x"}}})),
+                 False, id="report-the-default-branch-when-the-spec-names-another"),
+    pytest.param(*job_case(report(log_ref=f"configmap/runners/gf-log-{POD}-2-a1b2c3"), old=running_job()), True, id="report-own-pods-log"),
+    pytest.param(*job_case(report(log_ref=f"configmap/runners/gf-log-{OTHER_POD}-2-a1b2c3"), old=running_job()), False,
+                 id="report-another-pods-log"),
+    pytest.param(*job_case(report(log_ref=f"configmap/kube-system/gf-log-{POD}-2"), old=running_job()), False,
+                 id="report-a-log-outside-the-runner-namespace"),
 ]
 
 
@@ -190,6 +204,27 @@ def test_every_status_field_but_the_runners_is_held_unchanged(policy) -> None:
         assert f"object.status.{field} == oldObject.status.{field}" in text, field
     for field in set(status["assignment"]["properties"]) - {"claimedAt"}:
         assert f"object.status.assignment.{field} == oldObject.status.assignment.{field}" in text, field
+
+
+def test_the_report_keeps_no_field_the_model_does_not_have() -> None:
+    """The report's fields are an allow-list by the CRD itself: a structural schema, nothing in status.report
+    keeps unknown fields, so the API server prunes any other field before admission and the policy sees only
+    the AttemptReport model's fields (each then checked by its rule)."""
+    from gigafactory.models import agentjobs
+
+    crd = yaml.safe_load((ROOT / "charts" / "gigafactory" / "crds" / "agentjobs.yaml").read_text())
+    report_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["report"]
+
+    def open_nodes(node: Any, where: str) -> list[str]:
+        if not isinstance(node, dict):
+            return []
+        found = [where] if node.get("x-kubernetes-preserve-unknown-fields") else []
+        for key, child in (node.get("properties") or {}).items():
+            found += open_nodes(child, f"{where}.{key}")
+        return found + open_nodes(node.get("items"), f"{where}[]")
+
+    assert open_nodes(report_schema, "status.report") == []
+    assert set(report_schema["properties"]) == {f.alias or name for name, f in agentjobs.AttemptReport.model_fields.items()}
 
 
 # --- Leases: built by the protocol's own builders ---
@@ -265,9 +300,11 @@ def test_runner_touches_only_its_own_leases(policy, request_, obj, old, admitted
 
 # --- ConfigMaps: its log ConfigMaps, nothing else ---
 
-def log_configmap(*, name: str = "gf-log-gf-uid-2", pod: str = POD) -> dict:
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": "runners", "labels": {"gigafactory.dev/role": "log", "gigafactory.dev/pod": pod}},
+def log_configmap(*, name: str = f"gf-log-{POD}-2-a1b2c3", pod: str = POD, uid: str | None = "uid") -> dict:
+    labels = {"gigafactory.dev/role": "log", "gigafactory.dev/pod": pod}
+    if uid is not None:
+        labels["gigafactory.dev/job-uid"] = uid
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "runners", "labels": labels},
             "data": {"output": "..."}}
 
 
@@ -277,6 +314,14 @@ def log_configmap(*, name: str = "gf-log-gf-uid-2", pod: str = POD) -> dict:
         pytest.param(request("configmaps", "CREATE"), log_configmap(), None, True, id="create-own-log"),
         pytest.param(request("configmaps", "CREATE"), log_configmap(name="gf-alpha-profiles"), None, False, id="create-profiles"),
         pytest.param(request("configmaps", "CREATE"), log_configmap(pod=OTHER_POD), None, False, id="create-log-as-other-pod"),
+        pytest.param(request("configmaps", "CREATE"), log_configmap(name=f"gf-log-{OTHER_POD}-2-a1b2c3"), None, False,
+                     id="create-another-pods-log-name-with-own-label"),
+        pytest.param(request("configmaps", "CREATE"), log_configmap(name="gf-log-uid-2"), None, False, id="create-log-not-named-after-its-pod"),
+        pytest.param(request("configmaps", "CREATE"), log_configmap(uid=None), None, False, id="create-log-for-no-job"),
+        pytest.param(request("configmaps", "CREATE", pod=None), log_configmap(name=f"gf-log-{OTHER_POD}-2-x", pod=OTHER_POD), None, True,
+                     id="no-pod-token-held-to-name-and-label-agreeing"),
+        pytest.param(request("configmaps", "CREATE", pod=None), log_configmap(name=f"gf-log-{OTHER_POD}-2-x"), None, False,
+                     id="no-pod-token-name-and-label-disagree"),
         pytest.param(request("configmaps"), log_configmap(), log_configmap(), False, id="rewrite-a-log"),
         pytest.param(request("configmaps", "DELETE"), None, log_configmap(), False, id="delete-a-log"),
     ],

@@ -33,13 +33,17 @@ def _hostile_job(api_client, namespace: str) -> str:
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentJob", "metadata": {"name": name},
         "spec": {"repo": {"url": "https://git.example/app.git"}, "task": {"prompt": HOSTILE}, "agent": {"profile": "script"}},
     })
+    uid = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "agentjobs", name)["metadata"]["uid"]
     custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "agentjobs", name, {"status": {
         "phase": "Failed", "attempt": 1,
         "attempts": [{"attempt": 1, "outcome": "AgentFailed", "reason": "ExitCode", "message": HOSTILE,
-                      "factory": "f", "pod": "p", "logRef": f"configmap/{namespace}/{name}-log-1"}],
+                      "factory": "f", "pod": "p", "logRef": f"configmap/{namespace}/gf-log-p-{name}-1"}],
     }})
+    # A log as a runner writes it: named after its pod, labelled with its pod and the job (consent.log_belongs).
     kubernetes.client.CoreV1Api(api_client).create_namespaced_config_map(namespace, {
-        "metadata": {"name": f"{name}-log-1"}, "data": {"output": f"agent says {HOSTILE}\nline two\ttabbed\n"}})
+        "metadata": {"name": f"gf-log-p-{name}-1", "labels": {"gigafactory.dev/role": "log", "gigafactory.dev/pod": "p",
+                                                            "gigafactory.dev/job-uid": uid}},
+        "data": {"output": f"agent says {HOSTILE}\nline two\ttabbed\n"}})
     return name
 
 

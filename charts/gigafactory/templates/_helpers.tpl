@@ -45,7 +45,7 @@ admissionregistration.k8s.io/v1beta1
 {{- else if semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version -}}
 admissionregistration.k8s.io/v1
 {{- else -}}
-{{- fail (printf "tokenScoping.enabled needs ValidatingAdmissionPolicy, which this cluster (Kubernetes %s) does not offer: on 1.28 and 1.29 start kube-apiserver with --feature-gates=ValidatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true (with helm template, pass --api-versions admissionregistration.k8s.io/v1beta1/ValidatingAdmissionPolicy); or set tokenScoping.enabled=false, which lets every runner write any job's status (docs/security.md)" .Capabilities.KubeVersion.Version) -}}
+{{- fail (printf "tokenScoping.enabled (and jobAdmission.enabled) need ValidatingAdmissionPolicy, which this cluster (Kubernetes %s) does not offer: on 1.28 and 1.29 start kube-apiserver with --feature-gates=ValidatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true (with helm template, pass --api-versions admissionregistration.k8s.io/v1beta1/ValidatingAdmissionPolicy); or set tokenScoping.enabled=false, which lets every runner write any job's status, and jobAdmission.enabled=false (docs/security.md)" .Capabilities.KubeVersion.Version) -}}
 {{- end -}}
 {{- end -}}
 

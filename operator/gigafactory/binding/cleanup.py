@@ -21,7 +21,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from gigafactory import constants, kubeclient, leases
+from gigafactory import consent, constants, kubeclient, leases
+from gigafactory.binding import trust
 from gigafactory.models import agentjobs
 
 logger = logging.getLogger(__name__)
@@ -90,11 +91,12 @@ async def remove_finalizer(
     return False
 
 
-def branches_to_delete(body: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(branch, commit) pairs that `cleanup.deleteBranch` asks to delete. A job knows what it pushed:
+def pushed_branches(body: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(branch, commit) pairs that `cleanup.deleteBranch` asks to delete, as the status records them:
     status.result (a successful attempt), and attempts[].pushed (an attempt that announced a push and
-    went silent). Always deletes all of them; OnFailure only those of a job that did not end
-    Succeeded (the debris of lost attempts, never a successful job's work); Never none."""
+    went silent). Always: all of them; OnFailure: only those of a job that did not end Succeeded (the
+    debris of lost attempts, never a successful job's work); Never: none. Not all are to be believed:
+    `branches_to_delete` keeps those the job's spec names."""
     policy = ((body.get("spec") or {}).get("cleanup") or {}).get("deleteBranch") or agentjobs.DeleteBranchPolicy.NEVER.value
     status = body.get("status") or {}
     if policy == agentjobs.DeleteBranchPolicy.NEVER.value:
@@ -104,33 +106,49 @@ def branches_to_delete(body: Mapping[str, Any]) -> list[tuple[str, str]]:
     found = [status.get("result") or {}, *((a.get("pushed") or {}) for a in status.get("attempts") or ())]
     pairs: list[tuple[str, str]] = []
     for item in found:
+        if not isinstance(item, Mapping):
+            continue
         pair = (str(item.get("branch") or ""), str(item.get("commit") or ""))
         if all(pair) and pair not in pairs:
             pairs.append(pair)
     return pairs
 
 
-def log_configmaps(body: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(namespace, name) of the ConfigMaps that keep the job's attempts' output (attempts[].logRef
-    "configmap/<namespace>/<name>"): they go with the job."""
-    found: list[tuple[str, str]] = []
+def branches_to_delete(body: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(to delete, left alone): a branch is deleted only when it is the job's own branch
+    (spec.repo.branch, else agent/<name>) AND one of its attempts pushed it at that commit. A status
+    written by an older operator, or by hand, may name other branches: those are left (and logged)."""
+    own = trust.job_branch(body)
+    pairs = pushed_branches(body)
+    return [p for p in pairs if p[0] == own], [p for p in pairs if p[0] != own]
+
+
+def log_configmaps(body: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(namespace, name, pod) of the ConfigMaps that keep the job's attempts' output (attempts[].logRef
+    "configmap/<namespace>/gf-log-<pod>-…", pod the attempt's own): they go with the job. A reference
+    naming another pod's log is not the attempt's and is left out (consent.parse_log_ref); the caller
+    still checks the ConfigMap's labels (consent.log_belongs) before it deletes anything."""
+    found: list[tuple[str, str, str]] = []
     for record in (body.get("status") or {}).get("attempts") or ():
-        parts = str(record.get("logRef") or "").split("/")
-        if len(parts) == 3 and parts[0] == "configmap" and parts[1] and parts[2].startswith("gf-log-"):
-            if (parts[1], parts[2]) not in found:
-                found.append((parts[1], parts[2]))
+        ref = consent.parse_log_ref(record.get("logRef"), pod=record.get("pod"))
+        if ref is not None and (*ref, str(record["pod"])) not in found:
+            found.append((*ref, str(record["pod"])))
     return found
 
 
 async def read_credentials(client: kubeclient.Client, body: Mapping[str, Any]) -> dict[str, str] | None:
-    """The job's credentials Secret, decoded; {} when the job names none; None when it is missing."""
-    name = ((body.get("spec") or {}).get("repo") or {}).get("credentialsSecret")
+    """The job's credentials Secret, decoded; {} when the job names none; None when it is missing.
+    Raises consent.Refused when the Secret is not marked for Gigafactory use or for the job's host:
+    the cleanup sends it nowhere then, as the runner would not have."""
+    spec = body.get("spec") or {}
+    name = (spec.get("repo") or {}).get("credentialsSecret")
     if not name:
         return {}
     try:
         secret = await client.get(kubeclient.SECRETS, name, namespace=(body.get("metadata") or {}).get("namespace"))
     except kubeclient.NotFound:
         return None
+    consent.check_secret(secret, url=str((spec.get("repo") or {}).get("url") or ""))
     data = {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.get("data") or {}).items()}
     data.update(secret.get("stringData") or {})
     return data

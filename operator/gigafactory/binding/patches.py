@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gigafactory import constants, leases
-from gigafactory.binding import retries
+from gigafactory.binding import retries, trust
 from gigafactory.models import agentjobs
 from gigafactory.scheduling import cycle
 
@@ -177,6 +177,13 @@ def fold_patch(*, body: Mapping[str, Any], now: datetime.datetime) -> Body:
     report = status["report"]
     assignment = status.get("assignment") or {}
     outcome = agentjobs.Outcome(report["outcome"])
+    result = report.get("result")
+    problem = trust.report_problem(body, report)
+    if problem is not None:
+        # A report naming a branch the job never asked for (a forged or confused runner): the attempt
+        # fails and its result is recorded nowhere the branch cleanup reads.
+        outcome, result = agentjobs.Outcome.INFRA_ERROR, None
+        report = {**report, "reason": trust.REASON_REPORT_REJECTED, "message": f"report rejected: {problem}", "exitCode": None}
     record: Body = {
         "attempt": report["attempt"],
         "factory": assignment.get("factory"),
@@ -194,7 +201,7 @@ def fold_patch(*, body: Mapping[str, Any], now: datetime.datetime) -> Body:
     if report.get("logRef"):
         record["logRef"] = report["logRef"]
     record = {k: v for k, v in record.items() if v is not None}
-    return _finish(body=body, record=record, outcome=outcome, exit_code=report.get("exitCode"), result=report.get("result"), now=now)
+    return _finish(body=body, record=record, outcome=outcome, exit_code=report.get("exitCode"), result=result, now=now)
 
 
 def binding_is_current(body: Mapping[str, Any], binding: leases.Binding) -> bool:
@@ -227,6 +234,10 @@ def undo_patch(*, body: Mapping[str, Any], reason: str, message: str, now: datet
         "reason": reason,
         "message": message,
     }
+    if pushed is not None and not trust.own_push(body, pushed):
+        # Only the job's own branch is a push of this job: anything else would be deleted with it.
+        record["message"] = f"{message}; its announced push of {pushed[0][:255]!r} was ignored (not the job's branch {trust.job_branch(body)!r})"
+        pushed = None
     if pushed is not None:
         record["pushed"] = {"branch": pushed[0], "commit": pushed[1]}
         record["message"] = f"{message}; it had begun pushing {pushed[0]} at {pushed[1][:12]}"

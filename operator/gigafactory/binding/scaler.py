@@ -11,6 +11,8 @@ release, delete its heartbeat).
 import copy
 import dataclasses
 import datetime
+import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -24,19 +26,118 @@ Body = dict[str, Any]
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
 
+ANNOTATION_TEMPLATE_HASH = f"{constants.GROUP}/template-hash"
+TEMPLATE_FIELD = "spec.scaling.template"
+# Volume types a runner pod may use: the Pod Security Standards' "restricted" list (no hostPath,
+# no network filesystems mounted by the node on the pod's behalf).
+ALLOWED_VOLUMES = frozenset({"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"})
+ALLOWED_SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t"})
+APPARMOR_PREFIX = "container.apparmor.security.beta.kubernetes.io/"
+
+
 def deployment_name(factory: str) -> str:
     return f"{factory}-runners"
 
 
-def build_deployment(factory: Mapping[str, Any], *, namespace: str, replicas: int) -> Body:
-    """The runner Deployment of a scaled Factory, owned by it (deleting the Factory deletes it)."""
+def _seccomp_problem(context: Mapping[str, Any], path: str) -> str | None:
+    kind = (context.get("seccompProfile") or {}).get("type")
+    if kind not in (None, "RuntimeDefault", "Localhost"):
+        return f"{path}.seccompProfile.type: {kind} (RuntimeDefault or Localhost only)"
+    return None
+
+
+def _context_problems(context: Mapping[str, Any], path: str) -> list[str]:
+    """What a pod- or container-level securityContext asks that a runner pod may not have."""
+    problems = []
+    if context.get("runAsUser") == 0:
+        problems.append(f"{path}.runAsUser: 0 (runner pods run as non-root)")
+    if (problem := _seccomp_problem(context, path)) is not None:
+        problems.append(problem)
+    if (context.get("appArmorProfile") or {}).get("type") == "Unconfined":
+        problems.append(f"{path}.appArmorProfile.type: Unconfined")
+    selinux = context.get("seLinuxOptions") or {}
+    if selinux.get("type", "") not in ALLOWED_SELINUX_TYPES or selinux.get("user") or selinux.get("role"):
+        problems.append(f"{path}.seLinuxOptions: only the container types, no user or role")
+    if (context.get("windowsOptions") or {}).get("hostProcess"):
+        problems.append(f"{path}.windowsOptions.hostProcess: true")
+    return problems
+
+
+def restrict_template(template: Mapping[str, Any], *, service_account: str) -> tuple[Body, list[str]]:
+    """A Factory's runner pod template as the operator runs it, and what it refuses in it (field paths).
+
+    Forced: the pool's ServiceAccount; runAsNonRoot; seccomp RuntimeDefault unless Localhost is asked
+    for; in every container no privilege escalation and all capabilities dropped. Refused (they cannot
+    be forced without changing what the pod is): privileged containers, added capabilities, root,
+    host namespaces, host ports, hostPath and other non-restricted volumes, sysctls, unconfined
+    seccomp or AppArmor, SELinux users and roles, ephemeral containers. Whoever writes a Factory picks
+    the image (that is what a pool is), never an identity or a privilege beyond the pool's."""
+    forced: Body = copy.deepcopy(dict(template))
+    problems: list[str] = []
+    base = f"{TEMPLATE_FIELD}.spec"
+    meta = forced.setdefault("metadata", {})
+    for key, value in (meta.get("annotations") or {}).items():
+        if str(key).startswith(APPARMOR_PREFIX) and value == "unconfined":
+            problems.append(f"{TEMPLATE_FIELD}.metadata.annotations[{key}]: unconfined")
+    spec = forced.setdefault("spec", {})
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(host):
+            problems.append(f"{base}.{host}: true")
+    if spec.get("ephemeralContainers"):
+        problems.append(f"{base}.ephemeralContainers: not allowed in a runner template")
+    for index, volume in enumerate(spec.get("volumes") or ()):
+        kinds = [k for k in volume if k != "name"]
+        refused = [k for k in kinds if k not in ALLOWED_VOLUMES]
+        if refused:
+            problems.append(f"{base}.volumes[{index}].{refused[0]}: not allowed (only {', '.join(sorted(ALLOWED_VOLUMES))})")
+    spec["serviceAccountName"] = service_account
+    spec.pop("serviceAccount", None)  # the deprecated alias would otherwise have to agree
+    pod_context = spec.setdefault("securityContext", {})
+    problems += _context_problems(pod_context, f"{base}.securityContext")
+    if pod_context.get("sysctls"):
+        problems.append(f"{base}.securityContext.sysctls: not allowed")
+    pod_context["runAsNonRoot"] = True
+    if not (pod_context.get("seccompProfile") or {}).get("type"):
+        pod_context["seccompProfile"] = {"type": "RuntimeDefault"}
+    spec.setdefault("containers", [{"name": "runner", "image": "gigafactory:latest", "args": ["runner"]}])
+    for group in ("initContainers", "containers"):
+        for index, container in enumerate(spec.get(group) or ()):
+            path = f"{base}.{group}[{index}]"
+            for port_index, port in enumerate(container.get("ports") or ()):
+                if port.get("hostPort"):
+                    problems.append(f"{path}.ports[{port_index}].hostPort: not allowed")
+            context = container.setdefault("securityContext", {})
+            problems += _context_problems(context, f"{path}.securityContext")
+            if context.get("privileged"):
+                problems.append(f"{path}.securityContext.privileged: true")
+            if context.get("procMount") not in (None, "Default"):
+                problems.append(f"{path}.securityContext.procMount: {context.get('procMount')}")
+            if (context.get("capabilities") or {}).get("add"):
+                problems.append(f"{path}.securityContext.capabilities.add: not allowed")
+            context["allowPrivilegeEscalation"] = False
+            context["capabilities"] = {"drop": ["ALL"]}
+            context.pop("privileged", None)
+            if context.get("runAsNonRoot") is False:
+                context["runAsNonRoot"] = True
+    return forced, problems
+
+
+def template_hash(template: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def service_account(pattern: str, factory: str) -> str:
+    return pattern.replace("{factory}", factory)
+
+
+def build_template(factory: Mapping[str, Any], *, service_account: str) -> tuple[Body, list[str]]:
+    """The pod template of a scaled Factory's Deployment, as the operator runs it, and its refusals."""
     meta = factory["metadata"]
     spec = factory.get("spec") or {}
     name = meta["name"]
-    template = copy.deepcopy((spec.get("scaling") or {}).get("template") or {})
+    template, problems = restrict_template((spec.get("scaling") or {}).get("template") or {}, service_account=service_account)
     template.setdefault("metadata", {}).setdefault("labels", {}).update({constants.LABEL_FACTORY: name})
-    pod_spec = template.setdefault("spec", {})
-    containers = pod_spec.setdefault("containers", [{"name": "runner", "image": "gigafactory:latest", "args": ["runner"]}])
+    containers = template["spec"]["containers"]
     # The runner's own settings: which factory, how many slots, and who it is (Downward API).
     env = [
         {"name": "GIGAFACTORY_RUNNER_FACTORY", "value": name},
@@ -46,10 +147,20 @@ def build_deployment(factory: Mapping[str, Any], *, namespace: str, replicas: in
     ]
     first = containers[0]
     first["env"] = [e for e in first.get("env") or [] if e.get("name") not in {v["name"] for v in env}] + env
+    return template, problems
+
+
+def build_deployment(factory: Mapping[str, Any], *, namespace: str, replicas: int, service_account: str) -> Body:
+    """The runner Deployment of a scaled Factory, owned by it (deleting the Factory deletes it).
+    Check `build_template`'s refusals first: this builds whatever it is given."""
+    meta = factory["metadata"]
+    name = meta["name"]
+    template, _ = build_template(factory, service_account=service_account)
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": deployment_name(name), "namespace": namespace,
                      "labels": {constants.LABEL_FACTORY: name, constants.LABEL_ROLE: "runners"},
+                     "annotations": {ANNOTATION_TEMPLATE_HASH: template_hash(template)},
                      "ownerReferences": [{"apiVersion": constants.API_VERSION, "kind": constants.FACTORY_KIND, "name": name,
                                           "uid": meta.get("uid"), "controller": True, "blockOwnerDeletion": True}]},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {constants.LABEL_FACTORY: name}}, "template": template},
@@ -62,13 +173,17 @@ class Plan:
     status: dict[str, Body]  # factory → status.scaling
     waiting_for: dict[str, str]  # job uid → the factory it waits on while that factory scales up
     recheck_at: datetime.datetime | None = None  # when a held scale-down is due (nothing else may wake the loop)
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)  # factory → why its template is refused ("" accepted)
 
 
 class Scaler:
-    def __init__(self, client: kubeclient.Client, *, namespace: str, profile: framework.Profile) -> None:
+    def __init__(self, client: kubeclient.Client, *, namespace: str, profile: framework.Profile,
+                 service_account: str = "{factory}-runner") -> None:
         self.client = client
         self.namespace = namespace
         self.profile = profile
+        self.service_account = service_account  # the pattern of OperatorSettings.runner_service_account
+        self.reported: dict[str, str] = {}  # factory → the refusal last reported in an Event (once per change)
         self.lower_since: dict[str, datetime.datetime] = {}
         self.last_bound: dict[snapshots.PodKey, datetime.datetime] = {}
         self.leaving: set[snapshots.PodKey] = set()  # pods chosen for removal: no new binds
@@ -82,8 +197,31 @@ class Scaler:
         scaled = {name: snap.factories[name] for name, body in factories.items()
                   if (body.get("spec") or {}).get("scaling") is not None and name in snap.factories
                   and not (body.get("metadata") or {}).get("deletionTimestamp")}
-        owned = scaling.attribute(unschedulable, scaled, self.profile)
         plan = Plan(writes=[], status={}, waiting_for={})
+        templates: dict[str, Body] = {}
+        for name in list(scaled):
+            template, problems = build_template(factories[name], service_account=service_account(self.service_account, name))
+            plan.refused[name] = "; ".join(problems)[:1024]
+            if plan.refused[name] != self.reported.get(name, ""):
+                self.reported[name] = plan.refused[name]
+                if problems:
+                    plan.writes.append(self._refusal_event(name, factories[name], plan.refused[name]))
+            if not problems:
+                templates[name] = template
+                continue
+            # A refused template runs nowhere: no Deployment is made from it, and one made before
+            # (by an older operator, or from an earlier template) is scaled to zero.
+            del scaled[name]
+            deployment = deployments.get(name)
+            current = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
+            plan.status[name] = {"desiredReplicas": 0, "currentReplicas": current, "readyReplicas": 0,
+                                 "reason": f"runner template refused: {plan.refused[name]}"[:1024]}
+            if current:
+                plan.writes.append(self._scale(name, factories[name], current, scaling.Decision(replicas=0, reason="runner template refused")))
+        for name in list(self.reported):
+            if name not in factories:
+                del self.reported[name]
+        owned = scaling.attribute(unschedulable, scaled, self.profile)
         alive = {pod.key for pod in snap.pods}
         self.leaving &= alive
         for name, info in scaled.items():
@@ -114,16 +252,41 @@ class Scaler:
                 plan.writes.append(self._create(factories[name], decision))
                 if decision.replicas:
                     self.scaled_up_at.setdefault(name, snap.now)
-            elif decision.replicas != current:
+                continue
+            wanted = template_hash(templates[name])
+            if (deployment.get("metadata") or {}).get("annotations", {}).get(ANNOTATION_TEMPLATE_HASH) != wanted:
+                # Made from another template (an edit of the Factory, or by an operator that forced
+                # nothing): the forced one replaces it whole; the rollout replaces the pods.
+                plan.writes.append(self._retemplate(name, deployment, templates[name], wanted))
+            if decision.replicas != current:
                 if decision.replicas > current:
                     self.scaled_up_at.setdefault(name, snap.now)
                 self.leaving |= set(decision.remove)
                 plan.writes.append(self._scale(name, factories[name], current, decision))
         return plan
 
+    async def _retemplate(self, name: str, deployment: Body, template: Body, wanted: str) -> None:
+        annotations = (deployment.get("metadata") or {}).get("annotations")
+        ops: list[Body] = [{"op": "test", "path": "/metadata/resourceVersion", "value": deployment["metadata"].get("resourceVersion")},
+                           {"op": "replace", "path": "/spec/template", "value": template}]
+        if annotations:
+            ops.append({"op": "add", "path": "/metadata/annotations/" + ANNOTATION_TEMPLATE_HASH.replace("/", "~1"), "value": wanted})
+        else:
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION_TEMPLATE_HASH: wanted}})
+        try:
+            await self.client.patch(kubeclient.DEPLOYMENTS, deployment_name(name), ops, namespace=self.namespace, patch_type="json")
+            logger.info("runner deployment template replaced", extra={"factory": name})
+        except (kubeclient.Conflict, kubeclient.NotFound, kubeclient.Invalid):
+            pass  # it moved meanwhile (a 422 is a failed test op): the next cycle sees the new one
+
+    async def _refusal_event(self, name: str, factory: Body, message: str) -> None:
+        logger.warning("runner template refused: %s", message, extra={"factory": name, "reason": "TemplateRefused"})
+        await self._post_event(factory, reason="TemplateRefused", message=f"runner template refused: {message}", type="Warning")
+
     async def _create(self, factory: Body, decision: scaling.Decision) -> None:
         name = factory["metadata"]["name"]
-        body = build_deployment(factory, namespace=self.namespace, replicas=decision.replicas)
+        body = build_deployment(factory, namespace=self.namespace, replicas=decision.replicas,
+                                service_account=service_account(self.service_account, name))
         try:
             await self.client.create(kubeclient.DEPLOYMENTS, body, namespace=self.namespace)
             logger.info("runner deployment created", extra={"factory": name, "count": decision.replicas})
@@ -147,12 +310,16 @@ class Scaler:
 
     async def _event(self, name: str, factory: Body, current: int, decision: scaling.Decision) -> None:
         verb = "ScaledUp" if decision.replicas > current else "ScaledDown"
+        await self._post_event(factory, reason=verb, message=f"{current} → {decision.replicas} runners: {decision.reason}")
+
+    async def _post_event(self, factory: Body, *, reason: str, message: str, type: str = "Normal") -> None:
+        name = factory["metadata"]["name"]
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{name}.", "namespace": "default"},
             "involvedObject": {"apiVersion": constants.API_VERSION, "kind": constants.FACTORY_KIND, "name": name,
                                "uid": factory["metadata"].get("uid")},
-            "reason": verb, "message": f"{current} → {decision.replicas} runners: {decision.reason}"[:1024], "type": "Normal",
+            "reason": reason, "message": message[:1024], "type": type,
             "source": {"component": "gigafactory-operator"}, "reportingComponent": "gigafactory-operator",
             "firstTimestamp": leases.now().strftime("%Y-%m-%dT%H:%M:%SZ"), "lastTimestamp": leases.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
             "count": 1,

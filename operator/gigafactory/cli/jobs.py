@@ -20,7 +20,7 @@ import rich.table
 import typer
 import yaml
 
-from gigafactory import config, constants, kubeclient, leases
+from gigafactory import config, consent, constants, kubeclient, leases
 from gigafactory.cli import terminal
 from gigafactory.models import agentjobs, factories
 from gigafactory.scheduling import queues, snapshots
@@ -427,16 +427,24 @@ def register(app: typer.Typer) -> None:
             records = list(status.get("attempts") or [])
             if status.get("report"):
                 records.append(status["report"])
-            refs = [(r.get("attempt"), r.get("logRef")) for r in records if r.get("logRef")]
+            refs = [(r.get("attempt"), r.get("logRef"), r.get("pod")) for r in records if r.get("logRef")]
             if attempt is not None:
                 refs = [ref for ref in refs if ref[0] == attempt]
             if not refs:
                 fail(_no_log(f"{ns}/{name}", status, records, attempt))
-            ref = LOG_REF.fullmatch(str(refs[-1][1]))
+            number, log_ref, pod = refs[-1]
+            ref = LOG_REF.fullmatch(str(log_ref))
             if ref is None:  # written by a runner: anything at all, as far as this command knows
-                fail(f"attempt {refs[-1][0]} of {ns}/{name} has a malformed log reference {str(refs[-1][1])[:200]!r} "
+                fail(f"attempt {number} of {ns}/{name} has a malformed log reference {str(log_ref)[:200]!r} "
                      "(expected configmap/NAMESPACE/NAME)")
+            # A runner wrote the reference: show a log only where its name and labels bind it to the
+            # attempt's pod and this job (a runner can name, or make, no other pod's log).
+            if consent.parse_log_ref(log_ref, pod=pod) is None:
+                fail(f"attempt {number} of {ns}/{name} names a log that is not its pod's ({str(log_ref)[:200]!r}, pod {str(pod)[:100]!r}): not shown")
             cm = await client.get(kubeclient.CONFIGMAPS, ref["name"], namespace=ref["namespace"])
+            if not consent.log_belongs(cm, pod=str(pod), job_uid=str(job["metadata"].get("uid"))):
+                fail(f"log {ref['namespace']}/{ref['name']} of attempt {number} of {ns}/{name} is not labelled as this job's "
+                     f"on pod {str(pod)[:100]!r}: not shown")
             return (cm.get("data") or {}).get("output", "")
 
         terminal.stdout.write(_run(kubeconfig, fetch))
@@ -493,13 +501,13 @@ def register(app: typer.Typer) -> None:
     def factories_(kubeconfig: KubeconfigOption = None) -> None:
         """The fleet: factories, their pods, slots and heartbeats."""
 
-        async def fleet(client: kubeclient.Client) -> tuple[list[dict[str, Any]], dict[tuple[str, str], datetime.datetime],
-                                                            dict[tuple[str, str], str]]:
+        async def fleet(client: kubeclient.Client) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], datetime.datetime],
+                                                            dict[tuple[str, str, str], str]]:
             items, _ = await client.list(kubeclient.FACTORIES)
             # A heartbeat's age comes from the runner's heartbeat Lease itself (the Factory status does not
             # carry it: it would be rewritten on every renewal); without the right to list Leases, from the status.
-            renewed: dict[tuple[str, str], datetime.datetime] = {}
-            sandboxes: dict[tuple[str, str], str] = {}
+            renewed: dict[tuple[str, str, str], datetime.datetime] = {}
+            sandboxes: dict[tuple[str, str, str], str] = {}
             try:
                 heartbeat_leases, _ = await client.list(kubeclient.LEASES, label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_HEARTBEAT}")
             except kubeclient.ApiError:
@@ -509,9 +517,10 @@ def register(app: typer.Typer) -> None:
                 spec = lease.get("spec") or {}
                 moment = leases.parse_time(spec.get("renewTime")) or leases.parse_time(spec.get("acquireTime"))
                 if beat is not None and moment is not None:
-                    renewed[(beat.factory, beat.pod)] = moment
+                    # By namespace too: a Lease of the same name elsewhere (which the operator ignores) is not this pod's.
+                    renewed[(beat.factory, beat.namespace, beat.pod)] = moment
                 if beat is not None:
-                    sandboxes[(beat.factory, beat.pod)] = beat.sandbox
+                    sandboxes[(beat.factory, beat.namespace, beat.pod)] = beat.sandbox
             return items, renewed, sandboxes
 
         items, renewed, sandboxes = _run(kubeconfig, fleet)
@@ -525,8 +534,8 @@ def register(app: typer.Typer) -> None:
             if not fac.status.pods:
                 table.add_row(name, fac.status.phase.value, "-", "", "", "", "", "")
             for pod in fac.status.pods:
-                moment = renewed.get((name, pod.name)) or pod.last_heartbeat
+                moment = renewed.get((name, pod.namespace or "", pod.name)) or pod.last_heartbeat
                 beat = _age(moment.isoformat()) + " ago" if moment else "never"
                 table.add_row(name, fac.status.phase.value, pod.name, "yes" if pod.ready else "no",
-                              str(pod.slots), str(pod.running), beat, sandboxes.get((name, pod.name)) or "?")
+                              str(pod.slots), str(pod.running), beat, sandboxes.get((name, pod.namespace or "", pod.name)) or "?")
         print_table(table)

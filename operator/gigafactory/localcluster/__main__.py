@@ -23,6 +23,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--faults", type=float, default=0.0, metavar="RATE",
                         help="inject API faults into this share of requests (0..1; see localcluster/faults.py)")
     parser.add_argument("--faults-seed", type=int, default=None)
+    parser.add_argument("--no-token", action="store_true",
+                        help="serve without checking a token (by default a random one is written into the kubeconfig "
+                             "and every request must carry it)")
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -31,7 +34,8 @@ async def serve(args: argparse.Namespace) -> None:
     crds = args.crds if args.crds is not None else (["crds"] if os.path.isdir("crds") else [])
     if args.no_crds:
         crds = []
-    local = await serving.start(port=args.port, crd_dirs=crds, apply=args.apply)
+    local = await serving.start(port=args.port, crd_dirs=crds, apply=args.apply,
+                                token=None if args.no_token else serving.new_token())
     if args.faults:
         local.server.faults = faults.FaultPolicy(rate=args.faults, seed=args.faults_seed)
     stop = asyncio.Event()

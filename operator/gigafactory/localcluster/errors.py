@@ -17,6 +17,7 @@ class ApiError(Exception):
         self.code: int = status["code"]
         self.headers = headers or {}
         self.no_route = False  # the URL names no resource (see not_found_path)
+        self.close_connection = False  # answer, then close (a body that never finished arriving)
 
 
 def status(
@@ -137,7 +138,6 @@ def unsupported_media_type(content_type: str, accepted: list[str]) -> ApiError:
         code=415, reason="UnsupportedMediaType",
         message=f"the body of the request was in an unknown format - accepted media types include: "
                 f"{', '.join(accepted)}",
-        details={},
     ))
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from gigafactory.localcluster import conversions, errors, patching, resources, schemas, selectors, storing
+from gigafactory.localcluster import conversions, errors, guarding, patching, resources, schemas, selectors, storing
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,20 @@ def _validate_configmap(obj: Obj) -> list[dict[str, str]]:
             elif field == "data" and isinstance(binary, dict) and key in binary:
                 causes.append(errors.cause(f"data[{key}]", "FieldValueInvalid",
                                            f'Invalid value: {json.dumps(key)}: duplicate of key present in binaryData'))
+    # kube-apiserver: keys and values together at most 1 MiB (corev1.MaxSecretSize), binary data decoded.
+    total = 0
+    for field, values in (("data", data), ("binaryData", binary)):
+        for key, value in values.items() if isinstance(values, dict) else ():
+            size = len(str(value).encode())
+            if field == "binaryData":
+                size = len(str(value)) * 3 // 4 - str(value).count("=")
+            total += len(key.encode()) + size
+    if total > _MAX_CONFIG_BYTES:
+        causes.append(errors.cause("[]", "FieldValueTooLong", f"Too long: must have at most {_MAX_CONFIG_BYTES} bytes"))
     return causes
+
+
+_MAX_CONFIG_BYTES = 1024 * 1024
 
 
 class Cluster:
@@ -586,9 +599,13 @@ class Cluster:
         if not resource.custom:
             accepted.append(patching.STRATEGIC)
         if content_type not in accepted:
+            if not resource.custom:
+                # kube-apiserver's built-in handlers answer an unknown patch type in net/http's words.
+                raise errors.ApiError(errors.status(code=415, reason="UnsupportedMediaType",
+                                                    message="415: Unsupported Media Type", details={}))
             raise errors.unsupported_media_type(content_type, accepted)
         try:
-            patch = json.loads(patch_body or b"null")
+            patch = guarding.load_json(patch_body or b"null")
         except ValueError as e:
             raise errors.bad_request(f"error decoding patch: {e}")
         if old is None:
@@ -620,7 +637,7 @@ class Cluster:
             raise errors.invalid(kind="PatchOptions", group="meta.k8s.io", name="", causes=[errors.cause(
                 "fieldManager", "FieldValueRequired", "Required value: is required for apply patch")])
         try:
-            applied = yaml.safe_load(body or b"")
+            applied = guarding.load_yaml(body or b"")
         except yaml.YAMLError as e:
             raise errors.bad_request(f"error decoding YAML: {e}")
         if not isinstance(applied, dict):

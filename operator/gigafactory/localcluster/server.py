@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from gigafactory.localcluster import discovery, errors, faults, handling, protobufs, resources, selectors, tables
+from gigafactory.localcluster import (discovery, errors, faults, guarding, handling, protobufs, resources, selectors,
+                                     tables)
 
 logger = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -39,23 +40,46 @@ def respond(obj: Any, status: int = 200, headers: dict[str, str] | None = None,
 
 class Server:
     def __init__(self, cluster: handling.Cluster | None = None, *, bookmark_interval: float = 5.0,
-                 default_watch_timeout: float = 1800.0) -> None:
+                 default_watch_timeout: float = 1800.0, token: str | None = None,
+                 body_timeout: float = guarding.BODY_TIMEOUT_SECONDS) -> None:
         self.cluster = cluster or handling.Cluster()
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
+        # The bearer token every request must carry (guarding.check_token); None: no check (tests).
+        self.token = token
+        self.body_timeout = body_timeout
         self.faults: Any = faults.NoFaults()
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
         self.internal_errors = 0
         self.address = "127.0.0.1:0"
-        self.app = web.Application(middlewares=[self._catch_all], client_max_size=64 * 1024 * 1024)
+        # The Host headers that name this server, set once it listens (guarding.check_host).
+        self.hosts: frozenset[str] | None = None
+        self.app = web.Application(middlewares=[self._guard, self._catch_all],
+                                   client_max_size=guarding.MAX_REQUEST_BYTES)
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Host first (a rebinding page learns nothing, not even whether a token is needed), then the token."""
+        try:
+            if self.hosts is not None:
+                guarding.check_host(request.headers.get("Host"), self.hosts)
+            guarding.check_token(request.path, request.headers.get("Authorization"), self.token)
+        except errors.ApiError as e:
+            return respond(e.status, status=e.code)
+        return await handler(request)
 
     @web.middleware
     async def _catch_all(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             return await handler(request)
         except errors.ApiError as e:
-            return respond(e.status, status=e.code, headers=e.headers)
+            response = respond(e.status, status=e.code, headers=e.headers)
+            if e.close_connection:
+                response.force_close()
+            return response
+        except web.HTTPRequestEntityTooLarge:
+            return respond(guarding.too_large().status, status=413)
         except errors.PageNotFound:
             return web.Response(status=404, text="404 page not found\n", charset="utf-8")
         except asyncio.CancelledError:
@@ -121,8 +145,10 @@ class Server:
     async def _faults(self, request: web.Request) -> web.Response:
         """GET: the fault policy and what it injected; PUT: a new policy (faults.FaultPolicy fields)."""
         if request.method == "PUT":
+            if guarding.media_type(request.headers.get("Content-Type")) not in ("", _JSON):
+                raise guarding.unsupported_body(request.headers.get("Content-Type", ""))
             try:
-                self.faults = faults.FaultPolicy.from_json(await request.json())
+                self.faults = faults.FaultPolicy.from_json(guarding.load_json(await _read(request, self.body_timeout)))
             except (ValueError, TypeError) as exc:
                 raise errors.bad_request(f"bad fault policy: {exc}") from None
         elif request.method != "GET":
@@ -284,18 +310,18 @@ class Server:
                     "resourceVersion", "")}, include=query.get("includeObject", "Metadata")))
             return respond(obj)
         if verb == "create":
-            body = await _read_body(request)
+            body = await _read_body(request, self.body_timeout)
             obj = cluster.create(resource, namespace, body, field_validation=field_validation, dry_run=dry_run,
                                  warnings=warnings)
             return respond(obj, status=201, headers=_warning_headers(warnings))
         if verb == "update":
-            body = await _read_body(request)
+            body = await _read_body(request, self.body_timeout)
             obj = cluster.update(resource, namespace, name or "", body, subresource=subresource,
                                  field_validation=field_validation, dry_run=dry_run, warnings=warnings)
             return respond(obj, headers=_warning_headers(warnings))
         if verb == "patch":
             content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
-            raw = await request.read()
+            raw = await _read(request, self.body_timeout)
             # Server-side apply creates a missing object, and then answers 201 like a create.
             created = content_type == "application/apply-patch+yaml" and subresource is None and cluster.store.get(
                 resources.storage_key(resource), namespace or "", name or "") is None
@@ -304,7 +330,7 @@ class Server:
                                 field_manager=query.get("fieldManager"), force=query.get("force") == "true",
                                 warnings=warnings)
             return respond(obj, status=201 if created and not dry_run else 200, headers=_warning_headers(warnings))
-        options = await _delete_options(request)
+        options = await _delete_options(request, self.body_timeout)
         dry_run = dry_run or "All" in (options.get("dryRun") or [])
         if verb == "delete":
             obj = cluster.delete(resource, namespace, name or "", options, dry_run=dry_run)
@@ -526,29 +552,48 @@ def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
     return {"Warning": ", ".join('299 - ' + json.dumps(w) for w in warnings)}
 
 
-async def _read_body(request: web.Request) -> Any:
-    content_type = request.headers.get("Content-Type", _JSON).split(";")[0].strip() or _JSON
-    raw = await request.read()
-    if "protobuf" in content_type:
+async def _read(request: web.Request, timeout: float) -> bytes:
+    """The whole body, within the body timeout and the size limit (guarding)."""
+    try:
+        return await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError:
+        error = guarding.body_timeout()
+        error.close_connection = True
+        raise error from None
+    except web.HTTPRequestEntityTooLarge:
+        raise guarding.too_large() from None
+
+
+async def _read_body(request: web.Request, timeout: float) -> Any:
+    """A create or update body: JSON (also when no Content-Type is given, as kube-apiserver assumes),
+    YAML or protobuf; any other media type (a browser form, text/plain) is 415."""
+    content_type = guarding.media_type(request.headers.get("Content-Type")) or _JSON
+    if content_type not in guarding.BODY_TYPES:
+        raise guarding.unsupported_body(content_type)
+    raw = await _read(request, timeout)
+    if content_type == guarding.PROTOBUF:
         try:
             return protobufs.decode(raw)
         except (ValueError, IndexError, UnicodeDecodeError):
             raise errors.unsupported_media_type(content_type, [_JSON, "application/yaml"])
     try:
-        if "yaml" in content_type:
-            return yaml.safe_load(raw)
-        return json.loads(raw or b"null")
+        if content_type == guarding.YAML:
+            return guarding.load_yaml(raw)
+        return guarding.load_json(raw, empty=None)
     except (ValueError, yaml.YAMLError) as e:
         raise errors.bad_request(f"the body of the request could not be decoded: {e}")
 
 
-async def _delete_options(request: web.Request) -> Obj:
-    raw = await request.read()
+async def _delete_options(request: web.Request, timeout: float) -> Obj:
+    raw = await _read(request, timeout)
     options: Obj = {}
     if raw.strip():
+        content_type = guarding.media_type(request.headers.get("Content-Type")) or _JSON
+        if content_type not in guarding.BODY_TYPES:
+            raise guarding.unsupported_body(content_type)
         try:
-            options = json.loads(raw)
-        except ValueError as e:
+            options = guarding.load_yaml(raw) if content_type == guarding.YAML else guarding.load_json(raw)
+        except (ValueError, yaml.YAMLError) as e:
             raise errors.bad_request(f"the DeleteOptions body could not be decoded: {e}")
         if not isinstance(options, dict):
             raise errors.bad_request("the DeleteOptions body must be an object")

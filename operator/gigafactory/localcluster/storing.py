@@ -17,6 +17,14 @@ from gigafactory.localcluster import errors
 
 Key = tuple[str, str]  # storage key: (group, plural)
 HISTORY = 10_000
+# etcd's --max-request-bytes default (1.5 MiB): the largest put it accepts, key and framing included.
+MAX_OBJECT_BYTES = 1536 * 1024
+
+
+def _too_large() -> dict[str, Any]:
+    """kube-apiserver's answer when etcd refuses a put: a 500 Status without a reason."""
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "etcdserver: request is too large", "code": 500}
 
 
 @dataclasses.dataclass
@@ -102,7 +110,12 @@ class Store:
                 yield key, obj
 
     def put(self, key: Key, obj: dict[str, Any], *, old: dict[str, Any] | None) -> dict[str, Any]:
-        """Store (ADDED if old is None, else MODIFIED) with a fresh resourceVersion; return the stored object."""
+        """Store (ADDED if old is None, else MODIFIED) with a fresh resourceVersion; return the stored object.
+
+        An object larger than etcd takes in one request is refused as kube-apiserver passes etcd's
+        refusal on (a dry run, never stored, is not held to it there either)."""
+        if len(json.dumps(obj, separators=(",", ":"))) > MAX_OBJECT_BYTES:
+            raise errors.ApiError(_too_large())
         rv = self.next_rv()
         obj["metadata"]["resourceVersion"] = str(rv)
         meta = obj["metadata"]

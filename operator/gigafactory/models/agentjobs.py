@@ -137,14 +137,19 @@ class RepoSpec(common.Model):
         pydantic.Field(
             description=(
                 "A Secret in the job's namespace with git credentials: key `token` (HTTPS, optionally with "
-                "`username`) or `ssh-privatekey` (optionally with `known_hosts`). Never put secrets inline."
+                "`username`) or `ssh-privatekey` (optionally with `known_hosts`). Never put secrets inline. "
+                "Used only by its owner's consent: the job's author must be allowed to get it (checked at admission), "
+                "and it must be labelled gigafactory.dev/credentials=true and name the URL's host in its annotation "
+                "gigafactory.dev/allowed-hosts (comma-separated); else the attempt is Rejected (SecretNotForGigafactory, "
+                "HostNotAllowed) before any connection."
             ),
         ),
     ] = None
 
 
 class ConfigMapKeyRef(common.Model):
-    name: Annotated[common.ObjectName, pydantic.Field(description="A ConfigMap in the job's namespace.")]
+    name: Annotated[common.ObjectName, pydantic.Field(
+        description="A ConfigMap in the job's namespace that the job's author may get (checked at admission).")]
     key: Annotated[str, pydantic.Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="The key holding the text.")]
 
 
@@ -174,11 +179,17 @@ class TaskSpec(common.Model):
         return self
 
 
+def reserved_env_name(name: str) -> bool:
+    """Whether a job may never set this env name, whatever its agent profile allows."""
+    return name.startswith(constants.RESERVED_ENV_PREFIXES) or name in constants.RESERVED_ENV_NAMES
+
+
 def _env_name_rule() -> dict[str, str]:
     prefixes = " && ".join(f"!self.name.startsWith('{p}')" for p in constants.RESERVED_ENV_PREFIXES)
     names = ", ".join(f"'{n}'" for n in constants.RESERVED_ENV_NAMES)
-    reserved = ", ".join([f"{p}*" for p in constants.RESERVED_ENV_PREFIXES] + list(constants.RESERVED_ENV_NAMES))
-    return rule(f"{prefixes} && !(self.name in [{names}])", f"env name is reserved for the runner ({reserved})")
+    return rule(f"{prefixes} && !(self.name in [{names}])",
+                "env name is reserved: the runner sets it, or it changes which program runs, what it loads or where it "
+                "connects (PATH, HOME, LD_*, PYTHON*, NODE_*, BASH_ENV, GIT_*, proxies...: docs/security.md#job-inputs)")
 
 
 class EnvVar(common.Model):
@@ -190,8 +201,8 @@ class EnvVar(common.Model):
     @pydantic.field_validator("name")
     @classmethod
     def _not_reserved(cls, name: str) -> str:
-        if name.startswith(constants.RESERVED_ENV_PREFIXES) or name in constants.RESERVED_ENV_NAMES:
-            raise ValueError(f"env name {name!r} is reserved for the runner")
+        if reserved_env_name(name):
+            raise ValueError(f"env name {name!r} is reserved: it changes which program runs, what it loads or where it connects")
         return name
 
 
@@ -201,13 +212,16 @@ class AgentSpec(common.Model):
     profile: Annotated[common.Token, pydantic.Field(description="An agent profile the factory offers (see the factory's agents).")]
     args: Annotated[
         list[Annotated[str, pydantic.StringConstraints(max_length=4096)]],
-        pydantic.Field(max_length=64, description="Extra arguments appended to the profile's command line (never run through a shell)."),
+        pydantic.Field(max_length=64, description=(
+            "Extra arguments for the agent: only flags (and values) the profile's allow.args lists; the profile decides "
+            "where they go in its command line (never run through a shell). Anything else is refused (ArgNotAllowed).")),
     ] = []
     env: Annotated[
         list[EnvVar],
         pydantic.Field(
             max_length=64,
-            description="Extra environment for the agent process.",
+            description=("Extra environment for the agent process: only names the profile's allow.env lists (anything else "
+                         "is refused: EnvNotAllowed); names that change how programs load are refused by the schema."),
             json_schema_extra={X_LIST_TYPE: "map", X_LIST_MAP_KEYS: ["name"]},
         ),
     ] = []

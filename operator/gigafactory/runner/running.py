@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import pathlib
+import secrets
 import signal
 import tempfile
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 import pydantic
 
-from gigafactory import config, constants, kubeclient, leases
+from gigafactory import config, consent, constants, kubeclient, leases
 from gigafactory.models import agentjobs
 from gigafactory.runner import executing, profiles, sandbox, worktrees
 
@@ -259,6 +260,10 @@ class Runner:
             secret = await self.client.get(kubeclient.SECRETS, name, namespace=job["metadata"]["namespace"])
         except kubeclient.NotFound:
             raise AttemptFailed("Rejected", "SecretNotFound", f"Secret {name} not found in namespace {job['metadata']['namespace']}") from None
+        try:  # before any connection: a Secret its owner did not mark for this host is sent nowhere
+            consent.check_secret(secret, url=str(job["spec"]["repo"]["url"]))
+        except consent.Refused as exc:
+            raise AttemptFailed("Rejected", exc.reason, exc.message) from None
         data = {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.get("data") or {}).items()}
         data.update(secret.get("stringData") or {})
         return worktrees.credentials_from_secret(data)
@@ -282,14 +287,18 @@ class Runner:
             spec = agentjobs.AgentJob.model_validate(job).spec
         except pydantic.ValidationError as exc:  # the schema should have refused it; a runner does not rely on that
             first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
+            where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
             raise AttemptFailed("Rejected", "InvalidSpec", f"{where}: {first['msg']}") from None
         profile = self.profiles.get(spec.agent.profile)
         if profile is None:
             raise AttemptFailed("Rejected", "ProfileUnknown", f"agent profile {spec.agent.profile!r} is not offered by this runner")
-        for env in spec.agent.env:  # the schema refuses these too; a runner does not rely on it
-            if env.name.startswith(constants.RESERVED_ENV_PREFIXES) or env.name in constants.RESERVED_ENV_NAMES:
-                raise AttemptFailed("Rejected", "ReservedEnv", f"env name {env.name} is reserved")
+        # A job adds only what its profile allows (the chart's admission policy says so too; a runner
+        # does not rely on it): no flag that overrides the profile's, no env that changes what runs.
+        try:
+            profile.check_args(spec.agent.args)
+            profile.check_env(env.name for env in spec.agent.env)
+        except profiles.NotAllowed as exc:
+            raise AttemptFailed("Rejected", exc.reason, exc.message) from None
         branch = spec.repo.branch or f"agent/{job['metadata']['name']}"
         try:
             worktrees.check_url(spec.repo.url, allow_local=self.settings.allow_local_repos)
@@ -318,8 +327,11 @@ class Runner:
             with tempfile.TemporaryDirectory(prefix="gf-task-", dir=self.workspace.root) as tmp:
                 prompt_file = pathlib.Path(tmp) / "prompt.md"
                 prompt_file.write_text(prompt)
-                argv = profile.render(prompt_file=prompt_file, workdir=workdir, job=job["metadata"]["name"],
-                                      branch=branch, extra_args=spec.agent.args)
+                try:
+                    argv = profile.render(prompt_file=prompt_file, workdir=workdir, job=job["metadata"]["name"],
+                                          branch=branch, extra_args=spec.agent.args)
+                except FileNotFoundError as exc:
+                    raise AttemptFailed("Rejected", "AgentNotRunnable", f"cannot start the agent: {exc}") from None
                 env = {**worktrees.clean_env(), **profile.env, **{e.name: e.value for e in spec.agent.env},
                        "GIGAFACTORY_JOB": job["metadata"]["name"], "GIGAFACTORY_BRANCH": branch, "GIT_TERMINAL_PROMPT": "0"}
                 if "GIGAFACTORY_SCRIPT_MARKER" in os.environ:  # the script agent's execution counter (tests)
@@ -420,22 +432,29 @@ class Runner:
                 "message": f"adopted {branch} at {tip[:12]}: attempt {number} pushed it and was lost before reporting"}
 
     async def save_log(self, attempt: Attempt, job: dict[str, Any], tail: str) -> str | None:
-        """The output's tail in a size-capped ConfigMap beside the runner; its name goes in the report."""
-        name = f"gf-log-{attempt.name}"
-        body = {"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": name, "namespace": self.settings.namespace,
-                             # The job's uid as a label: whoever cleans up after a job can select its logs.
-                             "labels": {constants.LABEL_ROLE: "log", constants.LABEL_POD: self.settings.pod_name,
-                                        leases.ANNOTATION_JOB_UID: attempt.binding.job_uid},
-                             "annotations": {constants.LABEL_JOB: f"{job['metadata']['namespace']}/{job['metadata']['name']}"}},
-                "data": {"output": tail[-LOG_CONFIGMAP_BYTES:]}}
-        try:
-            with contextlib.suppress(kubeclient.AlreadyExists):
+        """The output's tail in a size-capped ConfigMap beside the runner; its name goes in the report.
+
+        The name starts with this pod's prefix (the runner policy allows no other) and ends with a random
+        part: no one can create it ahead of us (a forged log), and readers accept it only with this pod's
+        and this job's labels (consent.log_belongs)."""
+        for _ in range(3):
+            name = f"{consent.log_name_prefix(self.settings.pod_name)}{attempt.binding.attempt}-{secrets.token_hex(5)}"
+            body = {"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": self.settings.namespace,
+                                 # The job's uid as a label: whoever cleans up after a job can select its logs.
+                                 "labels": {constants.LABEL_ROLE: "log", constants.LABEL_POD: self.settings.pod_name,
+                                            constants.LABEL_JOB_UID: attempt.binding.job_uid},
+                                 "annotations": {constants.LABEL_JOB: f"{job['metadata']['namespace']}/{job['metadata']['name']}"}},
+                    "data": {"output": tail[-LOG_CONFIGMAP_BYTES:]}}
+            try:
                 await self.client.create(kubeclient.CONFIGMAPS, body)
-        except (kubeclient.ApiError, OSError) as exc:
-            logger.warning("could not keep the log of %s: %s", attempt.name, exc)
-            return None
-        return f"configmap/{self.settings.namespace}/{name}"
+            except kubeclient.AlreadyExists:
+                continue  # taken by someone else: never reuse (nor report) a log we did not write
+            except (kubeclient.ApiError, OSError) as exc:
+                logger.warning("could not keep the log of %s: %s", attempt.name, exc)
+                return None
+            return f"configmap/{self.settings.namespace}/{name}"
+        return None
 
     async def report(self, attempt: Attempt, report: dict[str, Any]) -> None:
         """status.report, only while the job's current attempt is still ours (precondition on a fresh read).

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from gigafactory import constants, kubeclient
 from gigafactory.models import agentjobs
-from gigafactory.runner import worktrees
+from gigafactory.runner import profiles, worktrees
 from gigafactory.scheduling import snapshots
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -49,6 +49,7 @@ def _schema_paths() -> list[tuple[str, ...]]:
 
 
 PATHS = _schema_paths()
+SHIPPED_PROFILES = profiles.load()
 
 
 def base_spec() -> dict:
@@ -96,9 +97,16 @@ def runner_decides(spec: dict) -> str | None:
     except Exception as exc:  # noqa: BLE001 - only a ValidationError is acceptable here
         assert type(exc).__name__ == "ValidationError", repr(exc)
         return "InvalidSpec"
+    profile = SHIPPED_PROFILES.get(parsed.agent.profile)
     try:
+        if profile is not None:  # what the job adds, against the profile the runner would run (Runner.execute)
+            profile.check_args(parsed.agent.args)
+            profile.check_env(env.name for env in parsed.agent.env)
         worktrees.check_url(parsed.repo.url, allow_local=False)
         worktrees.check_ref(parsed.repo.branch or "agent/job", what="branch")
+    except profiles.NotAllowed as exc:
+        assert exc.message.startswith("spec.agent."), exc.message
+        return exc.reason
     except worktrees.GitFailure as exc:
         assert exc.outcome == "Rejected" and exc.message, exc
         return exc.reason

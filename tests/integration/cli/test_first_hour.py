@@ -49,7 +49,7 @@ def test_factories_shows_the_heartbeat_age_from_the_lease(gf, api_client, namesp
     try:
         # The operator never writes lastHeartbeat (it would rewrite the Factory on every renewal).
         api.patch_cluster_custom_object_status(GROUP, VERSION, "factories", name, {"status": {"phase": "Ready", "pods": [
-            {"name": f"{name}-0", "ready": True, "slots": 2, "running": 0},
+            {"name": f"{name}-0", "namespace": namespace, "ready": True, "slots": 2, "running": 0},
             {"name": f"{name}-1", "ready": False, "slots": 2, "running": 0}]}})
         lease = leases.build_heartbeat_lease(pod=f"{name}-0", namespace=namespace, factory=name, slots=2, agents=["script"],
                                              duration_seconds=30,

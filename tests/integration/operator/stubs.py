@@ -178,6 +178,10 @@ class OperatorProcess:
             "GIGAFACTORY_HTTP_PORT": str(self.port),
             **env,
         }
+        if "GIGAFACTORY_NAMESPACE" not in env and "GIGAFACTORY_RUNNER_NAMESPACES" not in env:
+            # These tests' stub runners live in each test's own namespace: trust them all. Tests of the
+            # trust boundary itself (tests/security/test_operator_trust.py) declare the namespaces.
+            self.env["GIGAFACTORY_RUNNER_NAMESPACES"] = "*"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "OperatorProcess":

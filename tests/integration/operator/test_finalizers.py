@@ -198,12 +198,17 @@ def test_a_deleted_factory_drains_moves_unclaimed_bindings_and_requeues_running_
 
 def test_a_deleted_jobs_log_configmaps_go_with_it(api, kubeconfig, namespace, tmp_path) -> None:
     runner = stubs.one_runner(api, namespace, "fin")
-    log = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gf-log-x-1", "namespace": namespace}, "data": {"output": "..."}}
-    api.call("create", kubeclient.CONFIGMAPS, log, namespace=namespace)
+    name = f"gf-log-{runner.pod}-1-abc"
     with stubs.operators(kubeconfig, tmp_path):
         running_job(api, namespace, runner, "logged")
-        runner.report(namespace, "logged", outcome="AgentFailed", exitCode=1, logRef=f"configmap/{namespace}/gf-log-x-1")
+        uid = api.job(namespace, "logged")["metadata"]["uid"]
+        # As the runner writes it (runner/running.py save_log): its pod's name prefix, its pod and job as labels.
+        log = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"output": "..."},
+               "metadata": {"name": name, "namespace": namespace,
+                            "labels": {"gigafactory.dev/role": "log", "gigafactory.dev/pod": runner.pod, "gigafactory.dev/job-uid": uid}}}
+        api.call("create", kubeclient.CONFIGMAPS, log, namespace=namespace)
+        runner.report(namespace, "logged", outcome="AgentFailed", exitCode=1, logRef=f"configmap/{namespace}/{name}")
         wait_for(lambda: (api.job(namespace, "logged").get("status") or {}).get("attempts"), timeout=10, message="folded")
         delete_job(api, namespace, "logged")
         wait_for(lambda: not exists(api, namespace, "logged"), timeout=10, message="job gone")
-    assert not api.call("list", kubeclient.CONFIGMAPS, namespace=namespace, field_selector="metadata.name=gf-log-x-1")[0]
+    assert not api.call("list", kubeclient.CONFIGMAPS, namespace=namespace, field_selector=f"metadata.name={name}")[0]

@@ -16,7 +16,7 @@ def test_kopf_run_binds_a_job(kubeconfig, namespace, tmp_path) -> None:
     stubs.StubRunner(api, pod=f"{factory}-0", namespace=namespace, factory=factory).announce()
     api.create_job(namespace, "via-kopf")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stubs.ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
-           "GIGAFACTORY_KUBECONFIG": kubeconfig, "GIGAFACTORY_HTTP_PORT": "0"}
+           "GIGAFACTORY_KUBECONFIG": kubeconfig, "GIGAFACTORY_HTTP_PORT": "0", "GIGAFACTORY_RUNNER_NAMESPACES": namespace}
     # kopf logs in with GIGAFACTORY_KUBECONFIG too: no $KUBECONFIG, and no default file to fall back on.
     env.pop("KUBECONFIG", None)
     env["HOME"] = str(tmp_path)

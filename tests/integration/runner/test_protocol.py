@@ -82,7 +82,11 @@ def test_invariant_3_claim_renew_report_release_and_never_more_than_its_slots(ap
     # The agent times out (3 s): the report, then the release; only then the other job gets the slot.
     report = wait_for(lambda: _report(api, namespace, one), timeout=15, message="no report")
     assert (report["attempt"], report["pod"], report["outcome"]) == (1, "runner-0", "TimedOut")
-    assert report["logRef"].startswith(f"configmap/{namespace}/gf-log-")
+    # A log bound to its pod and job (docs/runner.md): a name only this pod may create, its labels saying whose.
+    assert report["logRef"].startswith(f"configmap/{namespace}/gf-log-runner-0-1-")
+    log = api.call("get", kubeclient.CONFIGMAPS, report["logRef"].rsplit("/", 1)[1], namespace=namespace)
+    assert log["metadata"]["labels"] == {"gigafactory.dev/role": "log", "gigafactory.dev/pod": "runner-0",
+                                         "gigafactory.dev/job-uid": api.job(namespace, one)["metadata"]["uid"]}
     wait_for(lambda: not _lease(api, namespace, leases_by_job[one])["spec"].get("holderIdentity"), timeout=5,
              message="the binding Lease was not released")
     later = wait_for(lambda: _report(api, namespace, other), timeout=20, message="the second job never ran")

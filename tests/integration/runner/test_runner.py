@@ -28,12 +28,14 @@ CLAIM_TIMEOUT = 5  # the operator's: a runner that misses it costs an uncounted 
 PROFILES = """
 profiles:
   script:
-    argv: ["{python}", "-m", "gigafactory.runner.script_agent", "--prompt-file", "{prompt_file}"]
+    argv: ["{python}", "-m", "gigafactory.runner.script_agent", "{args}", "--prompt-file", "{prompt_file}"]
     timeoutSeconds: 3
+    allow: {args: [{flag: --exit, value: "[0-9]{1,3}"}, {flag: --hang}, {flag: --await-peers, value: "[0-9]{1,2}"}]}
   script-patient:
     # For agents that wait for each other: on a loaded machine two claims may be seconds apart.
-    argv: ["{python}", "-m", "gigafactory.runner.script_agent", "--prompt-file", "{prompt_file}"]
+    argv: ["{python}", "-m", "gigafactory.runner.script_agent", "{args}", "--prompt-file", "{prompt_file}"]
     timeoutSeconds: 40
+    allow: {args: [{flag: --hang}, {flag: --await-peers, value: "[0-9]{1,2}"}]}
 """
 
 
@@ -437,7 +439,10 @@ def private_remote(tmp_path, monkeypatch):
 
 
 def _secret(api, namespace, name, token):
-    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+    # Marked for Gigafactory use, for the test server's host (docs/security.md, credentials by consent).
+    body = {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"gigafactory.dev/credentials": "true"},
+                         "annotations": {"gigafactory.dev/allowed-hosts": "127.0.0.1"}},
             "data": {"token": base64.b64encode(token.encode()).decode()}}
     api.call("create", stubs.kubeclient.SECRETS, body, namespace=namespace)
 

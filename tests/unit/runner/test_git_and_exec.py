@@ -134,13 +134,22 @@ def test_tail_keeps_the_last_part() -> None:
     assert tail.text().endswith("99\n") and len(tail.text()) <= 10
 
 
-def test_shipped_profiles_load_and_render_without_a_shell(tmp_path) -> None:
+def test_shipped_profiles_load_and_render_without_a_shell(tmp_path, monkeypatch) -> None:
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "aider").write_text("#!/bin/sh\n")
+    (tools / "aider").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tools))  # the runner's PATH when the file loads decides argv[0]
     loaded = profiles.load()
     assert {"script", "claude-code", "codex", "aider"} <= set(loaded)
     argv = loaded["aider"].render(prompt_file=tmp_path / "p; rm -rf /", workdir=tmp_path, job="j", branch="b",
                                   extra_args=["--model", "x"])
-    assert argv[:3] == ["aider", "--message-file", str(tmp_path / "p; rm -rf /")]
-    assert argv[-2:] == ["--model", "x"]
+    # The job's arguments go where the profile put {args}: before its own flags, which win if repeated.
+    assert argv == [str(tools / "aider"), "--model", "x", "--message-file", str(tmp_path / "p; rm -rf /"),
+                    "--yes-always", "--no-stream", "--no-pretty"]
+    script = loaded["script"].render(prompt_file=tmp_path / "p", workdir=tmp_path, job="j", branch="b", extra_args=["--hang"])
+    assert script == [sys.executable, "-I", "-m", "gigafactory.runner.script_agent", "--hang", "--prompt-file", str(tmp_path / "p")]
+    assert not loaded["claude-code"].installed()
 
 
 def test_bad_profiles_file_is_a_clear_error(tmp_path) -> None:

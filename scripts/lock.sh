@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make lock`: the hashed lock files, resolved by uv (from .venv-tools, itself installed from the hashed
+# requirements-tools.lock) for every platform (--universal) on Python 3.11, each pin with the sha256 of
+# every file PyPI has for it, so that `pip install --require-hashes` installs exactly these bytes:
+#   requirements.lock        pyproject's dependencies (+ setuptools to build the package): the image's
+#   requirements-test.lock   the same pins, plus the `dev` and `test` extras: `make venv`, the tests
+#   requirements-tools.lock  requirements-tools.in: checkov (scripts/scan-chart.sh) and uv itself
+# A pin already in a lock file is kept unless ARGS says otherwise (e.g. ARGS=--upgrade, or
+# ARGS="--upgrade-package kopf").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools=.venv-tools
+if [ ! -f "$tools/.installed" ] || [ requirements-tools.lock -nt "$tools/.installed" ]; then
+  python3 -m venv "$tools"
+  "$tools/bin/pip" install -q --disable-pip-version-check --require-hashes -r requirements-tools.lock
+  touch "$tools/.installed"
+fi
+compile=("$tools/bin/uv" pip compile --quiet --universal --python-version 3.11 --generate-hashes
+         --custom-compile-command "make lock" "$@")
+echo "setuptools>=68" | "${compile[@]}" pyproject.toml - -o requirements.lock
+echo "setuptools>=68" | "${compile[@]}" pyproject.toml - --extra dev --extra test -c requirements.lock -o requirements-test.lock
+"${compile[@]}" requirements-tools.in -o requirements-tools.lock
