@@ -116,8 +116,10 @@ class StandInApi:
         self.logs: list[str] = []
 
     async def get(self, resource: Any, name: str, namespace: str | None = None) -> dict:
-        if resource is kubeclient.SECRETS and name in self.secrets:
-            return {"stringData": self.secrets[name]}
+        if resource is kubeclient.SECRETS and name in self.secrets:  # marked for Gigafactory, for the test's git server
+            return {"metadata": {"name": name, "labels": {constants.LABEL_CREDENTIALS: "true"},
+                                 "annotations": {constants.ANNOTATION_ALLOWED_HOSTS: "127.0.0.1"}},
+                    "stringData": self.secrets[name]}
         raise kubeclient.NotFound(404, "NotFound", f"{name} not found")
 
     async def create(self, resource: Any, body: dict) -> dict:

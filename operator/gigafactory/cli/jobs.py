@@ -526,7 +526,7 @@ def register(app: typer.Typer) -> None:
         items, renewed, sandboxes = _run(kubeconfig, fleet)
         # SANDBOX: how the pod's agents are isolated, as its runner announced it; "none" means they can read
         # every job's worktree and credentials on that pod (docs/security.md, "Agent sandbox").
-        table = rich.table.Table("FACTORY", "PHASE", "POD", "READY", "SLOTS", "RUNNING", "HEARTBEAT", "SANDBOX", box=None,
+        table = rich.table.Table("FACTORY", "PHASE", "POD", "READY", "SLOTS", "RUNNING", "SANDBOX", "HEARTBEAT", box=None,
                                  pad_edge=False)
         for item in sorted(items, key=lambda i: i["metadata"]["name"]):
             fac = factories.Factory.model_validate(item)
@@ -537,5 +537,5 @@ def register(app: typer.Typer) -> None:
                 moment = renewed.get((name, pod.namespace or "", pod.name)) or pod.last_heartbeat
                 beat = _age(moment.isoformat()) + " ago" if moment else "never"
                 table.add_row(name, fac.status.phase.value, pod.name, "yes" if pod.ready else "no",
-                              str(pod.slots), str(pod.running), beat, sandboxes.get((name, pod.namespace or "", pod.name)) or "?")
+                              str(pod.slots), str(pod.running), sandboxes.get((name, pod.namespace or "", pod.name)) or "?", beat)
         print_table(table)
