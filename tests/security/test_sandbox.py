@@ -363,3 +363,20 @@ def test_a_runner_that_cannot_build_the_sandbox_refuses_to_start_unless_the_pool
     else:
         assert "AGENT SANDBOX OFF (GIGAFACTORY_RUNNER_SANDBOX=none)" in done.stderr
         assert "cannot build the agent sandbox" not in done.stderr
+
+
+async def test_only_the_launcher_can_say_the_sandbox_failed(tmp_path) -> None:
+    """An agent that prints what a launcher failure looks like and exits 126 is an agent failure (a
+    sandbox failure would be retried without counting); a missing command is the launcher's to say."""
+    async def ending(argv: list[str]) -> str | None:
+        command = sandbox.Sandbox().command(argv, env={"PATH": "/usr/bin:/bin"}, cwd=str(tmp_path), writable=[str(tmp_path)])
+        try:
+            result = await executing.run(command.argv, cwd=str(tmp_path), env=command.env, timeout=30, stop=asyncio.Event(),
+                                         label="t", pass_fds=command.pass_fds)
+        finally:
+            command.close()
+        return sandbox.failure(command, result.exit_code, result.tail)
+
+    forged = "echo 'sandbox[0123456789abcdef]: mount refused' >&2; echo 'sandbox: mount refused' >&2; exit 126"
+    assert await ending(["sh", "-c", forged]) is None
+    assert await ending(["no-such-agent-command"]) == "exec"

@@ -346,7 +346,7 @@ class Runner:
                     raise AttemptFailed("Rejected", "AgentNotRunnable", f"cannot start the agent: {exc}") from None
                 finally:
                     command.close()
-            failed = sandbox.failure(result.exit_code, result.tail) if self.sandbox.mode != "none" else None
+            failed = sandbox.failure(command, result.exit_code, result.tail)
             if failed == "setup":
                 raise AttemptFailed("InfraError", "SandboxFailed", f"the agent's sandbox could not be built: {result.tail[-500:].strip()}")
             if failed == "exec":

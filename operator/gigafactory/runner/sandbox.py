@@ -33,6 +33,7 @@ import errno
 import json
 import os
 import platform
+import secrets
 import signal
 import subprocess
 import sys
@@ -82,7 +83,8 @@ SYSTEM_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/pa
                 "/etc/protocols", "/etc/mime.types", "/etc/os-release", "/etc/ca-certificates.conf")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 HOSTNAME = "gigafactory-agent"
-# Exit codes of the launcher itself, each with a last line of output starting with "sandbox: ".
+# Exit codes of the launcher itself, each with a last line of output starting with "sandbox[<nonce>]: ",
+# a nonce of that start only (the agent cannot read it), so an agent cannot pass its own failure off as ours.
 SETUP_FAILED = 126
 EXEC_FAILED = 127
 DEFAULT_HOME = "/home/agent"
@@ -99,6 +101,7 @@ class Command:
     argv: list[str]
     env: dict[str, str]
     pass_fds: tuple[int, ...] = ()
+    nonce: str = ""  # marks the launcher's own failure lines (see failure())
 
     def close(self) -> None:
         for fd in self.pass_fds:
@@ -130,13 +133,13 @@ class Sandbox:
             "argv": list(argv), "env": {**env, "HOME": home, "TMPDIR": "/tmp"}, "cwd": cwd, "home": home,
             "network": self.network, "uid": os.getuid(), "gid": os.getgid(),
             "ro": _readable_paths(self.read_only, hidden=hidden) + [os.path.abspath(p) for p in readable],
-            "rw": [os.path.abspath(p) for p in writable],
+            "rw": [os.path.abspath(p) for p in writable], "nonce": secrets.token_hex(8),
         }
         fd = os.memfd_create("gigafactory-sandbox-spec", os.MFD_CLOEXEC)  # inherited only where passed
         os.write(fd, json.dumps(spec).encode())
         os.lseek(fd, 0, os.SEEK_SET)
         launcher = [sys.executable, "-I", os.path.abspath(__file__), "--spec-fd", str(fd)]
-        return Command(launcher, {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, (fd,))
+        return Command(launcher, {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, (fd,), spec["nonce"])
 
     def check(self) -> float:
         """Start `true` in a sandbox; returns the seconds it took. SandboxError (one line) if it cannot."""
@@ -153,15 +156,16 @@ class Sandbox:
             command.close()
         if done.returncode != 0:
             said = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
-            raise SandboxError(said[-1] if said else f"the sandbox launcher exited with {done.returncode}")
+            last = said[-1].replace(f"sandbox[{command.nonce}]: ", "") if said else ""
+            raise SandboxError(last or f"the sandbox launcher exited with {done.returncode}")
         return time.monotonic() - started
 
 
-def failure(exit_code: int | None, output: str) -> str | None:
+def failure(command: Command, exit_code: int | None, output: str) -> str | None:
     """Whether an agent's end was the launcher's: "setup" (the sandbox could not be built), "exec"
     (the agent's command could not be started in it), or None (the agent ran)."""
     lines = output.strip().splitlines()
-    if not lines or not lines[-1].startswith("sandbox: "):
+    if not command.nonce or not lines or not lines[-1].startswith(f"sandbox[{command.nonce}]: "):
         return None
     return {SETUP_FAILED: "setup", EXEC_FAILED: "exec"}.get(exit_code or 0)
 
@@ -191,6 +195,10 @@ def _within(path: str, root: str) -> bool:
 
 
 # --- the launcher (runs in its own process, stdlib only) ---
+
+
+def _say(spec: dict, text: str) -> None:
+    print(f"sandbox[{spec.get('nonce', '')}]: {text}", file=sys.stderr, flush=True)
 
 
 def _libc() -> ctypes.CDLL:
@@ -334,7 +342,7 @@ def _init(libc: ctypes.CDLL, spec: dict) -> int:
                 signal.signal(sig, signal.SIG_DFL)
             os.execvpe(spec["argv"][0], spec["argv"], env)
         except OSError as exc:
-            print(f"sandbox: cannot start {spec['argv'][0]}: {exc.strerror}", file=sys.stderr, flush=True)
+            _say(spec, f"cannot start {spec['argv'][0]}: {exc.strerror}")
         os._exit(EXEC_FAILED)
 
     def forward(signum: int, _frame: object) -> None:
@@ -372,7 +380,7 @@ def launch(spec: dict) -> int:
         try:
             code = _init(libc, spec)
         except (SandboxError, OSError) as exc:
-            print(f"sandbox: {exc}", file=sys.stderr, flush=True)
+            _say(spec, str(exc))
             code = SETUP_FAILED
         os._exit(code)
     # The group's signals reach the agent directly; the launcher outlives them to report its status.
@@ -397,7 +405,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         return launch(spec)
     except (SandboxError, OSError) as exc:
-        print(f"sandbox: {exc}", file=sys.stderr, flush=True)
+        _say(spec, str(exc))
         return SETUP_FAILED
 
 
