@@ -2,7 +2,7 @@
 
 The agent here is the repository's own code (a `script`-style profile runs `hostile.py` from the
 worktree; real git, real processes, the runner's real attempt code with a stand-in API client). It
-tries to read a stand-in ServiceAccount token, another job's worktree, the askpass helper, an SSH key
+tries to read a stand-in ServiceAccount token, another job's worktree and prompt, the askpass helper, an SSH key
 file, the runner's environment, other repositories' mirrors; to plant a hook in the mirror, overwrite
 askpass, write $HOME/.gitconfig, rewrite its worktree's git metadata (core.fsmonitor, a clean filter
 with .gitattributes, core.hooksPath, include.path, `.git` pointing elsewhere) and to symlink
@@ -33,6 +33,7 @@ from tests.unit.runner import gitserver
 TOKEN = "ghp_other-teams-token-0123456789"
 SA_TOKEN = "eyJhbGciOi-stand-in-serviceaccount-token"
 NEIGHBOUR = "the-neighbours-unreleased-code"
+NEIGHBOURS_PROMPT = "the-neighbours-confidential-task"
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY----- stand-in"
 
 HOSTILE = '''
@@ -62,6 +63,7 @@ read("serviceaccount token", {sa_token!r})
 read("neighbour's worktree", work / "worktrees" / "other-job-1" / "secret.txt")
 read("askpass", work / "askpass.sh")
 read("ssh key", work / "gf-ssh-planted" / "key")
+read("neighbour's prompt", work / "gf-task-neighbour" / "prompt.md")
 read("runner environment", "/proc/{runner_pid}/environ")
 try:
     found["mirrors"] = sorted(os.listdir(work / "mirrors"))
@@ -196,6 +198,9 @@ def _plant_neighbours(work: pathlib.Path) -> None:
     keys = work / "gf-ssh-planted"
     keys.mkdir(exist_ok=True)
     (keys / "key").write_text(SSH_KEY)
+    prompts = work / "gf-task-neighbour"  # where Runner.execute keeps a running job's prompt
+    prompts.mkdir(exist_ok=True)
+    (prompts / "prompt.md").write_text(NEIGHBOURS_PROMPT)
 
 
 async def test_a_hostile_agent_reaches_nothing_beyond_its_job_and_the_next_job_keeps_its_token(stage) -> None:
@@ -219,6 +224,7 @@ async def test_a_hostile_agent_reaches_nothing_beyond_its_job_and_the_next_job_k
     assert NEIGHBOUR not in found["neighbour's worktree"]
     assert "GIGAFACTORY_GIT_USERNAME" not in found["askpass"]
     assert SSH_KEY not in found["ssh key"]
+    assert NEIGHBOURS_PROMPT not in found["neighbour's prompt"]
     assert found["runner environment"].startswith("refused"), found["runner environment"]
     # Of the mirrors, only its own repository's objects are there (read-only): not the victim's mirror.
     own = runner.workspace.mirror_path(f"{server.url}/hostile.git").name
