@@ -1,0 +1,58 @@
+"""The dashboard's view of the cluster: informer caches of AgentJobs, Factories and heartbeat Leases.
+
+Watches, never polling: an idle dashboard with no browser open costs its three open watches and
+nothing else. Every change bumps a counter per topic and wakes the pages' event streams, which
+coalesce bursts (a thousand jobs created at once is one refresh, not a thousand).
+"""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Collection
+from typing import Any
+
+from gigafactory import constants, kubeclient
+
+# Topics a page listens to: what it shows.
+JOBS = "jobs"
+FACTORIES = "factories"
+HEARTBEATS = "heartbeats"
+TOPICS = (JOBS, FACTORIES, HEARTBEATS)
+
+
+class Watcher:
+    """Three informers and a way to wait for the next change of some of them."""
+
+    def __init__(self, client: kubeclient.Client) -> None:
+        self.client = client
+        self.versions = dict.fromkeys(TOPICS, 0)
+        self._changed = asyncio.Condition()
+        self.jobs = kubeclient.Informer(client, kubeclient.AGENTJOBS, handler=self._handler(JOBS))
+        self.factories = kubeclient.Informer(client, kubeclient.FACTORIES, handler=self._handler(FACTORIES))
+        # Heartbeat Leases only (binding Leases say nothing the jobs' status does not).
+        self.heartbeats = kubeclient.Informer(client, kubeclient.LEASES, handler=self._handler(HEARTBEATS),
+                                              label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_HEARTBEAT}")
+
+    def _handler(self, topic: str) -> Any:
+        async def changed(event: str, body: dict[str, Any]) -> None:
+            self.versions[topic] += 1
+            async with self._changed:
+                self._changed.notify_all()
+        return changed
+
+    def version(self, topics: Collection[str]) -> int:
+        return sum(self.versions[t] for t in topics if t in self.versions)
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Return once `predicate()` holds, checked after each change."""
+        async with self._changed:
+            await self._changed.wait_for(predicate)
+
+    @property
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in (self.jobs, self.factories, self.heartbeats))
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator["Watcher"]:
+        """The three informers, for the duration of the block (entered once each has listed)."""
+        async with self.jobs.running(), self.factories.running(), self.heartbeats.running():
+            yield self
