@@ -332,7 +332,7 @@ async def _dashboard(client: kubeclient.Client, port: int | None) -> Any:
     from gigafactory.dashboard import serving
 
     try:
-        context = serving.serving(client, serving.Settings(port=port))
+        context = serving.serving(client, serving.Settings(port=port, runner_namespace=RUNNER_NAMESPACE))
         dashboard = await context.__aenter__()
     except OSError as exc:
         console.print(f"no dashboard: cannot serve on 127.0.0.1:{port} ({exc.strerror}); --dashboard-port picks another", markup=False)

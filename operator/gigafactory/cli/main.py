@@ -105,6 +105,8 @@ def dashboard(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Listen on this port (0: any free one).")] = 17081,
     allowed_host: Annotated[list[str] | None, typer.Option(
         help="A host name requests may name besides loopback and --address (repeatable), e.g. behind a proxy.")] = None,
+    runner_namespace: Annotated[str | None, typer.Option(
+        help="Read the runners' heartbeat Leases in this namespace only (unset: every namespace).")] = None,
 ) -> None:
     """Serve the read-only fleet dashboard: factories, queues and jobs, live in a browser."""
     import logging
@@ -115,7 +117,7 @@ def dashboard(
 
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = serving.Settings(address=address, port=port,
-                                allowed_hosts=frozenset(h.lower() for h in allowed_host or ()))
+                                allowed_hosts=frozenset(h.lower() for h in allowed_host or ()), runner_namespace=runner_namespace)
     try:
         asyncio.run(serving.run(None if kubeconfig is None else str(kubeconfig), settings,
                                 ready=lambda url: typer.echo(f"dashboard at {url}", err=False)))

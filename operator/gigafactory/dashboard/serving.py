@@ -58,6 +58,8 @@ class Settings:
     port: int = DEFAULT_PORT
     # Host names (without port) a request may name besides loopback and the listening address.
     allowed_hosts: frozenset[str] = frozenset()
+    # Where the runners' heartbeat Leases are (None: every namespace).
+    runner_namespace: str | None = None
     aging_seconds_per_point: float = config.OperatorSettings.model_fields["aging_seconds_per_point"].default
 
 
@@ -80,7 +82,8 @@ def host_allowed(host_header: str | None, settings: Settings) -> bool:
 
 @web.middleware
 async def guard(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-    if not host_allowed(request.headers.get("Host"), request.app[SETTINGS]):
+    # /healthz says nothing but ok: the kubelet's probes name the pod's IP, whatever the host check allows.
+    if request.path != "/healthz" and not host_allowed(request.headers.get("Host"), request.app[SETTINGS]):
         response: web.StreamResponse = web.Response(status=421, text="misdirected request: this dashboard does not serve that host\n")
     else:
         try:
@@ -266,7 +269,7 @@ class Dashboard:
 @contextlib.asynccontextmanager
 async def serving(client: kubeclient.Client, settings: Settings) -> AsyncIterator[Dashboard]:
     """Watch, then serve, for the duration of the block."""
-    watcher = watching.Watcher(client)
+    watcher = watching.Watcher(client, runner_namespace=settings.runner_namespace)
     async with watcher.running():
         runner = web.AppRunner(make_app(watcher, settings), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()

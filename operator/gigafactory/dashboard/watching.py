@@ -22,14 +22,16 @@ TOPICS = (JOBS, FACTORIES, HEARTBEATS)
 class Watcher:
     """Three informers and a way to wait for the next change of some of them."""
 
-    def __init__(self, client: kubeclient.Client) -> None:
+    def __init__(self, client: kubeclient.Client, *, runner_namespace: str | None = None) -> None:
         self.client = client
         self.versions = dict.fromkeys(TOPICS, 0)
         self._changed = asyncio.Condition()
         self.jobs = kubeclient.Informer(client, kubeclient.AGENTJOBS, handler=self._handler(JOBS))
         self.factories = kubeclient.Informer(client, kubeclient.FACTORIES, handler=self._handler(FACTORIES))
-        # Heartbeat Leases only (binding Leases say nothing the jobs' status does not).
-        self.heartbeats = kubeclient.Informer(client, kubeclient.LEASES, handler=self._handler(HEARTBEATS),
+        # Heartbeat Leases only (binding Leases say nothing the jobs' status does not); in the runner
+        # namespace when one is given (the operator counts runners only there, and the chart's
+        # dashboard may list Leases only there).
+        self.heartbeats = kubeclient.Informer(client, kubeclient.LEASES, handler=self._handler(HEARTBEATS), namespace=runner_namespace,
                                               label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_HEARTBEAT}")
 
     def _handler(self, topic: str) -> Any:
