@@ -161,13 +161,13 @@ async def fleet_page(request: web.Request) -> web.Response:
 
 
 async def queues_page(request: web.Request) -> web.Response:
-    rows = views.queue_rows(request.app[WATCHER].jobs.cache.values(), now=_now())
+    rows = views.queue_rows(request.app[WATCHER].summaries.values(), now=_now())
     return _page(request, title="Queues", page="Queues", body=pages.queues(rows), topics=[watching.JOBS])
 
 
 async def jobs_page(request: web.Request) -> web.Response:
     filters = views.Filters.parse(request.query)
-    data = views.job_list(request.app[WATCHER].jobs.cache.values(), filters, now=_now())
+    data = views.job_list(request.app[WATCHER].ordered_jobs(), filters, now=_now())
     return _page(request, title="Jobs", page="Jobs", body=pages.jobs(data, filters), topics=[watching.JOBS])
 
 

@@ -7,7 +7,7 @@ older operator wrote oddly must still show, not fail the page.
 
 import dataclasses
 import datetime
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gigafactory import constants, leases
@@ -174,6 +174,60 @@ def _int(value: Any) -> int:
         return 0
 
 
+# ---- Per-job summaries ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Summary:
+    """What the Jobs and Queues pages read of one job, computed once per change of it (the watcher
+    keeps one per job): a request then filters ten thousand of these, not ten thousand bodies."""
+
+    created: str  # creationTimestamp: RFC 3339 in UTC, so it sorts as text
+    namespace: str
+    name: str
+    lowered: str  # the name, lower-case, for search
+    queue: str
+    phase: str
+    factory: str
+    pending: bool
+    waiting_since: datetime.datetime | None  # a pending job's creation or end of backoff
+    ended: tuple[tuple[datetime.datetime, bool], ...]  # each ended attempt: (finishedAt, succeeded)
+    body: Body
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+def summarize(body: Body) -> Summary:
+    meta = _meta(body)
+    name = _text(meta.get("name"))
+    pending = snapshots.is_pending(body)
+    waiting_since = None
+    if pending:
+        try:  # the scheduler's parser expects what the CRD schema admits; a page must not fail on less
+            info = snapshots.job_from_body(body)
+            waiting_since = info.requeue_at or info.created_at
+        except (AttributeError, TypeError, ValueError):
+            waiting_since = None
+    ended = []
+    for record in _list(_dict(body.get("status")).get("attempts")):
+        record = _dict(record)
+        finished = leases.parse_time(_text(record.get("finishedAt")))
+        if finished is not None:
+            ended.append((finished, record.get("outcome") == agentjobs.Outcome.SUCCEEDED.value))
+    return Summary(created=_text(meta.get("creationTimestamp")), namespace=_text(meta.get("namespace")), name=name,
+                   lowered=name.lower(), queue=_text(_dict(body.get("spec")).get("queue")) or "default", phase=phase_of(body),
+                   factory=placement(body)[0], pending=pending, waiting_since=waiting_since, ended=tuple(ended), body=body)
+
+
+def newest_first(summaries: Iterable[Summary]) -> list[Summary]:
+    """The Jobs page's order: newest first; ties by namespace and name, so a page is stable."""
+    ordered = sorted(summaries, key=lambda s: (s.namespace, s.name))
+    ordered.sort(key=lambda s: s.created, reverse=True)
+    return ordered
+
+
 # ---- Queues --------------------------------------------------------------------------------------
 
 
@@ -189,30 +243,23 @@ class QueueRow:
     buckets: tuple[tuple[int, int], ...]
 
 
-def queue_rows(jobs: Iterable[Body], *, now: datetime.datetime) -> tuple[QueueRow, ...]:
+def queue_rows(jobs: Iterable[Summary], *, now: datetime.datetime) -> tuple[QueueRow, ...]:
     """Per queue: what waits and since when, and the attempts that ended in the last hour."""
     count = int(HOUR.total_seconds() // (BUCKET_MINUTES * 60))
     stats: dict[str, dict[str, Any]] = {}
     since = now - HOUR
     for job in jobs:
-        queue = _text(_dict(job.get("spec")).get("queue")) or "default"
-        entry = stats.setdefault(queue, {"pending": 0, "active": 0, "oldest": None, "buckets": [[0, 0] for _ in range(count)]})
-        phase = phase_of(job)
-        if snapshots.is_pending(job):
+        entry = stats.setdefault(job.queue, {"pending": 0, "active": 0, "oldest": None, "buckets": [[0, 0] for _ in range(count)]})
+        if job.pending:
             entry["pending"] += 1
-            info = snapshots.job_from_body(job)
-            waiting_since = info.requeue_at or info.created_at
-            if waiting_since is not None and (entry["oldest"] is None or waiting_since < entry["oldest"]):
-                entry["oldest"] = waiting_since
-        elif phase in (agentjobs.Phase.BOUND.value, agentjobs.Phase.RUNNING.value):
+            if job.waiting_since is not None and (entry["oldest"] is None or job.waiting_since < entry["oldest"]):
+                entry["oldest"] = job.waiting_since
+        elif job.phase in (agentjobs.Phase.BOUND.value, agentjobs.Phase.RUNNING.value):
             entry["active"] += 1
-        for record in _list(_dict(job.get("status")).get("attempts")):
-            record = _dict(record)
-            finished = leases.parse_time(_text(record.get("finishedAt")))
-            if finished is None or not since < finished <= now:
+        for finished, succeeded in job.ended:
+            if not since < finished <= now:
                 continue
             index = min(count - 1, int((finished - since).total_seconds() // (BUCKET_MINUTES * 60)))
-            succeeded = record.get("outcome") == agentjobs.Outcome.SUCCEEDED.value
             entry["buckets"][index][0 if succeeded else 1] += 1
     rows = []
     for name in sorted(stats):
@@ -282,41 +329,20 @@ class JobList:
     factories: tuple[str, ...]
 
 
-def job_list(jobs: Iterable[Body], filters: Filters, *, now: datetime.datetime, page_size: int = PAGE_SIZE) -> JobList:
-    """The jobs that match, newest first, one page of them. A linear pass over the cache: at ten
-    thousand jobs it takes a few milliseconds, less than keeping indexes current on every event."""
-    namespaces: set[str] = set()
-    queue_names: set[str] = set()
-    factory_names: set[str] = set()
-    matched: list[tuple[str, str, str, Body]] = []
-    for job in jobs:
-        meta = _meta(job)
-        namespace, name = _text(meta.get("namespace")), _text(meta.get("name"))
-        queue = _text(_dict(job.get("spec")).get("queue")) or "default"
-        factory, _ = placement(job)
-        namespaces.add(namespace)
-        queue_names.add(queue)
-        if factory:
-            factory_names.add(factory)
-        if filters.namespace and namespace != filters.namespace:
-            continue
-        if filters.queue and queue != filters.queue:
-            continue
-        if filters.factory and factory != filters.factory:
-            continue
-        if filters.phase and phase_of(job) != filters.phase:
-            continue
-        if filters.search and filters.search not in name.lower():
-            continue
-        matched.append((_text(meta.get("creationTimestamp")), namespace, name, job))
-    # Newest first; ties by name, so that a page is stable between two refreshes.
-    matched.sort(key=lambda item: (item[1], item[2]))
-    matched.sort(key=lambda item: item[0], reverse=True)
+def job_list(ordered: Sequence[Summary], filters: Filters, *, now: datetime.datetime, page_size: int = PAGE_SIZE) -> JobList:
+    """The jobs that match, in the given order (`newest_first`), one page of them. A linear pass over
+    the summaries: a few milliseconds at ten thousand jobs."""
+    matched = [
+        s for s in ordered
+        if (not filters.namespace or s.namespace == filters.namespace) and (not filters.queue or s.queue == filters.queue)
+        and (not filters.factory or s.factory == filters.factory) and (not filters.phase or s.phase == filters.phase)
+        and (not filters.search or filters.search in s.lowered)
+    ]
     pages = max(1, -(-len(matched) // page_size))
     page = min(filters.page, pages)
-    rows = tuple(_job_row(job, now=now) for *_, job in matched[(page - 1) * page_size:page * page_size])
-    return JobList(rows=rows, total=len(matched), page=page, pages=pages, namespaces=tuple(sorted(namespaces)),
-                   queues=tuple(sorted(queue_names)), factories=tuple(sorted(factory_names)))
+    rows = tuple(_job_row(s.body, now=now) for s in matched[(page - 1) * page_size:page * page_size])
+    return JobList(rows=rows, total=len(matched), page=page, pages=pages, namespaces=tuple(sorted({s.namespace for s in ordered})),
+                   queues=tuple(sorted({s.queue for s in ordered})), factories=tuple(sorted({s.factory for s in ordered} - {""})))
 
 
 def reason_of(body: Body) -> str:

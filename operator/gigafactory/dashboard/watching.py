@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 from gigafactory import constants, kubeclient
+from gigafactory.dashboard import views
 
 # Topics a page listens to: what it shows.
 JOBS = "jobs"
@@ -26,7 +27,11 @@ class Watcher:
         self.client = client
         self.versions = dict.fromkeys(TOPICS, 0)
         self._changed = asyncio.Condition()
-        self.jobs = kubeclient.Informer(client, kubeclient.AGENTJOBS, handler=self._handler(JOBS))
+        # Each job's summary (views.Summary), kept with the cache; and the newest-first order of them,
+        # sorted again only when a page asks after a change.
+        self.summaries: dict[tuple[str, str], views.Summary] = {}
+        self._ordered: tuple[int, list[views.Summary]] = (-1, [])
+        self.jobs = kubeclient.Informer(client, kubeclient.AGENTJOBS, handler=self._job_changed)
         self.factories = kubeclient.Informer(client, kubeclient.FACTORIES, handler=self._handler(FACTORIES))
         # Heartbeat Leases only (binding Leases say nothing the jobs' status does not); in the runner
         # namespace when one is given (the operator counts runners only there, and the chart's
@@ -40,6 +45,22 @@ class Watcher:
             async with self._changed:
                 self._changed.notify_all()
         return changed
+
+    async def _job_changed(self, event: str, body: dict[str, Any]) -> None:
+        key = kubeclient.object_key(body)
+        if event == "DELETED":
+            self.summaries.pop(key, None)
+        else:
+            self.summaries[key] = views.summarize(body)
+        await self._handler(JOBS)(event, body)
+
+    def ordered_jobs(self) -> list[views.Summary]:
+        """Every job's summary, newest first (sorted once per change of the jobs)."""
+        version, ordered = self._ordered
+        if version != self.versions[JOBS]:
+            ordered = views.newest_first(self.summaries.values())
+            self._ordered = (self.versions[JOBS], ordered)
+        return ordered
 
     def version(self, topics: Collection[str]) -> int:
         return sum(self.versions[t] for t in topics if t in self.versions)

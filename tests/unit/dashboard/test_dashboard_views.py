@@ -59,11 +59,11 @@ def test_fleet_rows_totals_and_states() -> None:
 def test_queue_rows_count_waits_and_the_last_hour() -> None:
     ended = [{"attempt": 1, "outcome": "AgentFailed", "finishedAt": stamp(50)},
              {"attempt": 2, "outcome": "Succeeded", "finishedAt": stamp(2)}]
-    rows = views.queue_rows([
+    rows = views.queue_rows(map(views.summarize, [
         job("old", created=30), job("new", created=1), job("run", phase="Running"),
         job("done", phase="Succeeded", attempts=ended), job("ancient", phase="Failed", attempts=[
             {"attempt": 1, "outcome": "AgentFailed", "finishedAt": stamp(90)}]),  # over an hour ago
-        job("other", queue="gpu", created=5)], now=NOW)
+        job("other", queue="gpu", created=5)]), now=NOW)
     default, gpu = rows
     assert (default.name, default.pending, default.active, default.oldest_wait) == ("default", 2, 1, "30m")
     assert (default.succeeded_hour, default.failed_hour) == (1, 1)
@@ -87,7 +87,7 @@ JOBS = [job(f"job-{i:03}", namespace=f"ns-{i % 3}", queue="q" + str(i % 2), crea
     pytest.param({"namespace": "nope"}, 0, None, id="nothing"),
 ])
 def test_job_list_filters_and_pages(query: dict[str, str], total: int, first: str | None) -> None:
-    listing = views.job_list(JOBS, views.Filters.parse(query), now=NOW)
+    listing = views.job_list(views.newest_first(map(views.summarize, JOBS)), views.Filters.parse(query), now=NOW)
     assert listing.total == total
     assert (listing.rows[0].name if listing.rows else None) == first
     assert len(listing.rows) == min(views.PAGE_SIZE, total - (listing.page - 1) * views.PAGE_SIZE)
@@ -124,7 +124,7 @@ def test_a_job_with_garbage_in_its_status_still_renders() -> None:
                conditions="no", result={"diffstat": "no", "changedFiles": "no"})
     detail = views.job_detail(body, [body], now=NOW, aging_seconds_per_point=60)
     assert "<h1>a" in pages.job(detail, log=None, log_note="")
-    assert views.job_list([body, {"metadata": "x"}], views.Filters(), now=NOW).total == 2
+    assert views.job_list(views.newest_first(map(views.summarize, [body, {"metadata": "x"}])), views.Filters(), now=NOW).total == 2
 
 
 @pytest.mark.parametrize("value", ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>', "' onmouseover='x", "{0}{name}"])
