@@ -221,7 +221,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(COALESCE_SECONDS)  # let a burst land: one refresh for all of it
             seen = state()
             await response.write(b"event: change\ndata: \n\n")
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:  # the tab was closed
         pass
     finally:
         request.app[STREAMS].remove(response)
