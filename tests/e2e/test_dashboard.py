@@ -100,6 +100,12 @@ async def _until_examples_end(client: kubeclient.Client) -> dict[str, str]:
 async def test_each_page_shows_what_exists(dev: Dev, tmp_path: pathlib.Path) -> None:
     async with kubeclient.Client.from_kubeconfig(dev.kubeconfig) as client:
         phases = await _until_examples_end(client)
+        # A job no factory fits (the dev factory offers no gpu): it waits, and says why.
+        await client.create(kubeclient.AGENTJOBS, {
+            "apiVersion": constants.API_VERSION, "kind": constants.AGENTJOB_KIND,
+            "metadata": {"name": "needs-gpu", "namespace": "default"},
+            "spec": {"queue": "ml", "repo": {"url": str(dev.work / "repos" / "sample.git")}, "task": {"prompt": "Train it."},
+                     "agent": {"profile": "script"}, "requirements": {"capabilities": ["gpu"]}}})
     shots = _shots() or tmp_path
     async with browser.chromium() as chrome:
         page = await chrome.new_page()
@@ -133,8 +139,15 @@ async def test_each_page_shows_what_exists(dev: Dev, tmp_path: pathlib.Path) -> 
         assert "agent/fix-rounding" in job and "#1" in job and "FreeCapacity" in job  # branch, attempt, score breakdown
         assert "script agent: task of" in await page.text("pre.log")  # the log tail the runner kept
         await page.screenshot(shots / "job.png")
+
+        # The scheduler's explanation (as `gigafactory explain` prints it) and the queue position, live:
+        # the page may open before the operator's first verdict, and shows it when it comes.
+        await page.goto(dev.url + "jobs/default/needs-gpu")
+        await page.wait_text("lack capability gpu", timeout=30, selector=".explain")
+        assert "position 1 of 1 in queue ml" in await page.text(".explain")
+        await page.screenshot(shots / "job-waiting.png")
         assert page.dialogs == []
-    for name in ("fleet", "queues", "jobs", "job"):
+    for name in ("fleet", "queues", "jobs", "job", "job-waiting"):
         assert (shots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
