@@ -488,8 +488,15 @@ def _explanation(job: Body, pending: Iterable[Body], *, now: datetime.datetime,
     if assignment:
         return (f"{phase} on {_text(assignment.get('factory'))}/{_text(assignment.get('pod'))} "
                 f"with score {_int(assignment.get('score'))}/100"), None
-    if phase in TERMINAL:
-        return f"{phase}: {reason_of(job)}" if reason_of(job) else phase, None
+    if phase in TERMINAL:  # as `gigafactory explain` says it: how the last attempt ended, and where it ran
+        attempts = _list(status.get("attempts"))
+        last = _dict(attempts[-1]) if attempts else {}
+        if not last:
+            return (f"{phase}: {reason_of(job)}" if reason_of(job) and reason_of(job) != phase else phase), None
+        ended = " ".join(_text(part) for part in (last.get("outcome"), last.get("reason"), last.get("message")) if part)
+        where = f"; it ran on {_text(last.get('factory'))}/{_text(last.get('pod')) or '-'}" if last.get("factory") else ""
+        score = f" with score {_int(last.get('score'))}/100" if where and last.get("score") is not None else ""
+        return f"{phase}: last attempt {ended}{where}{score}", None
     if spec.get("suspend"):
         return "suspended (spec.suspend): it is not scheduled until resumed", None
     scheduled = condition(job, constants.ConditionType.SCHEDULED.value)

@@ -157,3 +157,12 @@ def test_control_characters_are_shown_not_passed() -> None:
 def test_host_check(host: str, allowed: bool) -> None:
     settings = serving.Settings(allowed_hosts=frozenset({"dash.example.com"}))
     assert serving.host_allowed(host, settings) is allowed
+
+
+def test_a_finished_job_says_how_its_last_attempt_ended_and_where() -> None:
+    body = job("a", phase="Failed", reason="AttemptsExhausted", attempts=[
+        {"attempt": 1, "outcome": "AgentFailed", "reason": "ExitCode", "message": "exit 3", "factory": "f", "pod": "p", "score": 61}])
+    detail = views.job_detail(body, [body], now=NOW, aging_seconds_per_point=60)
+    assert detail.explanation == "Failed: last attempt AgentFailed ExitCode exit 3; it ran on f/p with score 61/100"
+    cancelled = job("b", phase="Cancelled", reason="Cancelled")
+    assert views.job_detail(cancelled, [], now=NOW, aging_seconds_per_point=60).explanation == "Cancelled"
