@@ -91,9 +91,13 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Any]) -> 
         except web.HTTPException as exc:  # 404, 405...: as a response, so that it gets the headers too
             response = web.Response(status=exc.status, reason=exc.reason, text=exc.text,
                                     headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+    return response
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer, event streams included, as it is sent."""
     response.headers.update(SECURITY_HEADERS)
     response.headers.setdefault("Cache-Control", "no-store")
-    return response
 
 
 class LogCache:
@@ -247,6 +251,7 @@ def make_app(watcher: watching.Watcher, settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[LOGS] = LogCache(watcher.client)
     app[STREAMS] = []
+    app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", fleet_page)
     app.router.add_get("/queues", queues_page)
     app.router.add_get("/jobs", jobs_page)
