@@ -10,6 +10,7 @@ and on kube-apiserver alike; no operator runs here.
 """
 from __future__ import annotations
 
+import asyncio
 import pathlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -61,9 +62,17 @@ async def _hostile_job(kubeconfig: str, namespace: str, *, log_pod: str = POD, n
         return await client.patch(kubeclient.AGENTJOBS, name, {"status": status}, namespace=namespace, subresource="status")
 
 
+async def _seen(dashboard: serving.Dashboard, job: dict[str, Any]) -> None:
+    """Until the dashboard's informer holds the job as written (its watch may lag on a busy machine)."""
+    key, version = (job["metadata"]["namespace"], job["metadata"]["name"]), job["metadata"]["resourceVersion"]
+    cache = dashboard.watcher.jobs.cache
+    await asyncio.wait_for(dashboard.watcher.wait_for(
+        lambda: (cache.get(key) or {}).get("metadata", {}).get("resourceVersion") == version), timeout=30)
+
+
 async def test_hostile_prompt_message_and_log_show_as_text_and_run_nothing(
         kubeconfig: str, namespace: str, dashboard: serving.Dashboard) -> None:
-    await _hostile_job(kubeconfig, namespace)
+    await _seen(dashboard, await _hostile_job(kubeconfig, namespace))
     async with browser.chromium() as chrome:
         page = await chrome.new_page()
         await page.goto(f"{dashboard.url}jobs/{namespace}/hostile")
@@ -83,7 +92,7 @@ async def test_hostile_prompt_message_and_log_show_as_text_and_run_nothing(
 
 async def test_a_log_of_another_pod_is_not_shown(kubeconfig: str, namespace: str, dashboard: serving.Dashboard) -> None:
     """The attempt ran on runner-p1, but its logRef names a log that runner-p2 made (a forged reference)."""
-    await _hostile_job(kubeconfig, namespace, log_pod="runner-p2", name="forged")
+    await _seen(dashboard, await _hostile_job(kubeconfig, namespace, log_pod="runner-p2", name="forged"))
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{dashboard.url}jobs/{namespace}/forged") as response:
             text = await response.text()
