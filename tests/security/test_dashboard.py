@@ -41,6 +41,10 @@ async def dashboard(kubeconfig: str) -> AsyncIterator[serving.Dashboard]:
             yield board
 
 
+def job_log_ref(namespace: str, log_pod: str = POD) -> str:
+    return f"configmap/{namespace}/{constants.LOG_PREFIX}{log_pod}-1"
+
+
 async def _hostile_job(kubeconfig: str, namespace: str, *, log_pod: str = POD, name: str = "hostile") -> dict[str, Any]:
     """A Failed job whose prompt, attempt message and log hold markup, written as the runner and operator write them."""
     async with kubeclient.Client.from_kubeconfig(kubeconfig) as client:
@@ -49,7 +53,7 @@ async def _hostile_job(kubeconfig: str, namespace: str, *, log_pod: str = POD, n
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"repo": {"url": "https://git.example.com/acme/api.git"}, "task": {"prompt": PROMPT},
                      "agent": {"profile": "script"}, "suspend": True}})
-        log_name = f"{constants.LOG_PREFIX}{log_pod}-{job['metadata']['uid'][:8]}-1"
+        log_name = f"{constants.LOG_PREFIX}{log_pod}-1"
         await client.create(kubeclient.CONFIGMAPS, {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": log_name, "namespace": namespace, "labels": {
@@ -86,6 +90,16 @@ async def test_hostile_prompt_message_and_log_show_as_text_and_run_nothing(
         # Nothing became an element: the only script is the dashboard's own, in <head>; no image at all.
         assert await page.eval("document.querySelectorAll('main script, main img, main iframe').length") == 0
         assert await page.eval("Array.from(document.scripts).map(s => new URL(s.src).pathname)") == ["/static/dashboard.js"]
+        # The live path: a change swaps <main> in from the server while the page is open; still text.
+        async with kubeclient.Client.from_kubeconfig(kubeconfig) as client:
+            await client.patch(kubeclient.AGENTJOBS, "hostile", {"status": {"attempts": [{
+                "attempt": 1, "factory": "pool", "pod": POD, "outcome": "AgentFailed", "reason": "ExitCode",
+                "message": f"live {SCRIPT}<svg onload=alert(4)>", "exitCode": 1, "logRef": job_log_ref(namespace),
+                "startedAt": "2026-11-30T05:00:00Z", "finishedAt": "2026-11-30T05:01:00Z"}]}},
+                namespace=namespace, subresource="status")
+        await page.wait_text(f"live {SCRIPT}<svg onload=alert(4)>", timeout=10, selector=".timeline")
+        assert await page.eval("document.querySelectorAll('main script, main img, main iframe, main svg[onload]').length") == 0
+        assert int(await page.eval("document.body.dataset.refreshed || '0'")) >= 1  # it came by the live refresh
         assert page.dialogs == []
         assert not [line for line in page.console if "exception" in line], page.console
 
