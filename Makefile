@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 KUBE_ASSETS = $(or $(KUBEBUILDER_ASSETS),$(shell [ -x ../shared/k8s/assets ] && ../shared/k8s/assets 2>/dev/null))
 PYTEST = $(BIN)/python -m pytest -n 2 --dist loadgroup
 
-.PHONY: dev test test-embedded test-real venv lock crds check-crds clean
+.PHONY: dev test test-embedded test-real venv lock crds check-crds clean chromium screenshots
 
 # The package itself is built with the setuptools of the lock (--no-build-isolation), not one that
 # pip would fetch, unpinned and unchecked, for an isolated build.
@@ -31,7 +31,7 @@ dev: $(STAMP)
 # Every test on the embedded API server, then every test that touches the API again on a real
 # kube-apiserver (tests/controlplane.py starts one per pytest worker) when its binaries are at hand.
 # pytest's exit code 5 (no tests collected) is a failure here, as every non-zero code is.
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m gigafactory.crdgen --check
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check operator tests benchmarks
@@ -39,8 +39,16 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory test-real
 	scripts/scan-chart.sh
 
-test-embedded: $(STAMP)
+test-embedded: $(STAMP) chromium
 	$(PYTEST) $(ARGS)
+
+# The dashboard's tests drive Debian's chromium: installed when missing (scripts/chromium.sh).
+chromium:
+	@scripts/chromium.sh
+
+# The screenshots of docs/dashboard.md, taken by the dashboard's browser test against `gigafactory dev`.
+screenshots: $(STAMP) chromium
+	GIGAFACTORY_SCREENSHOTS=docs $(BIN)/python -m pytest -p no:randomly tests/e2e/test_dashboard.py
 
 test-real: $(STAMP)
 	@if [ -n "$(KUBE_ASSETS)" ]; then \

@@ -23,7 +23,7 @@ import yaml
 from gigafactory import config, consent, constants, kubeclient, leases
 from gigafactory.cli import terminal
 from gigafactory.models import agentjobs, factories
-from gigafactory.scheduling import queues, snapshots
+from gigafactory.scheduling import queues
 
 T = TypeVar("T")
 # An attempt's logRef as runners write it: configmap/<namespace>/<name>, both DNS names.
@@ -231,20 +231,9 @@ async def _validate(client: kubeclient.Client, body: dict[str, Any], namespace: 
 
 
 def queue_position(job: dict[str, Any], pending: list[dict[str, Any]]) -> tuple[int, int] | None:
-    """(position, length) of a pending job in its queue, by the scheduler's own ordering.
-
-    Computed on demand from the pending jobs rather than stored in every job's status, which would
-    rewrite every waiting job whenever one ahead of it moved.
-    """
-    infos = [snapshots.job_from_body(body) for body in pending if snapshots.is_pending(body)]
+    """(position, length) of a pending job in its queue (scheduling.queues.position, as the dashboard shows it)."""
     aging = config.OperatorSettings.model_fields["aging_seconds_per_point"].default
-    entries = queues.order(infos, now=datetime.datetime.now(tz=datetime.timezone.utc), aging_seconds_per_point=aging)
-    key = (job["metadata"].get("namespace", ""), job["metadata"]["name"])
-    mine = [e for e in entries if e.job.queue == (job.get("spec") or {}).get("queue", "default")]
-    for entry in mine:
-        if entry.job.key == key:
-            return entry.position, len(mine)
-    return None
+    return queues.position(job, pending, now=datetime.datetime.now(tz=datetime.timezone.utc), aging_seconds_per_point=aging)
 
 
 def register(app: typer.Typer) -> None:
