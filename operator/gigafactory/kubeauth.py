@@ -362,6 +362,11 @@ class Credentials:
         self._auth: Auth | None = None
         self._contexts: dict[tuple[bytes, bytes] | None, ssl.SSLContext | bool] = {}
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        if self.server.startswith("https") and (ca_data or ca_file) and not insecure:
+            try:  # a broken CA is a broken configuration: say so at load, not at the first request
+                ssl.create_default_context(cafile=ca_file, cadata=ca_data.decode(errors="replace") if ca_data else None)
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(f"the certificate authority of {self.server} cannot be used: {exc}") from None
 
     def __repr__(self) -> str:
         return f"Credentials({self.server!r}, sources={[type(s).__name__ for s in self.sources]})"
