@@ -41,8 +41,6 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import yaml
-
 logger = logging.getLogger(__name__)
 
 # client-go's cachedFileTokenSource re-reads a token file after a minute; so do we.
@@ -59,7 +57,6 @@ EXEC_TIMEOUT = 60.0
 RETRY_INTERVAL = 1.0
 
 EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
-SERVICE_ACCOUNT_DIR = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 class ConfigError(ValueError):
@@ -459,97 +456,3 @@ class Credentials:
                         raise CredentialsError(f"the client certificate or key cannot be used: {exc}") from None
         self._contexts = {cert: context}  # the previous certificate's context is no longer needed
         return context
-
-
-# ----------------------------------------------------------------------------------------- loading
-
-def _resolve(base: pathlib.Path, path: str) -> str:
-    return path if os.path.isabs(path) else str(base / path)
-
-
-def _b64(text: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=False)
-    except ValueError:
-        raise ConfigError(f"{what} is not base64") from None
-
-
-def from_kubeconfig(path: str | os.PathLike[str], *, context: str | None = None) -> Credentials:
-    """Credentials from one kubeconfig file (never $KUBECONFIG, never ~/.kube/config), per its
-    current context or `context`. Relative paths are relative to the file, as for kubectl."""
-    file = pathlib.Path(path)
-    try:
-        config = yaml.safe_load(file.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read kubeconfig {file}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"kubeconfig {file} is not YAML: {exc}") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"kubeconfig {file} is not a kubeconfig")
-    base = file.resolve().parent
-
-    def named(kind: str, name: str | None) -> dict[str, Any]:
-        for entry in config.get(kind) or []:
-            if isinstance(entry, dict) and entry.get("name") == name:
-                return dict(entry.get(kind[:-1]) or {})
-        raise ConfigError(f"kubeconfig {file}: no {kind[:-1]} named {name!r}")
-
-    ctx = named("contexts", context or config.get("current-context"))
-    cluster = named("clusters", ctx.get("cluster"))
-    user = named("users", ctx.get("user")) if ctx.get("user") else {}
-    server = str(cluster.get("server") or "")
-    if not server:
-        raise ConfigError(f"kubeconfig {file}: cluster {ctx.get('cluster')!r} has no server")
-    ca_data = _b64(cluster["certificate-authority-data"], "certificate-authority-data") if cluster.get("certificate-authority-data") else None
-    ca_file = _resolve(base, cluster["certificate-authority"]) if cluster.get("certificate-authority") and not ca_data else None
-    insecure = bool(cluster.get("insecure-skip-tls-verify"))
-    sources: list[Source] = []
-    if user.get("exec"):
-        info = {"server": server, "tls-server-name": cluster.get("tls-server-name") or None,
-                "insecure-skip-tls-verify": insecure or None,
-                "certificate-authority-data": base64.b64encode(ca_data).decode() if ca_data else None,
-                "proxy-url": cluster.get("proxy-url") or None}
-        for extension in cluster.get("extensions") or []:
-            if isinstance(extension, dict) and extension.get("name") == "client.authentication.k8s.io/exec":
-                info["config"] = extension.get("extension")
-        sources.append(ExecPlugin(user["exec"], base_dir=base, cluster={k: v for k, v in info.items() if v is not None}))
-    elif user.get("auth-provider"):
-        sources.append(LegacyProvider(str(file), context))
-    elif user.get("tokenFile"):
-        sources.append(TokenFile(_resolve(base, str(user["tokenFile"])), fallback=user.get("token") or None))
-    elif user.get("token"):
-        sources.append(Fixed(Material(token=str(user["token"]))))
-    elif user.get("username"):
-        sources.append(Fixed(Material(basic=(str(user["username"]), str(user.get("password") or "")))))
-    if user.get("client-certificate-data") or user.get("client-key-data"):
-        if not (user.get("client-certificate-data") and user.get("client-key-data")):
-            raise ConfigError(f"kubeconfig {file}: client-certificate-data and client-key-data come together")
-        sources.append(Fixed(Material(cert=(_b64(user["client-certificate-data"], "client-certificate-data"),
-                                            _b64(user["client-key-data"], "client-key-data")))))
-    elif user.get("client-certificate") or user.get("client-key"):
-        if not (user.get("client-certificate") and user.get("client-key")):
-            raise ConfigError(f"kubeconfig {file}: client-certificate and client-key come together")
-        sources.append(CertFiles(_resolve(base, user["client-certificate"]), _resolve(base, user["client-key"])))
-    return Credentials(server, ca_data=ca_data, ca_file=ca_file, insecure=insecure,
-                       tls_server_name=cluster.get("tls-server-name"), sources=sources)
-
-
-def in_cluster(*, directory: pathlib.Path = SERVICE_ACCOUNT_DIR, environ: Mapping[str, str] | None = None) -> Credentials:
-    """The pod's ServiceAccount: the API server from KUBERNETES_SERVICE_HOST/PORT, the projected token
-    (re-read as the kubelet rotates it) and CA from `directory`."""
-    env = os.environ if environ is None else environ
-    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
-    if not host or not port:
-        raise ConfigError("not in a cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are unset (give a kubeconfig)")
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    token = directory / "token"
-    if not token.is_file():
-        raise ConfigError(f"no ServiceAccount token at {token} (is automountServiceAccountToken off?)")
-    ca = directory / "ca.crt"
-    return Credentials(f"https://{host}:{port}", ca_file=str(ca) if ca.is_file() else None, sources=[TokenFile(token)])
-
-
-def load(kubeconfig: str | os.PathLike[str] | None = None, *, context: str | None = None) -> Credentials:
-    """From an explicit kubeconfig file, or the in-cluster ServiceAccount when None."""
-    return in_cluster() if kubeconfig is None else from_kubeconfig(kubeconfig, context=context)

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from gigafactory import constants, kubeauth
+from gigafactory import constants, kubeauth, kubeconfigs
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ Credentials = kubeauth.Credentials
 
 def load_credentials(kubeconfig: str | None = None, *, context: str | None = None) -> Credentials:
     """Credentials from an explicit kubeconfig file, or the in-cluster service account when None."""
-    return kubeauth.load(kubeconfig, context=context)
+    return kubeconfigs.load(kubeconfig, context=context)
 
 
 RETRIES = 10
@@ -175,10 +175,6 @@ class Client:
         return cls(load_credentials(kubeconfig), **kwargs)
 
     @property
-    def server(self) -> str:
-        return self.credentials.server
-
-    @property
     def session(self) -> aiohttp.ClientSession:
         # Created lazily, inside the event loop that uses it. Credentials go per request (open()).
         if self._session is None or self._session.closed:
@@ -196,18 +192,6 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _auth(self) -> kubeauth.Auth:
-        try:
-            return await self.credentials.current()
-        except kubeauth.CredentialsError as exc:
-            raise Unauthorized(401, "Unauthorized", f"no credentials for {self.credentials.server}: {exc}") from None
-
-    async def _rejected(self, auth: kubeauth.Auth) -> bool:
-        try:
-            return await self.credentials.rejected(auth)
-        except kubeauth.CredentialsError as exc:
-            raise Unauthorized(401, "Unauthorized", f"credentials for {self.credentials.server} refused, and not renewed: {exc}") from None
-
     @contextlib.asynccontextmanager
     async def open(
         self,
@@ -223,36 +207,37 @@ class Client:
         credentials are read again, once for all requests that failed alike, and when they changed the
         request goes once more, as client-go's exec and token-file round trippers do."""
         url = self.credentials.server + path
-        auth = await self._auth()
-        for retry in (False, True):
-            options: dict[str, Any] = {"params": params, "data": data, "headers": {**(headers or {}), **auth.headers},
-                                       "ssl": auth.ssl}
-            if timeout is not None:
-                options["timeout"] = timeout
-            if self.credentials.tls_server_name:
-                options["server_hostname"] = self.credentials.tls_server_name
-            try:
-                response = await self.session.request(method, url, **options)
-            except aiohttp.ClientSSLError:
-                if retry or not await self._rejected(auth):
-                    raise
-                auth = await self._auth()
-                continue
-            if response.status == 401 and not retry:
+        try:
+            auth = await self.credentials.current()
+            for retry in (False, True):
+                options: dict[str, Any] = {"params": params, "data": data, "headers": {**(headers or {}), **auth.headers},
+                                           "ssl": auth.ssl, "server_hostname": self.credentials.tls_server_name}
+                if timeout is not None:
+                    options["timeout"] = timeout
+                try:
+                    response = await self.session.request(method, url, **options)
+                except aiohttp.ClientSSLError:
+                    if retry or not await self.credentials.rejected(auth):
+                        raise
+                    auth = await self.credentials.current()
+                    continue
+                if response.status != 401 or retry:
+                    break
                 # Read the (small) Status first: the connection goes back to the pool while the
                 # credentials are renewed, and the caller still gets this answer if nothing changed.
                 try:
                     await response.read()
                 finally:
                     response.release()
-                if await self._rejected(auth):
-                    auth = await self._auth()
-                    continue
-            try:
-                yield response
-            finally:
-                response.release()
-            return
+                if not await self.credentials.rejected(auth):
+                    break
+                auth = await self.credentials.current()
+        except kubeauth.CredentialsError as exc:
+            raise Unauthorized(401, "Unauthorized", f"no usable credentials for {self.credentials.server}: {exc}") from None
+        try:
+            yield response
+        finally:
+            response.release()
 
     async def request(
         self,

@@ -16,7 +16,7 @@ import types
 import pytest
 import yaml
 
-from gigafactory import kubeauth
+from gigafactory import kubeauth, kubeconfigs
 
 
 class Clock:
@@ -107,7 +107,7 @@ async def test_exec_plugin_speaks_the_exec_credential_protocol(tmp_path, api_ver
     path = kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec(provideClusterInfo=True)},
                       **{"certificate-authority-data": base64.b64encode(ca).decode(),
                          "extensions": [{"name": "client.authentication.k8s.io/exec", "extension": {"audience": "x"}}]})
-    credentials = kubeauth.from_kubeconfig(path)
+    credentials = kubeconfigs.from_kubeconfig(path)
     assert plugin.count() == 0  # loading a kubeconfig runs nothing: the first request does
     auth = await credentials.current()
     assert auth.headers == {"Authorization": "Bearer t0ken-1"}
@@ -121,7 +121,7 @@ async def test_exec_plugin_speaks_the_exec_credential_protocol(tmp_path, api_ver
 
 async def test_many_requests_at_start_run_the_plugin_once(tmp_path) -> None:
     plugin = Plugin(tmp_path)
-    credentials = kubeauth.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec()}))
+    credentials = kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec()}))
     auths = await asyncio.gather(*(credentials.current() for _ in range(50)))
     assert {a.headers["Authorization"] for a in auths} == {"Bearer t0ken-1"}
     assert plugin.count() == 1
@@ -130,7 +130,7 @@ async def test_many_requests_at_start_run_the_plugin_once(tmp_path) -> None:
 async def test_exec_credential_is_renewed_before_it_expires(tmp_path, clock) -> None:
     plugin = Plugin(tmp_path)
     plugin.expires.write_text(rfc3339(clock.wall + 900))  # a 15-minute cloud token
-    credentials = kubeauth.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec()}))
+    credentials = kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec()}))
     first = await credentials.current()
     assert first.material.expires == pytest.approx(clock.wall + 900)
     clock.advance(800)
@@ -145,7 +145,7 @@ async def test_exec_credential_is_renewed_before_it_expires(tmp_path, clock) -> 
 
 async def test_a_401_reruns_the_plugin_once_for_all_requests_that_failed_alike(tmp_path) -> None:
     plugin = Plugin(tmp_path)
-    credentials = kubeauth.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec()}))
+    credentials = kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec()}))
     used = await credentials.current()
     plugin.token.write_text("t0ken-2")  # revoked and reissued behind our back
     answers = await asyncio.gather(*(credentials.rejected(used) for _ in range(20)))
@@ -174,7 +174,7 @@ async def test_a_401_reruns_the_plugin_once_for_all_requests_that_failed_alike(t
 async def test_a_plugin_that_fails_says_why(tmp_path, setup, message) -> None:
     plugin = Plugin(tmp_path)
     setup(plugin)
-    credentials = kubeauth.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec()}))
+    credentials = kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec()}))
     with pytest.raises(kubeauth.CredentialsError, match="exec plugin .*plugin.py") as info:
         await credentials.current()
     assert message in str(info.value)
@@ -183,7 +183,7 @@ async def test_a_plugin_that_fails_says_why(tmp_path, setup, message) -> None:
 async def test_a_missing_plugin_names_its_install_hint(tmp_path) -> None:
     spec = {"apiVersion": "client.authentication.k8s.io/v1", "command": "no-such-plugin-gf", "interactiveMode": "Never",
             "installHint": "install it with: brew install no-such-plugin"}
-    credentials = kubeauth.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": spec}))
+    credentials = kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": spec}))
     with pytest.raises(kubeauth.CredentialsError, match="brew install no-such-plugin"):
         await credentials.current()
 
@@ -191,7 +191,7 @@ async def test_a_missing_plugin_names_its_install_hint(tmp_path) -> None:
 async def test_a_failing_plugin_is_not_run_for_every_queued_request(tmp_path) -> None:
     plugin = Plugin(tmp_path)
     (plugin.dir / "fail").touch()
-    credentials = kubeauth.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec()}))
+    credentials = kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec()}))
     results = await asyncio.gather(*(credentials.current() for _ in range(20)), return_exceptions=True)
     assert all(isinstance(r, kubeauth.CredentialsError) for r in results)
     assert plugin.count() == 1
@@ -200,7 +200,7 @@ async def test_a_failing_plugin_is_not_run_for_every_queued_request(tmp_path) ->
 async def test_a_failed_renewal_keeps_a_credential_that_has_not_expired(tmp_path, clock) -> None:
     plugin = Plugin(tmp_path)
     plugin.expires.write_text(rfc3339(clock.wall + 600))
-    credentials = kubeauth.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec()}))
+    credentials = kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec()}))
     first = await credentials.current()
     (plugin.dir / "fail").touch()
     clock.advance(590)  # due for renewal; the plugin fails; the token still has 10 s
@@ -213,10 +213,10 @@ async def test_a_failed_renewal_keeps_a_credential_that_has_not_expired(tmp_path
 def test_relative_plugin_paths_are_relative_to_the_kubeconfig(tmp_path) -> None:
     (tmp_path / "bin").mkdir()
     spec = {"apiVersion": "client.authentication.k8s.io/v1", "command": "bin/login", "interactiveMode": "Never"}
-    credentials = kubeauth.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": spec}))
+    credentials = kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": spec}))
     assert credentials.sources[0].argv[0] == str(tmp_path.resolve() / "bin" / "login")
     spec["command"] = "gke-gcloud-auth-plugin"  # no separator: found on PATH
-    credentials = kubeauth.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": spec}))
+    credentials = kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": spec}))
     assert credentials.sources[0].argv[0] == "gke-gcloud-auth-plugin"
 
 
@@ -229,13 +229,13 @@ def test_relative_plugin_paths_are_relative_to_the_kubeconfig(tmp_path) -> None:
 ])
 def test_exec_sections_a_controller_cannot_use_are_refused_at_load(tmp_path, spec, message) -> None:
     with pytest.raises(kubeauth.ConfigError, match=message):
-        kubeauth.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": spec}))
+        kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": spec}))
 
 
 async def test_a_token_file_is_reread_each_minute_and_after_a_401(tmp_path, clock) -> None:
     token = tmp_path / "token"
     token.write_text("sa-token-1\n")
-    credentials = kubeauth.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"tokenFile": "token"}))
+    credentials = kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"tokenFile": "token"}))
     first = await credentials.current()
     assert first.headers == {"Authorization": "Bearer sa-token-1"}
     token.write_text("sa-token-2")  # the kubelet rotated it
@@ -253,7 +253,7 @@ async def test_a_token_file_is_reread_each_minute_and_after_a_401(tmp_path, cloc
 async def test_a_token_file_that_vanishes_keeps_the_token_until_a_401(tmp_path, clock) -> None:
     token = tmp_path / "token"
     token.write_text("sa-token-1")
-    credentials = kubeauth.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"tokenFile": str(token)}))
+    credentials = kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"tokenFile": str(token)}))
     used = await credentials.current()
     token.unlink()
     clock.advance(61)
@@ -264,14 +264,14 @@ async def test_a_token_file_that_vanishes_keeps_the_token_until_a_401(tmp_path, 
 
 async def test_in_cluster_reads_the_projected_token_as_the_kubelet_rotates_it(tmp_path, clock) -> None:
     (tmp_path / "token").write_text("projected-1")
-    credentials = kubeauth.in_cluster(directory=tmp_path, environ={"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"})
+    credentials = kubeconfigs.in_cluster(directory=tmp_path, environ={"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"})
     assert credentials.server == "https://[fd00::1]:443"
     assert (await credentials.current()).headers == {"Authorization": "Bearer projected-1"}
     (tmp_path / "token").write_text("projected-2")
     clock.advance(61)
     assert (await credentials.current()).headers == {"Authorization": "Bearer projected-2"}
     with pytest.raises(kubeauth.ConfigError, match="not in a cluster"):
-        kubeauth.in_cluster(directory=tmp_path, environ={})
+        kubeconfigs.in_cluster(directory=tmp_path, environ={})
 
 
 def _certificate(directory: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]:
@@ -284,7 +284,7 @@ async def test_client_certificate_files_are_reloaded_when_renewed(tmp_path, cloc
     cert, key = _certificate(tmp_path, "one")
     path = kubeconfig(tmp_path / "kubeconfig", {"client-certificate": "one.crt", "client-key": "one.key"},
                       **{"insecure-skip-tls-verify": True})
-    credentials = kubeauth.from_kubeconfig(path)
+    credentials = kubeconfigs.from_kubeconfig(path)
     first = await credentials.current()
     assert first.material.cert == (cert.read_bytes(), key.read_bytes()) and first.ssl is not False
     clock.advance(61)
@@ -303,7 +303,7 @@ async def test_an_exec_plugin_may_answer_a_client_certificate(tmp_path) -> None:
     plugin = Plugin(tmp_path)
     plugin.answer.write_text(json.dumps({"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
                                          "status": {"clientCertificateData": cert.read_text(), "clientKeyData": key.read_text()}}))
-    credentials = kubeauth.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec()}))
+    credentials = kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"exec": plugin.spec()}))
     auth = await credentials.current()
     assert auth.headers == {} and auth.material.cert == (cert.read_bytes(), key.read_bytes())
 
@@ -314,7 +314,7 @@ async def test_an_exec_plugin_may_answer_a_client_certificate(tmp_path) -> None:
     pytest.param({}, None, id="anonymous"),
 ])
 async def test_fixed_credentials_are_never_reread(tmp_path, user, header) -> None:
-    credentials = kubeauth.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", user))
+    credentials = kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", user))
     auth = await credentials.current()
     assert auth.headers.get("Authorization") == header
     assert await credentials.rejected(auth) is False  # a 401 for a written-in token is final
@@ -322,11 +322,11 @@ async def test_fixed_credentials_are_never_reread(tmp_path, user, header) -> Non
 
 def test_kubeconfig_mistakes_are_config_errors(tmp_path) -> None:
     with pytest.raises(kubeauth.ConfigError, match="cannot read"):
-        kubeauth.from_kubeconfig(tmp_path / "missing")
+        kubeconfigs.from_kubeconfig(tmp_path / "missing")
     path = kubeconfig(tmp_path / "kubeconfig", {"token": "t"})
     with pytest.raises(kubeauth.ConfigError, match="no context named 'other'"):
-        kubeauth.from_kubeconfig(path, context="other")
+        kubeconfigs.from_kubeconfig(path, context="other")
     with pytest.raises(kubeauth.ConfigError, match="come together"):
-        kubeauth.from_kubeconfig(kubeconfig(tmp_path / "k2", {"client-certificate-data": "QQ=="}))
+        kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "k2", {"client-certificate-data": "QQ=="}))
     with pytest.raises(kubeauth.ConfigError, match="certificate authority .* cannot be used"):
-        kubeauth.from_kubeconfig(kubeconfig(tmp_path / "k3", {}, **{"certificate-authority-data": base64.b64encode(b"CA PEM").decode()}))
+        kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "k3", {}, **{"certificate-authority-data": base64.b64encode(b"CA PEM").decode()}))

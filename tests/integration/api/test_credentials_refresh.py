@@ -11,7 +11,6 @@ import collections
 import contextlib
 import json
 import os
-import pathlib
 import socket
 from collections.abc import AsyncIterator
 
