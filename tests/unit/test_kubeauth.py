@@ -330,3 +330,15 @@ def test_kubeconfig_mistakes_are_config_errors(tmp_path) -> None:
         kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "k2", {"client-certificate-data": "QQ=="}))
     with pytest.raises(kubeauth.ConfigError, match="certificate authority .* cannot be used"):
         kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "k3", {}, **{"certificate-authority-data": base64.b64encode(b"CA PEM").decode()}))
+
+
+async def test_a_legacy_auth_provider_goes_through_the_kubernetes_loader(tmp_path) -> None:
+    def b64(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    id_token = ".".join([b64({"alg": "RS256"}), b64({"exp": 4102444800, "iss": "https://issuer"}), "c2ln"])
+    provider = {"name": "oidc", "config": {"client-id": "x", "id-token": id_token, "idp-issuer-url": "https://issuer"}}
+    credentials = kubeconfigs.from_kubeconfig(kubeconfig(tmp_path / "kubeconfig", {"auth-provider": provider}))
+    auth = await credentials.current()
+    assert auth.headers == {"Authorization": f"Bearer {id_token}"}
+    assert credentials.sources[0].refreshable  # after a 401 the loader runs again (and renews what expired)
