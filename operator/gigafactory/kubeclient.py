@@ -203,15 +203,35 @@ class Client:
         headers: Mapping[str, str] | None = None,
         timeout: aiohttp.ClientTimeout | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """One HTTP exchange with the current credentials. After a 401 (or a failed TLS handshake) the
-        credentials are read again, once for all requests that failed alike, and when they changed the
-        request goes once more, as client-go's exec and token-file round trippers do."""
+        """One HTTP exchange with the current credentials (see `send`), released at the end of the block."""
+        response = await self.send(method, path, params=params, data=data, headers=headers, timeout=timeout)
+        try:
+            yield response
+        finally:
+            response.release()
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        data: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> aiohttp.ClientResponse:
+        """One HTTP exchange with the current credentials; the caller releases the response. After a
+        401 (or a failed TLS handshake) the credentials are read again, once for all requests that
+        failed alike, and when they changed the request goes once more, as client-go's exec and
+        token-file round trippers do."""
         url = self.credentials.server + path
         try:
             auth = await self.credentials.current()
             for retry in (False, True):
-                options: dict[str, Any] = {"params": params, "data": data, "headers": {**(headers or {}), **auth.headers},
-                                           "ssl": auth.ssl, "server_hostname": self.credentials.tls_server_name}
+                options: dict[str, Any] = {"params": params, "data": data, "headers": {**headers, **auth.headers} if headers else auth.headers}
+                if auth.ssl is not False:  # https: the context of the current client certificate
+                    options["ssl"] = auth.ssl
+                    options["server_hostname"] = self.credentials.tls_server_name
                 if timeout is not None:
                     options["timeout"] = timeout
                 try:
@@ -222,7 +242,7 @@ class Client:
                     auth = await self.credentials.current()
                     continue
                 if response.status != 401 or retry:
-                    break
+                    return response
                 # Read the (small) Status first: the connection goes back to the pool while the
                 # credentials are renewed, and the caller still gets this answer if nothing changed.
                 try:
@@ -230,14 +250,11 @@ class Client:
                 finally:
                     response.release()
                 if not await self.credentials.rejected(auth):
-                    break
+                    return response
                 auth = await self.credentials.current()
         except kubeauth.CredentialsError as exc:
             raise Unauthorized(401, "Unauthorized", f"no usable credentials for {self.credentials.server}: {exc}") from None
-        try:
-            yield response
-        finally:
-            response.release()
+        raise AssertionError("unreachable")  # the second pass returns or raises
 
     async def request(
         self,
@@ -255,7 +272,8 @@ class Client:
         headers = {"Content-Type": content_type} if data is not None else None
         for attempt in range(RETRIES + 1):
             try:
-                async with self.open(method, path, params=params, data=data, headers=headers) as response:
+                response = await self.send(method, path, params=params, data=data, headers=headers)
+                try:
                     text = await response.text()
                     wait = _retry_after(response.status, response.headers.get("Retry-After"))
                     if wait is not None and attempt < RETRIES:
@@ -265,6 +283,8 @@ class Client:
                         raise _error_from_response(response.status, text)
                     payload = _parse(text)
                     return payload if isinstance(payload, dict) else {}
+                finally:
+                    response.release()
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError):
                 if method != "GET" or attempt >= RETRIES:
                     raise
