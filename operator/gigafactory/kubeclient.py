@@ -20,6 +20,18 @@ from typing import Any
 import aiohttp
 
 from gigafactory import constants, kubeauth, kubeconfigs
+from gigafactory.kubeerrors import (
+    AlreadyExists as AlreadyExists,
+    ApiError as ApiError,
+    Conflict as Conflict,
+    Gone as Gone,
+    Invalid as Invalid,
+    NotFound as NotFound,
+    Unauthorized as Unauthorized,
+    error_for as _error_for,
+    error_from_response as _error_from_response,
+    parse as _parse,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,71 +42,6 @@ PATCH_TYPES = {
     "json": "application/json-patch+json",
     "strategic": "application/strategic-merge-patch+json",
 }
-
-
-class ApiError(Exception):
-    """A failed API call, with the Status the server answered."""
-
-    def __init__(self, status: int, reason: str, message: str, body: Mapping[str, Any] | None = None) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.body = dict(body or {})
-
-
-class NotFound(ApiError):
-    pass
-
-
-class Conflict(ApiError):
-    """409 Conflict: a stale resourceVersion (someone else wrote first)."""
-
-
-class AlreadyExists(ApiError):
-    """409 AlreadyExists: the name is taken."""
-
-
-class Gone(ApiError):
-    """410 Gone: a watch's resourceVersion is too old; list again."""
-
-
-class Invalid(ApiError):
-    """422 Invalid: the object breaks the schema."""
-
-
-class Unauthorized(ApiError):
-    """401 Unauthorized: the server took no credentials we have, even after reading them again; or
-    no credentials could be had (a token file unreadable, an exec plugin failed)."""
-
-
-def _parse(text: str) -> Any:
-    try:
-        return json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        return {}
-
-
-def _error_from_response(status: int, text: str) -> ApiError:
-    payload = _parse(text)
-    return _error_for(status, payload if isinstance(payload, dict) else {}, text)
-
-
-def _error_for(status: int, body: Mapping[str, Any], text: str) -> ApiError:
-    reason = str(body.get("reason") or "")
-    message = str(body.get("message") or text[:500])
-    if status == 404:
-        return NotFound(status, reason or "NotFound", message, body)
-    if status == 409:
-        cls = AlreadyExists if reason == "AlreadyExists" else Conflict
-        return cls(status, reason or "Conflict", message, body)
-    if status == 410:
-        return Gone(status, reason or "Gone", message, body)
-    if status == 422:
-        return Invalid(status, reason or "Invalid", message, body)
-    if status == 401:
-        return Unauthorized(status, reason or "Unauthorized", message, body)
-    return ApiError(status, reason or "Error", message, body)
 
 
 @dataclasses.dataclass(frozen=True)
