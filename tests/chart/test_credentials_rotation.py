@@ -15,6 +15,7 @@ Once kube-apiserver refuses both old tokens, a second job must run end to end: b
 claimed, run and reported by the runner, folded to Succeeded. Only against a real server."""
 from __future__ import annotations
 
+import base64
 import os
 import pathlib
 import ssl
@@ -78,7 +79,6 @@ def _refused_by_server(admin_kubeconfig: str, token: str) -> bool:
     """Whether kube-apiserver now answers 401 to `token` (it caches a token's review for about 10 s)."""
     config = yaml.safe_load(pathlib.Path(admin_kubeconfig).read_text())
     cluster = config["clusters"][0]["cluster"]
-    import base64
     context = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
     request = urllib.request.Request(cluster["server"] + "/api", headers={"Authorization": f"Bearer {token}"})
     try:
