@@ -11,7 +11,9 @@ import collections
 import contextlib
 import json
 import os
+import pathlib
 import socket
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -22,6 +24,7 @@ from gigafactory import kubeclient, localcluster
 from tests.unit.test_kubeauth import Plugin, kubeconfig as write_kubeconfig
 
 pytestmark = pytest.mark.timeout(60)
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 class Server:
@@ -198,3 +201,62 @@ def test_the_embedded_server_token_rotates_under_a_running_client(tmp_path) -> N
                 return sorted(i["metadata"]["name"] for i in items)
 
         assert asyncio.run(go()) == ["one", "two"]
+
+
+def _with_token_file(kubeconfig_path: pathlib.Path, token_file: pathlib.Path, target: pathlib.Path) -> str:
+    config = yaml.safe_load(kubeconfig_path.read_text())
+    user = config["users"][0]["user"]
+    token_file.write_text(user.pop("token"))
+    user["tokenFile"] = str(token_file)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        yaml.safe_dump(config, handle)
+    return str(target)
+
+
+@pytest.mark.timeout(240)
+def test_operator_and_runner_on_the_embedded_server_carry_on_after_its_token_changes(tmp_path) -> None:
+    """Dev mode's server with its token check: the real operator and a real runner, each with a token
+    file; the server's token is replaced (the old one refused from then on) and the files rewritten,
+    well within the minute after which they would be read anyway: each process meets a 401, reads its
+    file again and retries. A second job runs end to end.
+    The same on kube-apiserver with revoked ServiceAccount tokens: tests/chart/test_credentials_rotation.py."""
+    from tests import gitrepos
+    from tests.conftest import wait_for
+    from tests.integration.operator import stubs
+    from tests.integration.runner.test_runner import RunnerProcess
+
+    remote = gitrepos.make_remote(tmp_path)
+    with localcluster.running(token=localcluster.new_token(), crd_dirs=[str(ROOT / "crds")]) as srv:
+        srv.write_kubeconfig(tmp_path / "server.kubeconfig")
+        files = {who: tmp_path / f"{who}.token" for who in ("admin", "operator", "runner")}
+        configs = {who: _with_token_file(tmp_path / "server.kubeconfig", file, tmp_path / f"{who}.kubeconfig")
+                   for who, file in files.items()}
+        api = stubs.Api(configs["admin"])
+        api.call("create", kubeclient.NAMESPACES, {"metadata": {"name": "team"}})
+        api.create_factory("pool", "team")
+        runner = RunnerProcess(configs["runner"], tmp_path, pod="runner-0", namespace="team", factory="pool").start()
+
+        def finished(name: str) -> dict | None:
+            status = api.job("team", name).get("status") or {}
+            return status if status.get("phase") in ("Succeeded", "Failed", "Cancelled") else None
+
+        try:
+            with stubs.operators(configs["operator"], tmp_path) as (operator,):
+                api.create_job("team", "before", repo={"url": str(remote)})
+                assert wait_for(lambda: finished("before"), timeout=60, message="the first job")["phase"] == "Succeeded"
+                fresh = localcluster.new_token()
+                srv.local.server.token = fresh  # every old token refused from here on
+                for file in files.values():
+                    file.write_text(fresh)
+                api.create_job("team", "after", repo={"url": str(remote)})
+                status = wait_for(lambda: finished("after"), timeout=60, message="the job after the change")
+                assert status["phase"] == "Succeeded", status
+                operator_log = operator.logs()
+        except BaseException:
+            sys.stderr.write(f"--- runner ---\n{runner.log.read_text(errors='replace')[-4000:]}\n")
+            raise
+        finally:
+            runner.stop()
+        assert "API credentials renewed" in operator_log
+        assert "API credentials renewed" in runner.log.read_text(errors="replace")
