@@ -408,13 +408,13 @@ class Credentials:
         for source in sources:
             changed = await source.refresh(forced=forced) or changed
         if changed or self._auth is None:
-            self.generation += 1
-            self._auth = self._compose()
+            self._auth = self._compose(self.generation + 1)  # may raise (a key that does not fit): nothing changes then
+            self.generation = self._auth.generation
             if self.generation > 1:
                 logger.info("API credentials renewed (%s)", ", ".join(type(s).__name__ for s in sources))
         return changed
 
-    def _compose(self) -> Auth:
+    def _compose(self, generation: int) -> Auth:
         token = basic = cert = None
         expiries = []
         for source in self.sources:
@@ -430,7 +430,7 @@ class Credentials:
         elif basic:
             headers["Authorization"] = "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
         material = Material(token=token, basic=basic, cert=cert, expires=min(expiries) if expiries else None)
-        return Auth(headers=headers, ssl=self._ssl(cert), generation=self.generation, material=material)
+        return Auth(headers=headers, ssl=self._ssl(cert), generation=generation, material=material)
 
     def _ssl(self, cert: tuple[bytes, bytes] | None) -> ssl.SSLContext | bool:
         # One context per client certificate: aiohttp pools connections per context, so a renewed
