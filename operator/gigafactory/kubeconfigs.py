@@ -52,6 +52,8 @@ def from_kubeconfig(path: str | os.PathLike[str], *, context: str | None = None)
                 return dict(entry.get(kind[:-1]) or {})
         raise kubeauth.ConfigError(f"kubeconfig {file}: no {kind[:-1]} named {name!r}")
 
+    if not (context or config.get("current-context")):
+        raise kubeauth.ConfigError(f"kubeconfig {file} has no current-context (and none was named)")
     ctx = named("contexts", context or config.get("current-context"))
     cluster = named("clusters", ctx.get("cluster"))
     user = named("users", ctx.get("user")) if ctx.get("user") else {}
