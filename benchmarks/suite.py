@@ -473,7 +473,7 @@ async def writes(s: Session) -> tuple[int | None, str]:
     few included: over a benchmark's seconds they are a handful among thousands)."""
     if s.server:
         return sum(n for (verb, _), n in (await s.requests()).items() if verb in ("create", "patch", "update", "delete")), "embedded server counters"
-    async with s.client.session.get(s.client.credentials.server + "/metrics") as response:
+    async with s.client.open("GET", "/metrics") as response:
         if response.status != 200:
             return None, f"n/a: the server's /metrics answered {response.status}"
         body = await response.text()
@@ -661,9 +661,8 @@ class CountingProxy:
 
         self.counts[request_key(request.method, request.path, request.query)] += 1
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "accept")}
-        async with self.client.session.request(request.method, self.client.credentials.server + request.path_qs,
-                                               data=await request.read(), headers=headers,
-                                               timeout=ClientTimeout(total=None, sock_connect=10)) as upstream:
+        async with self.client.open(request.method, request.path_qs, data=await request.read(), headers=headers,
+                                    timeout=ClientTimeout(total=None, sock_connect=10)) as upstream:
             response = web.StreamResponse(status=upstream.status, headers={"Content-Type": upstream.headers.get("Content-Type", "application/json")})
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
