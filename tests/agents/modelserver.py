@@ -30,7 +30,7 @@ from typing import Any
 
 # The scripted conversation's files and texts (tests check the pushed branch against these).
 READ_FILE = "README.md"
-READ_TEXT = "hello"  # what the read step's result must contain (the remote's README.md)
+READ_TEXT = "hello from the repository"  # README.md's text: what the read step's result must contain
 WRITE_FILE = "greeting.txt"
 WRITE_TEXT = "Hello from the scripted model\n"
 RUN_COMMAND = "ls"
@@ -294,7 +294,9 @@ def chat(server: ModelServer, headers: dict[str, str], body: dict[str, Any]) -> 
     if "commit message" in everything.lower() and not any("SEARCH" in _text_of(m.get("content")) for m in messages
                                                            if m.get("role") == "system"):
         text, step = COMMIT_MESSAGE, None
-    elif f"{READ_FILE}\n```" in everything or READ_TEXT in everything.split(AIDER_READ, 1)[-1] and AIDER_READ in everything:
+    elif READ_TEXT in everything:  # the file is in the chat: edit
+        if not any(m.get("role") == "assistant" and AIDER_READ.strip() in _text_of(m.get("content")) for m in messages):
+            server.violation("chat.completions: the file was added before the model asked for it")
         text, step = AIDER_EDIT, STEPS - 1
         server.answered = True
     else:
