@@ -206,6 +206,16 @@ class EnvVar(common.Model):
         return name
 
 
+class AgentLimits(common.Model):
+    """What one attempt may spend on the model, counted by the runner's model gateway."""
+
+    requests: Annotated[int | None, pydantic.Field(ge=1, le=1_000_000, description=(
+        "Model requests per attempt. The next request is refused and the attempt stopped: Stopped, BudgetExceeded."))] = None
+    tokens: Annotated[int | None, pydantic.Field(ge=1, le=10_000_000_000, description=(
+        "Input plus output tokens per attempt, every model together, as the API's usage figures say. Crossing it "
+        "stops the attempt: Stopped, BudgetExceeded (not retried unless a retry rule says so)."))] = None
+
+
 class AgentSpec(common.Model):
     """Which agent runs the task, and how."""
 
@@ -225,6 +235,9 @@ class AgentSpec(common.Model):
             json_schema_extra={X_LIST_TYPE: "map", X_LIST_MAP_KEYS: ["name"]},
         ),
     ] = []
+    limits: Annotated[AgentLimits | None, pydantic.Field(description=(
+        "Model budget per attempt; needs a runner with the model gateway (its API keys in the runner's settings). "
+        "Unset: no limit."))] = None
 
 
 class Preference(common.Model):
