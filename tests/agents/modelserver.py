@@ -58,6 +58,9 @@ class ModelServer:
         self.violations: list[str] = []
         self.usage: dict[str, dict[str, int]] = {}  # model → {"input": n, "output": n, "requests": n}
         self.answered = False  # the final answer was sent
+        # Faults for the next requests, in order: ("status", code, error body) answers with that error as
+        # the real API would; ("cut", n) streams the first n events of the answer, then drops the connection.
+        self.faults: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -359,6 +362,10 @@ def _handler(server: ModelServer) -> type[http.server.BaseHTTPRequestHandler]:
             if path.endswith("/messages/count_tokens"):
                 self._record(path, headers, body, None)
                 self._json(200, {"input_tokens": 100})
+            elif server.faults and server.faults[0][0] == "status":
+                _, code, error = server.faults.pop(0)
+                self._record(path, headers, body, None)
+                self._json(code, error)
             elif path.endswith("/messages"):
                 message, step = anthropic(server, headers, body)
                 self._record(path, headers, body, step)
@@ -403,11 +410,17 @@ def _handler(server: ModelServer) -> type[http.server.BaseHTTPRequestHandler]:
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.send_header("cache-control", "no-cache")
+            self.send_header("transfer-encoding", "chunked")  # as the real APIs stream: an end a cut cannot fake
             self.send_header("connection", "close")
             self.end_headers()
             self.close_connection = True
-            for event in events:
-                self.wfile.write(event.encode())
+            cut = server.faults.pop(0)[1] if server.faults and server.faults[0][0] == "cut" else None
+            for index, event in enumerate(events):
+                if cut is not None and index >= cut:
+                    return  # the connection closes mid-stream: no last chunk, no message_stop, no [DONE]
+                raw = event.encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(raw), raw))
                 self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
 
     return Handler

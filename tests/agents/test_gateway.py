@@ -60,6 +60,37 @@ def test_the_gateway_forwards_with_the_pool_key_streams_and_counts() -> None:
         assert len(server.requests) == 3
 
 
+OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+RATE_LIMITED = {"type": "error", "error": {"type": "rate_limit_error", "message": "Number of requests has exceeded your rate limit"}}
+
+
+def test_upstream_errors_reach_the_agent_as_sent_and_a_cut_stream_keeps_its_count() -> None:
+    async def go(server: modelserver.ModelServer) -> None:
+        gw = await gateway.Gateway({"anthropic": gateway.Upstream("anthropic", server.url, REAL_KEY)}).start()
+        try:
+            session = gw.open(gateway.Limits(), lambda why: None)
+            server.faults += [("status", 529, OVERLOADED), ("status", 429, RATE_LIMITED), ("status", 500, {"type": "error"}),
+                              ("cut", 3)]
+            for code, error in ((529, OVERLOADED), (429, RATE_LIMITED), (500, {"type": "error"})):
+                status, raw = await _call(gw.url, session.token, MESSAGES, stream=True)
+                assert (status, json.loads(raw)) == (code, error)
+            assert session.summary() == {}  # errors carry no usage: nothing counted
+            # The stream is cut after message_start (its input tokens) and before message_delta.
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await _call(gw.url, session.token, MESSAGES, stream=True)
+            await asyncio.sleep(0)  # the gateway's side of the cut finishes its bookkeeping
+            usage = wait_for(lambda: session.summary().get("claude-sonnet-4-5"), timeout=5, message="the cut stream's usage")
+            assert usage["input"] == server.usage["claude-sonnet-4-5"]["input"] and usage["output"] == 1
+            # And the next request goes through as usual.
+            assert (await _call(gw.url, session.token, MESSAGES))[0] == 200
+        finally:
+            await gw.close()
+
+    with modelserver.ModelServer(key=REAL_KEY) as server:
+        asyncio.run(go(server))
+        assert server.violations == []
+
+
 def test_a_cut_stream_keeps_what_was_counted() -> None:
     meter = gateway.Meter("text/event-stream")
     start = {"type": "message_start", "message": {"model": "m", "usage": {"input_tokens": 70, "output_tokens": 1}}}

@@ -263,6 +263,13 @@ class Gateway:
                     async for chunk in answer.content.iter_any():
                         meter.feed(chunk)
                         await response.write(chunk)
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                    # The upstream cut the stream: cut the agent's too (no clean end it would take for a
+                    # whole answer), as the real API's cut would reach it.
+                    logger.info("model gateway: the upstream cut its answer: %s", exc)
+                    if request.transport is not None:
+                        request.transport.close()
+                    return response
                 finally:
                     # What was counted before a cut stream is kept: the tokens were spent all the same.
                     meter.finish()
