@@ -136,5 +136,7 @@ class RunnerSettings(pydantic_settings.BaseSettings):
     anthropic_base_url: str = "https://api.anthropic.com"
     openai_api_key: pydantic.SecretStr | None = None
     openai_base_url: str = "https://api.openai.com"  # without /v1: the agent's own paths carry it
+    # The gateway's port on 127.0.0.1; 0: any free one. Fix it where an agent's config file names the URL (Codex).
+    gateway_port: int = pydantic.Field(default=0, ge=0, le=65535)
     # Log level.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

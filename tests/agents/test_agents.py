@@ -45,23 +45,31 @@ class RunnerProcess:
     """`gigafactory runner` as a subprocess with the shipped profile of one agent."""
 
     def __init__(self, kubeconfig: str, tmp_path: pathlib.Path, *, namespace: str, factory: str, profile: str,
-                 path: str, server: modelserver.ModelServer) -> None:
+                 path: str, server: modelserver.ModelServer, via_gateway: bool = False) -> None:
         self.work_dir, self.log = tmp_path / "work", tmp_path / "runner.log"
         shipped = yaml.safe_load(profiles.DEFAULT_FILE.read_text())["profiles"][profile]
         profiles_file = tmp_path / "profiles.yaml"
         profiles_file.write_text(yaml.safe_dump({"profiles": {profile: shipped}}))
         home = tmp_path / "home"
         (home / ".codex").mkdir(parents=True)
+        gateway_port = stubs.free_port()
         # Codex takes another endpoint from its config: a model provider (the Responses API over HTTP).
+        openai_url = f"http://127.0.0.1:{gateway_port}/openai/v1" if via_gateway else f"{server.url}/v1"
         (home / ".codex" / "config.toml").write_text(
             'model_provider = "gigafactory"\n\n[model_providers.gigafactory]\nname = "Gigafactory test model"\n'
-            f'base_url = "{server.url}/v1"\nenv_key = "OPENAI_API_KEY"\nwire_api = "responses"\n')
+            f'base_url = "{openai_url}"\nenv_key = "OPENAI_API_KEY"\nwire_api = "responses"\n')
+        if via_gateway:
+            # The pool's key is in the runner's settings alone; each agent gets a token for the gateway.
+            endpoints = {"GIGAFACTORY_RUNNER_ANTHROPIC_API_KEY": KEY, "GIGAFACTORY_RUNNER_ANTHROPIC_BASE_URL": server.url,
+                         "GIGAFACTORY_RUNNER_OPENAI_API_KEY": KEY, "GIGAFACTORY_RUNNER_OPENAI_BASE_URL": server.url,
+                         "GIGAFACTORY_RUNNER_GATEWAY_PORT": str(gateway_port)}
+        else:
+            # The endpoint and key each CLI reads (the agent inherits the runner's environment).
+            endpoints = {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": KEY,
+                         "OPENAI_API_BASE": f"{server.url}/v1", "OPENAI_API_KEY": KEY}
         self.env = {
             "PATH": path, "HOME": str(home), "LANG": "C.UTF-8",
-            "PYTHONPATH": str(ROOT / "operator"),
-            # The endpoint and key each CLI reads (the agent inherits the runner's environment).
-            "ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": KEY,
-            "OPENAI_API_BASE": f"{server.url}/v1", "OPENAI_API_KEY": KEY,
+            "PYTHONPATH": str(ROOT / "operator"), **endpoints,
             "GIGAFACTORY_RUNNER_POD_NAME": "runner-0", "GIGAFACTORY_RUNNER_NAMESPACE": namespace,
             "GIGAFACTORY_RUNNER_FACTORY": factory, "GIGAFACTORY_RUNNER_WORK_DIR": str(self.work_dir),
             "GIGAFACTORY_RUNNER_PROFILES_FILE": str(profiles_file), "GIGAFACTORY_RUNNER_ALLOW_LOCAL_REPOS": "true",
@@ -89,14 +97,17 @@ class RunnerProcess:
         executing.kill_orphans(self.work_dir / "agents")
 
 
+@pytest.mark.parametrize("via_gateway", [pytest.param(False, id="direct"), pytest.param(True, id="gateway")])
 @pytest.mark.parametrize("agent", AGENTS)
-def test_a_real_agent_runs_a_job_end_to_end(api, kubeconfig, namespace, tmp_path, remote, agent_path, agent) -> None:
+def test_a_real_agent_runs_a_job_end_to_end(api, kubeconfig, namespace, tmp_path, remote, agent_path, agent, via_gateway) -> None:
+    """Direct: the agent has the endpoint and key from the runner's environment. Gateway: the runner's
+    model gateway between them, the key in the runner's settings only; the model sees the same key."""
     factory = stubs.unique("fac")
     api.create_factory(factory, namespace, slotsPerPod=1, agents=[agent.profile])
     with modelserver.ModelServer(key=KEY, models=agent.models) as server, \
             stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_CLAIM_TIMEOUT_SECONDS="60"):
         runner = RunnerProcess(kubeconfig, tmp_path, namespace=namespace, factory=factory, profile=agent.profile,
-                               path=agent_path, server=server).start()
+                               path=agent_path, server=server, via_gateway=via_gateway).start()
         try:
             api.create_job(namespace, "greet", repo={"url": str(remote)}, task={"prompt": TASK},
                            agent={"profile": agent.profile, "args": ["--model", agent.model]}, retry={"maxAttempts": 1})
@@ -126,6 +137,9 @@ def test_a_real_agent_runs_a_job_end_to_end(api, kubeconfig, namespace, tmp_path
     assert modelserver.ANSWER in result["summary"]
     # The agent asked for the model the job named, and the server counted what it answered.
     assert set(server.usage) <= agent.models and agent.model.split("/")[-1] in server.usage
+    if via_gateway:  # the gateway counted per model exactly what the model's answers said
+        counted = {model: dict(server.usage[model]) for model in sorted(server.usage)}
+        assert f"model usage: {counted}" in runner.log.read_text(), counted
 
 
 def test_the_scripted_server_flags_an_agent_that_misbehaves() -> None:

@@ -84,7 +84,7 @@ class Runner:
             anthropic_key=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None,
             openai_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None)
         # With the pool's keys in its settings, agents reach the models only through this gateway.
-        self.gateway = gateway.Gateway(upstreams) if upstreams else None
+        self.gateway = gateway.Gateway(upstreams, port=settings.gateway_port) if upstreams else None
 
     # --- heartbeat ---
 
