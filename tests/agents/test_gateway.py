@@ -46,6 +46,12 @@ def test_the_gateway_forwards_with_the_pool_key_streams_and_counts() -> None:
             # A wrong token never reaches the model.
             status, raw = await _call(gw.url, "sk-ant-guess", MESSAGES)
             assert status == 401 and json.loads(raw)["error"]["type"] == "authentication_error"
+            # Nor does anything but a model call, with a good token: batches, files, admin APIs.
+            async with aiohttp.ClientSession() as client:
+                for method, path in (("POST", "v1/messages/batches"), ("GET", "v1/files"), ("POST", "v1/organizations/x/api_keys"),
+                                     ("GET", "v1/models/../../admin")):
+                    async with client.request(method, f"{gw.url}/anthropic/{path}", headers={"x-api-key": session.token}) as answer:
+                        assert answer.status == 404, (method, path, answer.status)
             # The third request is the last the limit allows; the fourth is refused and stops the attempt.
             assert (await _call(gw.url, session.token, MESSAGES))[0] == 200
             status, raw = await _call(gw.url, session.token, MESSAGES)

@@ -33,6 +33,13 @@ MAX_METERED_BODY = 8 * 1024 * 1024
 _DROP_REQUEST = frozenset({"host", "authorization", "x-api-key", "content-length", "connection", "keep-alive",
                            "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "accept-encoding"})
 _DROP_RESPONSE = frozenset({"content-length", "connection", "keep-alive", "transfer-encoding", "content-encoding"})
+# What an agent may call with the pool's key: the model calls the gateway meters, and model listings.
+# Nothing else (batches, files, fine-tuning, admin and organisation APIs): those would spend or reach
+# beyond the job without being counted.
+ALLOWED = {
+    "anthropic": {("POST", "v1/messages"), ("POST", "v1/messages/count_tokens"), ("GET", "v1/models")},
+    "openai": {("POST", "v1/responses"), ("POST", "v1/chat/completions"), ("GET", "v1/models")},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +246,10 @@ class Gateway:
         if session.limits.requests is not None and session.requests >= session.limits.requests:
             session.exceed(f"{session.requests} requests made, the limit is {session.limits.requests}")
             return _error(upstream.kind, 429, "budget_exceeded", f"this job's model budget is spent: {session.exceeded}")
+        path = request.match_info["path"]
+        if (request.method, path) not in ALLOWED[upstream.kind] and not (
+                request.method == "GET" and path.startswith("v1/models/") and "/" not in path[len("v1/models/"):]):
+            return _error(upstream.kind, 404, "not_found_error", f"{request.method} /{path} is not a model call this gateway forwards")
         session.requests += 1
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
@@ -246,7 +257,7 @@ class Gateway:
             headers["x-api-key"] = upstream.key
         else:
             headers["Authorization"] = f"Bearer {upstream.key}"
-        target = f"{upstream.base_url}/{request.match_info['path']}"
+        target = f"{upstream.base_url}/{path}"
         if request.query_string:
             target += f"?{request.query_string}"
         requested_model = ""
