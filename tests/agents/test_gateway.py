@@ -197,3 +197,15 @@ def test_claude_code_through_the_gateway_and_a_limit_that_stops_it(api, namespac
     assert (attempt["outcome"], attempt["reason"]) == ("Stopped", "BudgetExceeded")
     assert "2 requests" in attempt["message"]
     assert "agent/capped" not in [head.name for head in git.Repo(remote).heads]
+
+
+def test_a_token_limit_counts_every_model_together() -> None:
+    stops: list[str] = []
+    session = gateway.Session("t", gateway.Limits(tokens=1000), stops.append)
+    session.count("big", 600, 100)
+    session.count("small", 200, 99)
+    assert stops == []  # 999
+    session.count("small", 1, 0)
+    assert stops == ["1000 tokens used, the limit is 1000"] and session.exceeded == stops[0]
+    session.count("small", 5, 5)  # an answer already on its way is still counted, the stop said once
+    assert len(stops) == 1 and session.summary()["small"] == {"input": 206, "output": 104, "requests": 3}
