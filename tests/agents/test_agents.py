@@ -137,9 +137,15 @@ def test_a_real_agent_runs_a_job_end_to_end(api, kubeconfig, namespace, tmp_path
     assert modelserver.ANSWER in result["summary"]
     # The agent asked for the model the job named, and the server counted what it answered.
     assert set(server.usage) <= agent.models and agent.model.split("/")[-1] in server.usage
-    if via_gateway:  # the gateway counted per model exactly what the model's answers said
+    if via_gateway:  # the gateway counted per model exactly what the model's answers said, and it is on record
         counted = {model: dict(server.usage[model]) for model in sorted(server.usage)}
         assert f"model usage: {counted}" in runner.log.read_text(), counted
+        assert attempt["tokens"] == [{"model": model, "inputTokens": used["input"], "outputTokens": used["output"],
+                                      "requests": used["requests"]} for model, used in counted.items()]
+        shown = subprocess.run([sys.executable, "-m", "gigafactory.cli.main", "describe", "greet", "-n", namespace,
+                                "--kubeconfig", kubeconfig], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        model, used = next(iter(counted.items()))
+        assert f"tokens {model}: {used['input']} in, {used['output']} out, {used['requests']} requests" in shown.stdout, shown
 
 
 def test_the_scripted_server_flags_an_agent_that_misbehaves() -> None:

@@ -375,6 +375,23 @@ class PushedBranch(common.Model):
     commit: Annotated[str, pydantic.Field(max_length=64, description="The commit it pushed.")]
 
 
+class ModelTokens(common.Model):
+    """What an attempt's agent spent on one model, as the runner's model gateway counted it from the API's usage."""
+
+    model: Annotated[str, pydantic.Field(max_length=256, description="The model the answers named.")]
+    input_tokens: Annotated[int, pydantic.Field(ge=0, description="Input tokens (cache reads and writes included).")] = 0
+    output_tokens: Annotated[int, pydantic.Field(ge=0, description="Output tokens.")] = 0
+    requests: Annotated[int, pydantic.Field(ge=0, description="Answers counted.")] = 0
+
+
+TokensPerModel = Annotated[
+    list[ModelTokens],
+    pydantic.Field(max_length=32, description=(
+        "Tokens per model, counted by the runner's model gateway (absent without one). The runner's own count: as "
+        "trustworthy as the runner pod."), json_schema_extra={X_LIST_TYPE: "map", X_LIST_MAP_KEYS: ["model"]}),
+]
+
+
 class AttemptRecord(common.Model):
     """One past attempt."""
 
@@ -391,6 +408,7 @@ class AttemptRecord(common.Model):
     exit_code: Annotated[int | None, pydantic.Field(description="The agent's exit code, when it exited.")] = None
     counted: Annotated[bool, pydantic.Field(description="Whether it counted against maxAttempts.")] = True
     log_ref: Annotated[str | None, pydantic.Field(max_length=512, description="Where the tail of the agent's output is kept.")] = None
+    tokens: TokensPerModel = []
     pushed: Annotated[
         PushedBranch | None,
         pydantic.Field(description="Set when the runner announced a push and then went silent: the next attempt adopts that "
@@ -428,6 +446,7 @@ class AttemptReport(common.Model):
     finished_at: Annotated[datetime.datetime | None, pydantic.Field(description="When it ended.")] = None
     log_ref: Annotated[str | None, pydantic.Field(max_length=512, description="Where the tail of the agent's output is kept.")] = None
     result: Annotated[Result | None, pydantic.Field(description="What it produced, when it succeeded.")] = None
+    tokens: TokensPerModel = []
 
 
 class AgentJobStatus(common.Model):
