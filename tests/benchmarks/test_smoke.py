@@ -24,6 +24,7 @@ def test_the_quick_suite_runs_every_scenario_and_prints_its_figures(tmp_path, cl
     expected = {
         "raw": "agentjob_pairs_per_second", "bind": "binds_per_second", "naive": "binds_per_second", "latency": "p99_ms",
         "cycle": "roomy_1000x100_ms", "idle": "other_requests", "memory": "operator_rss_mb", "e2e": "jobs_per_second",
+        "sandbox": "overhead_ms",
     }
     for scenario, figure in expected.items():
         assert isinstance(figures[scenario].get(figure), (int, float)), (scenario, figures[scenario])

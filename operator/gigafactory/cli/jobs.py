@@ -504,11 +504,13 @@ def register(app: typer.Typer) -> None:
     def factories_(kubeconfig: KubeconfigOption = None) -> None:
         """The fleet: factories, their pods, slots and heartbeats."""
 
-        async def fleet(client: kubeclient.Client) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], datetime.datetime]]:
+        async def fleet(client: kubeclient.Client) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], datetime.datetime],
+                                                            dict[tuple[str, str, str], str]]:
             items, _ = await client.list(kubeclient.FACTORIES)
             # A heartbeat's age comes from the runner's heartbeat Lease itself (the Factory status does not
             # carry it: it would be rewritten on every renewal); without the right to list Leases, from the status.
             renewed: dict[tuple[str, str, str], datetime.datetime] = {}
+            sandboxes: dict[tuple[str, str, str], str] = {}
             try:
                 heartbeat_leases, _ = await client.list(kubeclient.LEASES, label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_HEARTBEAT}")
             except kubeclient.ApiError:
@@ -520,18 +522,23 @@ def register(app: typer.Typer) -> None:
                 if beat is not None and moment is not None:
                     # By namespace too: a Lease of the same name elsewhere (which the operator ignores) is not this pod's.
                     renewed[(beat.factory, beat.namespace, beat.pod)] = moment
-            return items, renewed
+                if beat is not None:
+                    sandboxes[(beat.factory, beat.namespace, beat.pod)] = beat.sandbox
+            return items, renewed, sandboxes
 
-        items, renewed = _run(kubeconfig, fleet)
-        table = rich.table.Table("FACTORY", "PHASE", "POD", "READY", "SLOTS", "RUNNING", "HEARTBEAT", box=None, pad_edge=False)
+        items, renewed, sandboxes = _run(kubeconfig, fleet)
+        # SANDBOX: how the pod's agents are isolated, as its runner announced it; "none" means they can read
+        # every job's worktree and credentials on that pod (docs/security.md, "Agent sandbox").
+        table = rich.table.Table("FACTORY", "PHASE", "POD", "READY", "SLOTS", "RUNNING", "SANDBOX", "HEARTBEAT", box=None,
+                                 pad_edge=False)
         for item in sorted(items, key=lambda i: i["metadata"]["name"]):
             fac = factories.Factory.model_validate(item)
             name = item["metadata"]["name"]
             if not fac.status.pods:
-                table.add_row(name, fac.status.phase.value, "-", "", "", "", "")
+                table.add_row(name, fac.status.phase.value, "-", "", "", "", "", "")
             for pod in fac.status.pods:
                 moment = renewed.get((name, pod.namespace or "", pod.name)) or pod.last_heartbeat
                 beat = _age(moment.isoformat()) + " ago" if moment else "never"
                 table.add_row(name, fac.status.phase.value, pod.name, "yes" if pod.ready else "no",
-                              str(pod.slots), str(pod.running), beat)
+                              str(pod.slots), str(pod.running), sandboxes.get((name, pod.namespace or "", pod.name)) or "?", beat)
         print_table(table)
