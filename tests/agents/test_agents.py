@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from gigafactory.runner import executing, profiles
-from tests.agents import modelserver
+from tests.agents import install, modelserver
 from tests.conftest import wait_for
 from tests.integration.operator import stubs
 
@@ -48,16 +48,19 @@ class RunnerProcess:
                  path: str, server: modelserver.ModelServer, via_gateway: bool = False) -> None:
         self.work_dir, self.log = tmp_path / "work", tmp_path / "runner.log"
         shipped = yaml.safe_load(profiles.DEFAULT_FILE.read_text())["profiles"][profile]
+        gateway_port = stubs.free_port()
+        if profile == "codex":
+            # Codex takes another endpoint from its config, not from a variable: the pool's profile names a
+            # model provider (the Responses API over HTTP) with -c (its $HOME is private in the sandbox).
+            openai_url = f"http://127.0.0.1:{gateway_port}/openai/v1" if via_gateway else f"{server.url}/v1"
+            provider = ['model_provider="gigafactory"', 'model_providers.gigafactory.name="Gigafactory test model"',
+                        f'model_providers.gigafactory.base_url="{openai_url}"',
+                        'model_providers.gigafactory.env_key="OPENAI_API_KEY"', 'model_providers.gigafactory.wire_api="responses"']
+            shipped["argv"][2:2] = [part for setting in provider for part in ("-c", setting)]
         profiles_file = tmp_path / "profiles.yaml"
         profiles_file.write_text(yaml.safe_dump({"profiles": {profile: shipped}}))
         home = tmp_path / "home"
-        (home / ".codex").mkdir(parents=True)
-        gateway_port = stubs.free_port()
-        # Codex takes another endpoint from its config: a model provider (the Responses API over HTTP).
-        openai_url = f"http://127.0.0.1:{gateway_port}/openai/v1" if via_gateway else f"{server.url}/v1"
-        (home / ".codex" / "config.toml").write_text(
-            'model_provider = "gigafactory"\n\n[model_providers.gigafactory]\nname = "Gigafactory test model"\n'
-            f'base_url = "{openai_url}"\nenv_key = "OPENAI_API_KEY"\nwire_api = "responses"\n')
+        home.mkdir()
         if via_gateway:
             # The pool's key is in the runner's settings alone; each agent gets a token for the gateway.
             endpoints = {"GIGAFACTORY_RUNNER_ANTHROPIC_API_KEY": KEY, "GIGAFACTORY_RUNNER_ANTHROPIC_BASE_URL": server.url,
@@ -70,6 +73,8 @@ class RunnerProcess:
         self.env = {
             "PATH": path, "HOME": str(home), "LANG": "C.UTF-8",
             "PYTHONPATH": str(ROOT / "operator"), **endpoints,
+            # The agent sandbox shows the CLIs' install dir (outside /usr) read-only.
+            "GIGAFACTORY_RUNNER_SANDBOX_READ_ONLY_PATHS": json.dumps([str(install.CACHE)]),
             "GIGAFACTORY_RUNNER_POD_NAME": "runner-0", "GIGAFACTORY_RUNNER_NAMESPACE": namespace,
             "GIGAFACTORY_RUNNER_FACTORY": factory, "GIGAFACTORY_RUNNER_WORK_DIR": str(self.work_dir),
             "GIGAFACTORY_RUNNER_PROFILES_FILE": str(profiles_file), "GIGAFACTORY_RUNNER_ALLOW_LOCAL_REPOS": "true",

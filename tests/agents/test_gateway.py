@@ -116,7 +116,14 @@ request = urllib.request.Request(env["ANTHROPIC_BASE_URL"] + "/v1/messages", met
     data=json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).encode(),
     headers={"x-api-key": env["ANTHROPIC_API_KEY"], "content-type": "application/json"})
 answer = json.load(urllib.request.urlopen(request))
-pathlib.Path("spy.json").write_text(json.dumps({"env": env, "answer": answer["content"][0]["text"]}))
+# Every other process's environment it can read: in the sandbox (own pid namespace) not the runner's.
+procs = {}
+for entry in pathlib.Path("/proc").iterdir():
+    try:
+        procs[entry.name] = (entry / "environ").read_bytes().decode("utf-8", "replace")
+    except OSError:
+        pass
+pathlib.Path("spy.json").write_text(json.dumps({"env": env, "answer": answer["content"][0]["text"], "procs": procs}))
 """
 
 
@@ -125,7 +132,8 @@ def gateway_fleet(api, kubeconfig, namespace, tmp_path, agent_path):
     """An operator and one runner whose settings hold the pool's key (its environment does not)."""
     factory = stubs.unique("fac")
 
-    def start(profile: str, server: modelserver.ModelServer, extra_profiles: dict | None = None) -> RunnerProcess:
+    def start(profile: str, server: modelserver.ModelServer, extra_profiles: dict | None = None,
+              readable: tuple[str, ...] = ()) -> RunnerProcess:
         api.create_factory(factory, namespace, slotsPerPod=1, agents=[profile])
         runner = RunnerProcess(kubeconfig, tmp_path, namespace=namespace, factory=factory, profile="claude-code",
                                path=agent_path, server=server)
@@ -138,6 +146,8 @@ def gateway_fleet(api, kubeconfig, namespace, tmp_path, agent_path):
         for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_BASE"):
             runner.env.pop(name)
         runner.env.update(GIGAFACTORY_RUNNER_ANTHROPIC_API_KEY=REAL_KEY, GIGAFACTORY_RUNNER_ANTHROPIC_BASE_URL=server.url)
+        shown = json.loads(runner.env["GIGAFACTORY_RUNNER_SANDBOX_READ_ONLY_PATHS"])
+        runner.env["GIGAFACTORY_RUNNER_SANDBOX_READ_ONLY_PATHS"] = json.dumps([*shown, *readable])
         runners.append(runner.start())
         return runner
 
@@ -167,7 +177,7 @@ def test_the_agent_holds_a_token_never_the_key(api, namespace, remote, gateway_f
     spy = tmp_path / "spy.py"  # a file: argv entries are templates, and the script's braces are not fields
     spy.write_text(SPY)
     with modelserver.ModelServer(key=REAL_KEY) as server:
-        gateway_fleet("spy", server, {"spy": {"argv": ["{python}", str(spy)], "timeoutSeconds": 60}})
+        gateway_fleet("spy", server, {"spy": {"argv": ["{python}", str(spy)], "timeoutSeconds": 60}}, readable=(str(spy),))
         api.create_job(namespace, "spy", repo={"url": str(remote)}, agent={"profile": "spy"})
         status = _finished(api, namespace, "spy")
     attempt = status["attempts"][-1]
@@ -175,7 +185,8 @@ def test_the_agent_holds_a_token_never_the_key(api, namespace, remote, gateway_f
     pushed = git.Repo(remote).heads["agent/spy"].commit
     seen = json.loads((pushed.tree / "spy.json").data_stream.read())
     assert seen["answer"] == "Scripted side answer."  # it reached the model, through the gateway
-    assert REAL_KEY not in json.dumps(seen["env"])  # and never saw the key it was reached with
+    assert REAL_KEY not in json.dumps(seen["env"])  # and never saw the key it was reached with,
+    assert seen["procs"] and REAL_KEY not in json.dumps(seen["procs"])  # not even in another process's environ
     assert seen["env"]["ANTHROPIC_API_KEY"].startswith("gf-") and seen["env"]["ANTHROPIC_BASE_URL"].startswith("http://127.0.0.1:")
     assert server.violations == [] and len(server.requests) == 1
 
