@@ -348,6 +348,9 @@ def register(app: typer.Typer) -> None:
             for rec in status.attempts:
                 where = f"{rec.factory or '-'}/{rec.pod or '-'}" + (f" (score {rec.score})" if rec.score is not None else "")
                 console.print(f"  #{rec.attempt} {rec.outcome.value:<12} {rec.reason:<14} {where} {rec.message}", markup=False)
+                for used in rec.tokens:  # the runner's model gateway's count
+                    console.print(f"      tokens {used.model}: {used.input_tokens} in, {used.output_tokens} out, "
+                                  f"{used.requests} requests", markup=False)
         if status.result:
             r = status.result
             console.print(f"Result:    {r.branch} @ {r.commit[:12]} ({r.diffstat.files_changed} files, "

@@ -22,7 +22,7 @@ import pydantic
 
 from gigafactory import config, consent, constants, kubeclient, leases
 from gigafactory.models import agentjobs
-from gigafactory.runner import executing, profiles, sandbox, worktrees
+from gigafactory.runner import executing, gateway, profiles, sandbox, worktrees
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class Attempt:
         self.binding = binding
         self.stop = asyncio.Event()
         self.stop_reason: str | None = None
+        self.budget: str | None = None  # why the model gateway stopped it (BudgetExceeded)
         self.lost = False
         self.lease_version = binding.resource_version
         self.lease_claimed = False
@@ -78,6 +79,12 @@ class Runner:
         self.heartbeat_task: asyncio.Task[None] | None = None
         self.pids = self.workspace.root / "agents"
         self.pids.mkdir(exist_ok=True)
+        upstreams = gateway.from_settings(
+            anthropic_url=settings.anthropic_base_url, openai_url=settings.openai_base_url,
+            anthropic_key=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None,
+            openai_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None)
+        # With the pool's keys in its settings, agents reach the models only through this gateway.
+        self.gateway = gateway.Gateway(upstreams, port=settings.gateway_port) if upstreams else None
         self.sandbox = sandbox.Sandbox(mode=settings.sandbox, network=settings.sandbox_network == "shared",
                                        read_only=tuple(settings.sandbox_read_only_paths))
 
@@ -299,6 +306,9 @@ class Runner:
             profile.check_env(env.name for env in spec.agent.env)
         except profiles.NotAllowed as exc:
             raise AttemptFailed("Rejected", exc.reason, exc.message) from None
+        if spec.agent.limits is not None and self.gateway is None:
+            raise AttemptFailed("Rejected", "LimitsNotEnforced",
+                                "spec.agent.limits: this runner has no model gateway to count what the agent spends")
         branch = spec.repo.branch or f"agent/{job['metadata']['name']}"
         try:
             worktrees.check_url(spec.repo.url, allow_local=self.settings.allow_local_repos)
@@ -336,6 +346,15 @@ class Runner:
                        "GIGAFACTORY_JOB": job["metadata"]["name"], "GIGAFACTORY_BRANCH": branch, "GIT_TERMINAL_PROMPT": "0"}
                 if "GIGAFACTORY_SCRIPT_MARKER" in os.environ:  # the script agent's execution counter (tests)
                     env["GIGAFACTORY_SCRIPT_MARKER"] = os.environ["GIGAFACTORY_SCRIPT_MARKER"]
+                session = None
+                if self.gateway is not None:
+                    def exceeded(why: str) -> None:
+                        attempt.budget, attempt.stop_reason = why, "BudgetExceeded"
+                        attempt.stop.set()
+
+                    limits = spec.agent.limits or agentjobs.AgentLimits()
+                    session = self.gateway.open(gateway.Limits(requests=limits.requests, tokens=limits.tokens), exceeded)
+                    env.update(self.gateway.env(session))  # a loopback URL and this attempt's token, never the key
                 command = self.sandboxed(argv, env=env, checkout=checkout, prompt_file=prompt_file)
                 try:
                     result = await executing.run(command.argv, cwd=str(workdir), env=command.env, timeout=profile.timeout_seconds,
@@ -346,6 +365,9 @@ class Runner:
                     raise AttemptFailed("Rejected", "AgentNotRunnable", f"cannot start the agent: {exc}") from None
                 finally:
                     command.close()
+                    if session is not None and self.gateway is not None:
+                        self.gateway.forget(session)
+                        logger.info("[%s] model usage: %s", label, session.summary())
             failed = sandbox.failure(command, result.exit_code, result.tail)
             if failed == "setup":
                 raise AttemptFailed("InfraError", "SandboxFailed", f"the agent's sandbox could not be built: {result.tail[-500:].strip()}")
@@ -353,8 +375,14 @@ class Runner:
                 raise AttemptFailed("Rejected", "AgentNotRunnable", f"cannot start the agent: {result.tail[-500:].strip()}")
             log_ref = await self.save_log(attempt, job, result.tail)
             report: dict[str, Any] = {"outcome": result.outcome, "exitCode": result.exit_code, "logRef": log_ref}
+            if session is not None and session.usage:
+                report["tokens"] = [{"model": model[:256], "inputTokens": used["input"], "outputTokens": used["output"],
+                                     "requests": used["requests"]} for model, used in list(session.summary().items())[:32]]
             if result.outcome == "Stopped" and attempt.stop_reason == "RunnerShutdown":
                 report.update(outcome="InfraError", reason="RunnerShutdown", message="the runner shut down before the agent finished")
+                return report
+            if result.outcome == "Stopped" and attempt.stop_reason == "BudgetExceeded":
+                report.update(reason="BudgetExceeded", message=f"the agent crossed spec.agent.limits: {attempt.budget}")
                 return report
             if result.outcome == "Stopped":
                 report["reason"] = attempt.stop_reason or "Stopped"
@@ -581,6 +609,9 @@ class Runner:
         swept = self.workspace.sweep()
         if swept:
             logger.info("start-up sweep removed: %s", ", ".join(swept))
+        if self.gateway is not None:
+            await self.gateway.start()
+            logger.info("model gateway on %s for %s", self.gateway.url, ", ".join(sorted(self.gateway.upstreams)))
         await self.announce()
         informer = kubeclient.Informer(
             self.client, kubeclient.LEASES, namespace=self.settings.namespace,
@@ -607,6 +638,8 @@ class Runner:
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat
+                if self.gateway is not None:
+                    await self.gateway.close()
 
 
 def lock_work_dir(work_dir: pathlib.Path) -> Any:
