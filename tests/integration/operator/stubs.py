@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -158,6 +159,14 @@ def forget_pods(api: Api, namespace: str) -> None:
             with contextlib.suppress(kubeclient.NotFound):
                 api.call("delete", kubeclient.LEASES, lease["metadata"]["name"], namespace=namespace)
 
+
+
+def free_port() -> int:
+    """A port free now: for a server whose address must be known before it starts (another process may
+    take it meanwhile; where the server can bind port 0 and say which it got, prefer that)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class OperatorProcess:
