@@ -149,7 +149,8 @@ def stop_actions(body: Mapping[str, Any], *, binding: leases.Binding | None, now
     status = _status(body)
     if status.get("phase") in TERMINAL:
         at = ttl_at(body)
-        return [Disarm("deadline", key)] + ([Arm("ttl", key, at)] if at is not None else [])
+        done: list[Action] = [Disarm("deadline", key)]
+        return done + [Arm("ttl", key, at)] if at is not None else done
     actions: list[Action] = [Disarm("ttl", key)]  # a retried job is not finished any more
     end = patches.deadline(body)
     if end is not None and end > now:

@@ -102,6 +102,15 @@ class Base:
     def _maybe_fold(self, body: Body) -> None:
         raise NotImplementedError
 
+    def _maybe_stop(self, body: Body) -> None:
+        raise NotImplementedError
+
+    def _maybe_retry(self, body: Body) -> None:
+        raise NotImplementedError
+
+    def _drop_bindings_of(self, uids: set[str]) -> None:
+        raise NotImplementedError
+
     def _maybe_finalize(self, body: Body) -> None:
         raise NotImplementedError
 

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from gigafactory import constants, kubeclient, leases
@@ -150,7 +150,7 @@ class Scheduling(statuses.FactoryStatuses):
         self._observe(snap, result)
         for decision in result.decisions:
             self.records.of(decision.job.uid).assumed = (decision.attempt, decision.pod.key, decision.job.repo_key)
-        writes = [self._bind(bodies[d.job.uid], d) for d in result.decisions]
+        writes: list[Awaitable[Any]] = [self._bind(bodies[d.job.uid], d) for d in result.decisions]
         for decision in result.decisions:  # a pod bound a job this very cycle is not idle
             self.scaler.bound(decision.pod.key, snap.now)
         plan = self.scaler.plan(snap, [e.job for e in result.unschedulable],

@@ -25,7 +25,7 @@ class FactoryStatuses(base.Base):
                 continue
             pods = sorted(by_factory.get(name, []), key=lambda p: (p.namespace, p.name))
             ready = [p for p in pods if p.ready]
-            desired = {
+            desired: dict[str, Any] = {
                 "phase": ("Draining" if info.unschedulable or info.deleting else "Ready" if ready else "Offline"),
                 "readyPods": len(ready),
                 "slotsTotal": sum(snap.capacity(p) for p in ready),
