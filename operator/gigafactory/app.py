@@ -1,14 +1,11 @@
-"""The operator process, the same for every entry point (`gigafactory operator`, `kopf run -m
-gigafactory.kopfmain`): its client, its leader elector when GIGAFACTORY_LEADER_ELECTION is on, the
-Operator's work, and how it ends — on SIGTERM/SIGINT quietly, on lost leadership or a crashed loop
-with an error, so that the Deployment restarts it."""
+"""The operator's work, the same for every entry point (kopfmain hosts it for `gigafactory operator`
+and `kopf run -m gigafactory.kopfmain`): the Operator, with the leader elector when
+GIGAFACTORY_LEADER_ELECTION is on. It runs until cancelled; it ends by itself only with an error
+(lost leadership, a loop that died), and then the process ends."""
 
-import asyncio
-import contextlib
 import logging
-import signal
 
-from gigafactory import config, electing, kubeclient, observing, operating
+from gigafactory import config, electing, kubeclient, operating
 
 logger = logging.getLogger(__name__)
 
@@ -28,26 +25,3 @@ def build_elector(settings: config.OperatorSettings, client: kubeclient.Client) 
 async def work(settings: config.OperatorSettings, client: kubeclient.Client) -> None:
     """The operator's work with the elector the settings ask for, until cancelled or it fails."""
     await operating.Operator(settings, client).run(build_elector(settings, client))
-
-
-async def main(settings: config.OperatorSettings) -> None:
-    client = kubeclient.Client.from_kubeconfig(settings.kubeconfig, user_agent=USER_AGENT)
-    task = asyncio.create_task(work(settings, client))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, task.cancel)
-    try:
-        await task
-    except asyncio.CancelledError:
-        logger.info("operator stopped")
-    except electing.LostLeadership as exc:
-        logger.error("leadership lost, exiting to restart as a standby: %s", exc)
-        raise SystemExit(1) from None
-    finally:
-        await client.close()
-
-
-def run(settings: config.OperatorSettings) -> None:
-    observing.setup_logging(settings.log_level)
-    asyncio.run(main(settings))
