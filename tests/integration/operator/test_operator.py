@@ -255,8 +255,10 @@ def test_a_failed_attempt_backs_off_then_binds_again(api, kubeconfig, namespace,
     with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_CLAIM_TIMEOUT_SECONDS="60"):
         runner.claim(wait_for(lambda: next(iter(runner.bindings()), None), timeout=15, message="binding"))
         runner.report(namespace, "flaky", outcome="AgentFailed", exitCode=3)
-        status = wait_for(lambda: (s := api.job(namespace, "flaky")["status"]).get("requeueAt") and s, timeout=10, message="backoff")
-        assert status["phase"] == "Pending" and status["attempts"][0]["exitCode"] == 3
+        status = wait_for(lambda: (s := api.job(namespace, "flaky")["status"]).get("attempts") and s, timeout=10, message="the attempt folded")
+        assert status["attempts"][0]["exitCode"] == 3
+        # Backing off — or, on a loaded machine, already past the 1 s backoff when the status is read.
+        assert (status["phase"] == "Pending" and status.get("requeueAt")) or status.get("attempt") == 2, status
         # The end of the backoff wakes the scheduler by itself (no event announces it).
         wait_for(lambda: api.job(namespace, "flaky")["status"].get("attempt") == 2 and phase(api, namespace, "flaky") == "Bound",
                  timeout=10, message="second attempt bound")
