@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 KUBE_ASSETS = $(or $(KUBEBUILDER_ASSETS),$(shell [ -x ../shared/k8s/assets ] && ../shared/k8s/assets 2>/dev/null))
 PYTEST = $(BIN)/python -m pytest -n 2 --dist loadgroup
 
-.PHONY: dev test test-embedded test-real venv lock crds check-crds clean
+.PHONY: dev test test-embedded test-real venv agents lock crds check-crds clean chromium screenshots
 
 # The package itself is built with the setuptools of the lock (--no-build-isolation), not one that
 # pip would fetch, unpinned and unchecked, for an isolated build.
@@ -25,13 +25,19 @@ $(STAMP): requirements-test.lock pyproject.toml
 
 venv: $(STAMP)
 
+# The agent CLIs tests/agents runs for real (Claude Code and Codex from npm with a committed
+# package-lock.json, Aider in its own venv from a hashed lock), pinned, into .cache/agents/: once, about
+# 2 minutes and 1.5 GB on a fresh clone; nothing when the locks did not change (tests/agents/install.py).
+agents: $(STAMP)
+	$(BIN)/python -m tests.agents.install
+
 dev: $(STAMP)
 	$(BIN)/gigafactory dev $(ARGS)
 
 # Every test on the embedded API server, then every test that touches the API again on a real
 # kube-apiserver (tests/controlplane.py starts one per pytest worker) when its binaries are at hand.
 # pytest's exit code 5 (no tests collected) is a failure here, as every non-zero code is.
-test: $(STAMP)
+test: $(STAMP) chromium agents
 	$(BIN)/python -m gigafactory.crdgen --check
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check operator tests benchmarks
@@ -39,10 +45,18 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory test-real
 	scripts/scan-chart.sh
 
-test-embedded: $(STAMP)
+test-embedded: $(STAMP) chromium agents
 	$(PYTEST) $(ARGS)
 
-test-real: $(STAMP)
+# The dashboard's tests drive Debian's chromium: installed when missing (scripts/chromium.sh).
+chromium:
+	@scripts/chromium.sh
+
+# The screenshots of docs/dashboard.md, taken by the dashboard's browser test against `gigafactory dev`.
+screenshots: $(STAMP) chromium
+	GIGAFACTORY_SCREENSHOTS=docs $(BIN)/python -m pytest -p no:randomly tests/e2e/test_dashboard.py
+
+test-real: $(STAMP) agents
 	@if [ -n "$(KUBE_ASSETS)" ]; then \
 	  echo "== the same tests against kube-apiserver v1.28.7 ($(KUBE_ASSETS))"; \
 	  KUBEBUILDER_ASSETS="$(KUBE_ASSETS)" GIGAFACTORY_TEST_SERVER=real $(PYTEST) $(ARGS); \
@@ -59,4 +73,4 @@ crds: $(STAMP)
 	$(BIN)/python -m gigafactory.crdgen
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .cache/agents

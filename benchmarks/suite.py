@@ -60,6 +60,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
 
 from gigafactory import constants, devmode, kubeclient, leases  # noqa: E402
+from gigafactory.runner import sandbox as agent_sandbox  # noqa: E402
 from gigafactory.scheduling import cycle, plugins  # noqa: E402
 
 import benchmarks.cycle as cycle_bench  # noqa: E402
@@ -83,10 +84,11 @@ class Sizes:
     e2e_jobs: int = 200
     e2e_runners: int = 5
     e2e_slots: int = 4
+    sandbox_starts: int = 100
 
 
 QUICK = Sizes(raw_pairs=100, bind_jobs=100, bind_pods=10, latency_rate=10, latency_seconds=2, cycle_sizes=((1000, 100),),
-              idle_seconds=5, memory_jobs=300, e2e_jobs=6, e2e_runners=2, e2e_slots=2)
+              idle_seconds=5, memory_jobs=300, e2e_jobs=6, e2e_runners=2, e2e_slots=2, sandbox_starts=5)
 
 
 # --- the API under test -------------------------------------------------------------------------
@@ -471,7 +473,7 @@ async def writes(s: Session) -> tuple[int | None, str]:
     few included: over a benchmark's seconds they are a handful among thousands)."""
     if s.server:
         return sum(n for (verb, _), n in (await s.requests()).items() if verb in ("create", "patch", "update", "delete")), "embedded server counters"
-    async with s.client.session.get(s.client.credentials.server + "/metrics") as response:
+    async with s.client.open("GET", "/metrics") as response:
         if response.status != 200:
             return None, f"n/a: the server's /metrics answered {response.status}"
         body = await response.text()
@@ -659,9 +661,8 @@ class CountingProxy:
 
         self.counts[request_key(request.method, request.path, request.query)] += 1
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "accept")}
-        async with self.client.session.request(request.method, self.client.credentials.server + request.path_qs,
-                                               data=await request.read(), headers=headers,
-                                               timeout=ClientTimeout(total=None, sock_connect=10)) as upstream:
+        async with self.client.open(request.method, request.path_qs, data=await request.read(), headers=headers,
+                                    timeout=ClientTimeout(total=None, sock_connect=10)) as upstream:
             response = web.StreamResponse(status=upstream.status, headers={"Content-Type": upstream.headers.get("Content-Type", "application/json")})
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
@@ -830,8 +831,42 @@ def runner_phases(logs: list[pathlib.Path]) -> dict[str, int]:
     return out
 
 
+async def sandbox_startup(api: Api, sizes: Sizes) -> dict[str, Any]:
+    """What the agent sandbox adds to each agent's start: `python -c pass` (an agent's interpreter
+    starting and ending) bare and in the sandbox the runner builds (namespaces, mounts, pivot_root,
+    no capabilities), one after the other; the API is not involved. Median and p90 in milliseconds."""
+    del api
+
+    def timed(argv: list[str], env: dict[str, str], fds: tuple[int, ...] = ()) -> float:
+        started = time.perf_counter()
+        subprocess.run(argv, env=env, pass_fds=fds, check=True, stdout=subprocess.DEVNULL)
+        return (time.perf_counter() - started) * 1000
+
+    agent = [sys.executable, "-I", "-c", "pass"]
+    env = {"PATH": "/usr/bin:/bin"}
+    bare, boxed = [], []
+    with tempfile.TemporaryDirectory(prefix="gf-bench-sandbox-") as tmp:
+        worktree = pathlib.Path(tmp) / "worktrees" / "job-1"
+        worktree.mkdir(parents=True)
+        for _ in range(sizes.sandbox_starts):
+            bare.append(timed(agent, env))
+            command = agent_sandbox.Sandbox().command(agent, env=env, cwd=str(worktree), writable=[str(worktree)], hidden=[tmp])
+            try:
+                boxed.append(timed(command.argv, command.env, command.pass_fds))
+            finally:
+                command.close()
+
+    def p90(values: list[float]) -> float:
+        return sorted(values)[max(0, round(0.9 * len(values)) - 1)]
+
+    return {"bare_median_ms": round(statistics.median(bare), 1), "sandboxed_median_ms": round(statistics.median(boxed), 1),
+            "overhead_ms": round(statistics.median(boxed) - statistics.median(bare), 1),
+            "sandboxed_p90_ms": round(p90(boxed), 1), "starts": sizes.sandbox_starts}
+
+
 SCENARIOS: dict[str, Callable[[Api, Sizes], Awaitable[dict[str, Any]]]] = {
     "raw": raw, "bind": bind, "naive": naive, "latency": latency, "cycle": cycle_cpu, "idle": idle, "memory": memory, "e2e": e2e,
+    "sandbox": sandbox_startup,
 }
 
 

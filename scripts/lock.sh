@@ -5,6 +5,8 @@
 #   requirements.lock        pyproject's dependencies (+ setuptools to build the package): the image's
 #   requirements-test.lock   the same pins, plus the `dev` and `test` extras: `make venv`, the tests
 #   requirements-tools.lock  requirements-tools.in: checkov (scripts/scan-chart.sh) and uv itself
+#   tests/agents/aider.lock  tests/agents/aider.in: the Aider the agent tests run, in a venv of its own
+# (tests/agents/package-lock.json, Claude Code and Codex, is npm's: `npm install --package-lock-only` there)
 # A pin already in a lock file is kept unless ARGS says otherwise (e.g. ARGS=--upgrade, or
 # ARGS="--upgrade-package kopf").
 set -euo pipefail
@@ -20,3 +22,4 @@ compile=("$tools/bin/uv" pip compile --quiet --universal --python-version 3.11 -
 echo "setuptools>=68" | "${compile[@]}" pyproject.toml - -o requirements.lock
 echo "setuptools>=68" | "${compile[@]}" pyproject.toml - --extra dev --extra test -c requirements.lock -o requirements-test.lock
 "${compile[@]}" requirements-tools.in -o requirements-tools.lock
+"${compile[@]}" tests/agents/aider.in -o tests/agents/aider.lock

@@ -129,5 +129,24 @@ class RunnerSettings(pydantic_settings.BaseSettings):
     git_timeout_seconds: int = pydantic.Field(default=600, ge=1)
     # A task longer than this (UTF-8 bytes, inline or from a ConfigMap) is refused: Rejected, PromptTooLarge.
     max_prompt_bytes: int = pydantic.Field(default=256 * 1024, ge=1)
+    # The model gateway (runner/gateway.py, docs/agents.md): for each API whose key is set here, agents get
+    # a loopback base URL and a per-attempt token instead of the key, and the runner forwards to the base
+    # URL with the key, counting tokens and enforcing spec.agent.limits. GIGAFACTORY_* never reaches an agent.
+    anthropic_api_key: pydantic.SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    openai_api_key: pydantic.SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com"  # without /v1: the agent's own paths carry it
+    # The gateway's port on 127.0.0.1; 0: any free one. Fix it where an agent's config file names the URL (Codex).
+    gateway_port: int = pydantic.Field(default=0, ge=0, le=65535)
+    # How agents run. namespaces: each in its own user, mount, pid, ipc and uts namespaces, seeing only
+    # its worktree, its prompt, its repository's objects and the system read-only (docs/security.md,
+    # "Agent sandbox"); a runner that cannot build that sandbox refuses to start. none: as the runner's
+    # own user with all of the runner's files and credentials (a pool that opts out; logged and
+    # announced on the heartbeat Lease, which `gigafactory describe factory` shows).
+    sandbox: Literal["namespaces", "none"] = "namespaces"
+    # The agents' network: shared with the pod (agents call model APIs), or none (own empty net namespace).
+    sandbox_network: Literal["shared", "none"] = "shared"
+    # Extra paths agents may read (read-only), e.g. an agent installed outside /usr; never under work_dir.
+    sandbox_read_only_paths: list[str] = []
     # Log level.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -33,6 +33,8 @@ FACTORY = "dev"
 # The embedded API server's port unless --port says otherwise: stable, so that a second shell's
 # kubectl and .dev/kubeconfig keep working across restarts.
 DEFAULT_PORT = 17080
+# The dashboard's (gigafactory.dashboard), on 127.0.0.1 too; 0: any free port.
+DASHBOARD_PORT = 17081
 EXAMPLE_LABEL = "gigafactory.dev/dev-example"
 # Ctrl-C: each runner drains (its running jobs get this long to finish), then stops its agents
 # (SIGTERM to each agent's process group, SIGKILL KILL_GRACE_SECONDS later), reports and releases.
@@ -59,6 +61,8 @@ class Options:
     scale_down_delay_seconds: int = 10
     # An existing API server to use instead of starting the embedded one (its kubeconfig).
     server: pathlib.Path | None = None
+    # The fleet dashboard's port (None: no dashboard).
+    dashboard_port: int | None = DASHBOARD_PORT
 
 
 class ProcessProvider:
@@ -318,6 +322,29 @@ async def _drop_old_examples(client: kubeclient.Client) -> None:
         await asyncio.sleep(0.2)
 
 
+@contextlib.asynccontextmanager
+async def _dashboard(client: kubeclient.Client, port: int | None) -> Any:
+    """The fleet dashboard on 127.0.0.1 for the duration of the block; its address is printed. A port
+    in use costs the dashboard, not the run."""
+    if port is None:
+        yield None
+        return
+    from gigafactory.dashboard import serving
+
+    try:
+        context = serving.serving(client, serving.Settings(port=port, runner_namespace=RUNNER_NAMESPACE))
+        dashboard = await context.__aenter__()
+    except OSError as exc:
+        console.print(f"no dashboard: cannot serve on 127.0.0.1:{port} ({exc.strerror}); --dashboard-port picks another", markup=False)
+        yield None
+        return
+    console.print(f"dashboard at {dashboard.url}", markup=False)
+    try:
+        yield dashboard
+    finally:
+        await context.__aexit__(None, None, None)
+
+
 async def run(options: Options) -> int:
     # Absolute: the sample remote's path becomes a job's repo URL, and git resolves it from elsewhere.
     options.work_dir = options.work_dir.resolve()
@@ -393,7 +420,7 @@ async def run(options: Options) -> int:
 
         board = Board()
         informer = kubeclient.Informer(client, kubeclient.AGENTJOBS, handler=board.record)
-        async with informer.running():
+        async with informer.running(), _dashboard(client, options.dashboard_port):
             # Submitted once the informer watches, so that the table sees every phase from Pending on.
             if options.server is not None and options.examples:
                 await _drop_old_examples(client)

@@ -14,14 +14,16 @@ what it does not, and why.
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 import kopf
 
-from gigafactory import app, config, electing, kubeclient, observing
+from gigafactory import app, config, electing, kubeauth, kubeclient, observing
 
 logger = logging.getLogger(__name__)
 
@@ -34,22 +36,31 @@ def settings_of(memo: Any) -> config.OperatorSettings:
 
 
 @kopf.on.login()
-def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+async def login(memo: Any = None, **_: Any) -> kopf.ConnectionInfo:
     """kopf logs in where the operator's own client goes: the kubeconfig file the settings name when
-    set (explicit: never a user's default kubeconfig by accident), else the in-cluster service account."""
-    path = settings_of(memo).kubeconfig
-    if not path:
-        return kopf.login_with_service_account(settings=settings, **kwargs)
-    # kopf's kubeconfig login reads only $KUBECONFIG; point it at our file for the call.
-    saved = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = path
-    try:
-        return kopf.login_with_kubeconfig(settings=settings, **kwargs)
-    finally:
-        if saved is None:
-            del os.environ["KUBECONFIG"]
-        else:
-            os.environ["KUBECONFIG"] = saved
+    set (explicit: never a user's default kubeconfig by accident), else the in-cluster service account.
+    Read afresh on every call, with our own loader (no $KUBECONFIG set for kopf's, which would change
+    it for the whole process): kopf calls this at start, after a 401 and when `expiration` passes, so a
+    rotated token file is read again and an exec plugin run again (kubeauth)."""
+    credentials = kubeclient.load_credentials(settings_of(memo).kubeconfig)
+    return connection_info(credentials, await credentials.current())
+
+
+def connection_info(credentials: kubeauth.Credentials, auth: kubeauth.Auth) -> kopf.ConnectionInfo:
+    """What kopf needs of our credentials; an exec plugin's expiry (less kubeauth's margin) becomes
+    kopf's `expiration`, so kopf logs in again before it lapses."""
+    material = auth.material
+    expiration = None
+    if material.expires is not None:
+        remaining = max(material.expires - time.time(), 0.0)
+        expiration = datetime.datetime.fromtimestamp(material.expires - min(kubeauth.EXEC_MARGIN, remaining / 10),
+                                                     tz=datetime.timezone.utc)
+    return kopf.ConnectionInfo(
+        server=credentials.server, ca_path=credentials.ca_file, ca_data=credentials.ca_data, insecure=credentials.insecure or None,
+        scheme="Bearer" if material.token else None, token=material.token,
+        username=material.basic[0] if material.basic else None, password=material.basic[1] if material.basic else None,
+        certificate_data=material.cert[0] if material.cert else None, private_key_data=material.cert[1] if material.cert else None,
+        expiration=expiration)
 
 
 @kopf.on.startup()

@@ -14,13 +14,24 @@ import contextlib
 import dataclasses
 import json
 import logging
-import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
 
-from gigafactory import constants
+from gigafactory import constants, kubeauth, kubeconfigs
+from gigafactory.kubeerrors import (
+    AlreadyExists as AlreadyExists,
+    ApiError as ApiError,
+    Conflict as Conflict,
+    Gone as Gone,
+    Invalid as Invalid,
+    NotFound as NotFound,
+    Unauthorized as Unauthorized,
+    error_for as _error_for,
+    error_from_response as _error_from_response,
+    parse as _parse,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,64 +42,6 @@ PATCH_TYPES = {
     "json": "application/json-patch+json",
     "strategic": "application/strategic-merge-patch+json",
 }
-
-
-class ApiError(Exception):
-    """A failed API call, with the Status the server answered."""
-
-    def __init__(self, status: int, reason: str, message: str, body: Mapping[str, Any] | None = None) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.body = dict(body or {})
-
-
-class NotFound(ApiError):
-    pass
-
-
-class Conflict(ApiError):
-    """409 Conflict: a stale resourceVersion (someone else wrote first)."""
-
-
-class AlreadyExists(ApiError):
-    """409 AlreadyExists: the name is taken."""
-
-
-class Gone(ApiError):
-    """410 Gone: a watch's resourceVersion is too old; list again."""
-
-
-class Invalid(ApiError):
-    """422 Invalid: the object breaks the schema."""
-
-
-def _parse(text: str) -> Any:
-    try:
-        return json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        return {}
-
-
-def _error_from_response(status: int, text: str) -> ApiError:
-    payload = _parse(text)
-    return _error_for(status, payload if isinstance(payload, dict) else {}, text)
-
-
-def _error_for(status: int, body: Mapping[str, Any], text: str) -> ApiError:
-    reason = str(body.get("reason") or "")
-    message = str(body.get("message") or text[:500])
-    if status == 404:
-        return NotFound(status, reason or "NotFound", message, body)
-    if status == 409:
-        cls = AlreadyExists if reason == "AlreadyExists" else Conflict
-        return cls(status, reason or "Conflict", message, body)
-    if status == 410:
-        return Gone(status, reason or "Gone", message, body)
-    if status == 422:
-        return Invalid(status, reason or "Invalid", message, body)
-    return ApiError(status, reason or "Error", message, body)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,38 +81,14 @@ PODS = Resource("", "v1", "pods", "Pod")
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 
 
-@dataclasses.dataclass(frozen=True)
-class Credentials:
-    server: str
-    headers: Mapping[str, str]
-    ssl_context: ssl.SSLContext | bool
+# Where the server is and how to authenticate, kept valid as tokens rotate and plugins' credentials
+# expire: see kubeauth.
+Credentials = kubeauth.Credentials
 
 
 def load_credentials(kubeconfig: str | None = None, *, context: str | None = None) -> Credentials:
     """Credentials from an explicit kubeconfig file, or the in-cluster service account when None."""
-    from kubernetes import client as k8s_client, config as k8s_config  # only the loaders, for their coverage of auth kinds
-
-    cfg = k8s_client.Configuration()
-    if kubeconfig is None:
-        k8s_config.load_incluster_config(client_configuration=cfg)
-    else:
-        k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg, persist_config=False)
-    headers = {}
-    token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
-    if token:
-        prefix = (cfg.api_key_prefix or {}).get("authorization")
-        headers["Authorization"] = token if token.lower().startswith("bearer ") or not prefix else f"{prefix} {token}"
-    ssl_context: ssl.SSLContext | bool = False
-    if cfg.host.startswith("https"):
-        if cfg.verify_ssl:
-            ssl_context = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else ssl.create_default_context()
-        else:
-            ssl_context = ssl.create_default_context()
-            ssl_context.check_hostname = False
-            ssl_context.verify_mode = ssl.CERT_NONE
-        if cfg.cert_file and isinstance(ssl_context, ssl.SSLContext):
-            ssl_context.load_cert_chain(cfg.cert_file, cfg.key_file)
-    return Credentials(server=cfg.host.rstrip("/"), headers=headers, ssl_context=ssl_context)
+    return kubeconfigs.load(kubeconfig, context=context)
 
 
 RETRIES = 10
@@ -177,12 +106,15 @@ def _retry_after(status: int, header: str | None) -> float | None:
 
 
 class Client:
-    """One aiohttp session to one API server. Create with `Client.from_kubeconfig()`; close with `close()`."""
+    """One aiohttp session to one API server. Create with `Client.from_kubeconfig()`; close with `close()`.
+
+    Every request asks `credentials` for what to send at that moment (kubeauth keeps it valid); a 401,
+    or a failed TLS handshake, makes it read its sources again and the request is sent once more."""
 
     def __init__(self, credentials: Credentials, *, max_connections: int = 64, user_agent: str = "gigafactory") -> None:
         self.credentials = credentials
         self._max_connections = max_connections
-        self._headers = {**credentials.headers, "User-Agent": user_agent, "Accept": "application/json"}
+        self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -191,9 +123,9 @@ class Client:
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        # Created lazily, inside the event loop that uses it.
+        # Created lazily, inside the event loop that uses it. Credentials go per request (open()).
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self.credentials.ssl_context)
+            connector = aiohttp.TCPConnector(limit=self._max_connections)
             self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
         return self._session
 
@@ -206,6 +138,70 @@ class Client:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        data: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One HTTP exchange with the current credentials (see `send`), released at the end of the block."""
+        response = await self.send(method, path, params=params, data=data, headers=headers, timeout=timeout)
+        try:
+            yield response
+        finally:
+            response.release()
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        data: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> aiohttp.ClientResponse:
+        """One HTTP exchange with the current credentials; the caller releases the response. After a
+        401 (or a failed TLS handshake) the credentials are read again, once for all requests that
+        failed alike, and when they changed the request goes once more, as client-go's exec and
+        token-file round trippers do."""
+        url = self.credentials.server + path
+        try:
+            auth = await self.credentials.current()
+            for retry in (False, True):
+                options: dict[str, Any] = {"params": params, "data": data, "headers": {**headers, **auth.headers} if headers else auth.headers}
+                if auth.ssl is not False:  # https: the context of the current client certificate
+                    options["ssl"] = auth.ssl
+                    options["server_hostname"] = self.credentials.tls_server_name
+                if timeout is not None:
+                    options["timeout"] = timeout
+                try:
+                    response = await self.session.request(method, url, **options)
+                except aiohttp.ClientSSLError:
+                    if retry or not await self.credentials.rejected(auth):
+                        raise
+                    auth = await self.credentials.current()
+                    continue
+                if response.status != 401 or retry:
+                    return response
+                # Read the (small) Status first: the connection goes back to the pool while the
+                # credentials are renewed, and the caller still gets this answer if nothing changed.
+                try:
+                    await response.read()
+                finally:
+                    response.release()
+                if not await self.credentials.rejected(auth):
+                    return response
+                auth = await self.credentials.current()
+        except kubeauth.CredentialsError as exc:
+            raise Unauthorized(401, "Unauthorized", f"no usable credentials for {self.credentials.server}: {exc}") from None
+        raise AssertionError("unreachable")  # the second pass returns or raises
 
     async def request(
         self,
@@ -223,9 +219,8 @@ class Client:
         headers = {"Content-Type": content_type} if data is not None else None
         for attempt in range(RETRIES + 1):
             try:
-                async with self.session.request(
-                    method, self.credentials.server + path, params=params, data=data, headers=headers
-                ) as response:
+                response = await self.send(method, path, params=params, data=data, headers=headers)
+                try:
                     text = await response.text()
                     wait = _retry_after(response.status, response.headers.get("Retry-After"))
                     if wait is not None and attempt < RETRIES:
@@ -235,6 +230,8 @@ class Client:
                         raise _error_from_response(response.status, text)
                     payload = _parse(text)
                     return payload if isinstance(payload, dict) else {}
+                finally:
+                    response.release()
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError):
                 if method != "GET" or attempt >= RETRIES:
                     raise
@@ -345,9 +342,7 @@ class Client:
         if field_selector:
             params["fieldSelector"] = field_selector
         timeout = aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)
-        async with self.session.get(
-            self.credentials.server + resource.path(namespace=namespace), params=params, timeout=timeout
-        ) as response:
+        async with self.open("GET", resource.path(namespace=namespace), params=params, timeout=timeout) as response:
             if response.status >= 400:
                 raise _error_from_response(response.status, await response.text())
             async for line in response.content:

@@ -16,6 +16,8 @@ from gigafactory import constants
 LEASE_API_VERSION = "coordination.k8s.io/v1"
 
 ANNOTATION_DRAINING = f"{constants.GROUP}/draining"
+# On a heartbeat Lease: how the pod's agents are isolated (runner setting `sandbox`; absent on old runners).
+ANNOTATION_SANDBOX = f"{constants.GROUP}/sandbox"
 ANNOTATION_JOB_NAMESPACE = f"{constants.GROUP}/job-namespace"
 ANNOTATION_JOB_NAME = f"{constants.GROUP}/job-name"
 ANNOTATION_JOB_UID = f"{constants.GROUP}/job-uid"
@@ -97,6 +99,7 @@ class Heartbeat:
     draining: bool
     renewed_at: datetime.datetime | None
     expires_at: datetime.datetime | None
+    sandbox: str = ""  # how its agents are isolated ("namespaces", "none"; "" from runners before it was announced)
 
     def is_ready(self, at: datetime.datetime) -> bool:
         return not self.draining and self.expires_at is not None and at < self.expires_at
@@ -113,12 +116,15 @@ def build_heartbeat_lease(
     duration_seconds: int,
     moment: datetime.datetime,
     draining: bool = False,
+    sandbox: str | None = None,
 ) -> Body:
     annotations = {
         constants.ANNOTATION_SLOTS: str(slots),
         constants.ANNOTATION_AGENTS: ",".join(sorted(set(agents))),
         constants.ANNOTATION_WARM_REPOS: ",".join(sorted(set(warm_repos))),
     }
+    if sandbox:
+        annotations[ANNOTATION_SANDBOX] = sandbox
     if draining:
         annotations[ANNOTATION_DRAINING] = "true"
     return {
@@ -169,6 +175,7 @@ def parse_heartbeat(lease: Mapping[str, Any]) -> Heartbeat | None:
         draining=annotations.get(ANNOTATION_DRAINING) == "true",
         renewed_at=parse_time(spec.get("renewTime")),
         expires_at=expires_at(lease),
+        sandbox=str(annotations.get(ANNOTATION_SANDBOX, ""))[:32],
     )
 
 

@@ -24,6 +24,7 @@ def test_the_quick_suite_runs_every_scenario_and_prints_its_figures(tmp_path, cl
     expected = {
         "raw": "agentjob_pairs_per_second", "bind": "binds_per_second", "naive": "binds_per_second", "latency": "p99_ms",
         "cycle": "roomy_1000x100_ms", "idle": "other_requests", "memory": "operator_rss_mb", "e2e": "jobs_per_second",
+        "sandbox": "overhead_ms",
     }
     for scenario, figure in expected.items():
         assert isinstance(figures[scenario].get(figure), (int, float)), (scenario, figures[scenario])
@@ -56,3 +57,15 @@ def test_the_quick_suite_runs_against_a_kubeconfig_and_leaves_nothing_behind(tmp
             return [o["metadata"]["name"] for o in namespaces + factories]
 
     assert asyncio.run(left()) == []
+
+
+def test_the_gateway_benchmark_runs_and_counts_what_it_forwarded() -> None:
+    """benchmarks/gateway.py --quick: the model gateway's added latency per request (figure in
+    docs/performance.md; no timing asserted on a shared machine), and every request's usage counted."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gateway.py"), "--quick"],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "operator")})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = dict(line.strip().split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+    assert float(figures["added_p50_ms"]) == float(figures["added_p50_ms"])  # a number
+    assert int(figures["counted_tokens"]) == (int(figures["requests"]) + 20) * 1220  # and 20 to warm up

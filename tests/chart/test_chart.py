@@ -415,3 +415,23 @@ def test_a_pool_with_scaling_hands_its_runner_template_to_the_operator(tmp_path)
     env = {e["name"]: e for e in built["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["GIGAFACTORY_RUNNER_FACTORY"]["value"] == "burst" and env["GIGAFACTORY_RUNNER_SLOTS"]["value"] == "2"
     assert [e["name"] for e in built["spec"]["template"]["spec"]["containers"][0]["env"]].count("GIGAFACTORY_RUNNER_POD_NAME") == 1
+
+
+def test_the_dashboard_is_optional_read_only_and_reads_no_secret(tmp_path) -> None:
+    assert not [d for d in render(tmp_path) if "dashboard" in d["metadata"]["name"]]  # off by default
+    docs = [d for d in render(tmp_path, FULL_VALUES.read_text()) if d["metadata"]["name"] == "gf-dashboard"]
+    kinds = {d["kind"]: d for d in docs}
+    assert set(kinds) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"}
+    for role in (kinds["ClusterRole"], kinds["Role"]):
+        for rule in role["rules"]:
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
+            assert "secrets" not in rule["resources"] and "*" not in rule["resources"], rule
+    assert kinds["Role"]["metadata"]["namespace"] == "gigafactory-system"  # Leases and logs: the runners' namespace only
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "gf-dashboard"
+    assert pod["containers"][0]["args"] == ["dashboard", "--address=0.0.0.0", "--port=8080", "--runner-namespace=gigafactory-system",
+                                            "--allowed-host=gigafactory.example.com"]
+    assert kinds["Service"]["spec"]["type"] == "ClusterIP"
+    operator = next(d for d in render(tmp_path) if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-operator")
+    assert pod["securityContext"] == operator["spec"]["template"]["spec"]["securityContext"]
+    assert pod["containers"][0]["securityContext"] == operator["spec"]["template"]["spec"]["containers"][0]["securityContext"]

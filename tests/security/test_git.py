@@ -37,35 +37,39 @@ def workspace(tmp_path) -> worktrees.Workspace:
 
 async def _attempt(workspace, remote, name="u-1"):
     mirror = await workspace.sync_mirror(str(remote), worktrees.Credentials())
-    path, base = await workspace.add_worktree(mirror, name=name, base_ref="main")
-    return mirror, path, base
+    checkout = await workspace.add_worktree(mirror, name=name, base_ref="main")
+    return mirror, checkout.path, checkout
 
 
 async def test_hooks_planted_in_the_mirror_or_home_never_run(workspace, remote, tmp_path, monkeypatch) -> None:
     marker = tmp_path / "fired"
-    mirror, path, _ = await _attempt(workspace, remote)
+    mirror, path, checkout = await _attempt(workspace, remote)
     # The agent plants hooks in the shared mirror (its worktree's git dir is under it) ...
-    for hook in ("pre-commit", "pre-push", "post-commit", "reference-transaction", "post-checkout"):
+    for hook in ("pre-commit", "pre-push", "post-commit", "reference-transaction", "post-checkout", "pre-upload-pack"):
         _trap(mirror / "hooks" / hook, marker)
+        _trap(path / ".git" / "hooks" / hook, marker)
     # ... and a global config that points git at its own hooks.
     home = tmp_path / "home"
     _trap(home / "evil-hooks" / "pre-push", marker)
     (home / ".gitconfig").write_text(f"[core]\n\thooksPath = {home / 'evil-hooks'}\n")
     monkeypatch.setenv("HOME", str(home))
     (path / "change.txt").write_text("the agent's work\n")
-    await workspace.commit_leftovers(path, "work")
-    await workspace.push(path, url=str(remote), branch="agent/x", credentials=worktrees.Credentials())
+    await workspace.take_agent_work(checkout)
+    await workspace.commit_leftovers(checkout, "work")
+    await workspace.push(checkout, url=str(remote), branch="agent/x", credentials=worktrees.Credentials())
     await _attempt(workspace, remote, name="u-2")  # a later job's fetch and checkout
     assert not marker.exists(), marker.read_text()
 
 
 async def test_an_fsmonitor_planted_in_the_mirror_never_runs(workspace, remote, tmp_path) -> None:
     marker = tmp_path / "fired"
-    mirror, path, _ = await _attempt(workspace, remote)
+    mirror, path, checkout = await _attempt(workspace, remote)
     git.Repo(mirror).git.config("core.fsmonitor", str(_trap(tmp_path / "monitor.sh", marker)))
+    git.Repo(path).git.config("core.fsmonitor", str(tmp_path / "monitor.sh"))
     (path / "change.txt").write_text("x\n")
-    await workspace.take_summary(path)
-    await workspace.commit_leftovers(path, "work")
+    await workspace.take_agent_work(checkout)
+    await workspace.take_summary(checkout)
+    await workspace.commit_leftovers(checkout, "work")
     assert not marker.exists(), marker.read_text()
 
 

@@ -105,6 +105,7 @@ when the operator scales the pool with demand. Context: dict "root" $ "pool" <po
 {{- $root := .root -}}
 {{- $poolName := .name -}}
 {{- with .pool -}}
+{{- $sandbox := merge (deepCopy (.sandbox | default dict)) (deepCopy ($root.Values.runnerDefaults.sandbox | default dict)) -}}
 metadata:
   labels: {{- include "gigafactory.labels" $root | nindent 4 }}
     app.kubernetes.io/component: runner
@@ -114,6 +115,9 @@ spec:
   # Running agents get the runner's shutdown grace plus time to report and release.
   terminationGracePeriodSeconds: 60
   securityContext: {{- include "gigafactory.podSecurityContext" $root | nindent 4 }}
+  {{- if not (kindIs "invalid" $sandbox.hostUsers) }}
+  hostUsers: {{ $sandbox.hostUsers }}
+  {{- end }}
   containers:
     - name: runner
       image: {{ include "gigafactory.image" $root }}
@@ -130,11 +134,23 @@ spec:
         - {name: GIGAFACTORY_RUNNER_PROFILES_FILE, value: /etc/gigafactory/profiles.yaml}
         - {name: GIGAFACTORY_RUNNER_SHUTDOWN_GRACE_SECONDS, value: "40"}
         - {name: HOME, value: /tmp}
+        - {name: GIGAFACTORY_RUNNER_SANDBOX, value: {{ $sandbox.mode | default "namespaces" | quote }}}
+        - {name: GIGAFACTORY_RUNNER_SANDBOX_NETWORK, value: {{ $sandbox.network | default "shared" | quote }}}
         {{- with concat ($root.Values.runnerDefaults.extraEnv | default list) (.extraEnv | default list) }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
       resources: {{- toYaml (.resources | default $root.Values.runnerDefaults.resources) | nindent 8 }}
-      securityContext: {{- include "gigafactory.containerSecurityContext" $root | nindent 8 }}
+      securityContext:
+        {{- include "gigafactory.containerSecurityContext" $root | nindent 8 }}
+        {{- with $sandbox.seccompProfile }}
+        seccompProfile: {{- toYaml . | nindent 10 }}
+        {{- end }}
+        {{- with $sandbox.appArmorProfile }}
+        appArmorProfile: {{- toYaml . | nindent 10 }}
+        {{- end }}
+        {{- with $sandbox.procMount }}
+        procMount: {{ . }}
+        {{- end }}
       volumeMounts:
         - {name: work, mountPath: /work}
         - {name: tmp, mountPath: /tmp}

@@ -200,6 +200,8 @@ def fold_patch(*, body: Mapping[str, Any], now: datetime.datetime) -> Body:
         record["exitCode"] = report["exitCode"]
     if report.get("logRef"):
         record["logRef"] = report["logRef"]
+    if report.get("tokens"):
+        record["tokens"] = report["tokens"]
     record = {k: v for k, v in record.items() if v is not None}
     return _finish(body=body, record=record, outcome=outcome, exit_code=report.get("exitCode"), result=result, now=now)
 

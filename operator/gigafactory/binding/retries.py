@@ -66,6 +66,11 @@ def decide(
         return Verdict(Phase.CANCELLED, counted=False, reason="Cancelled")
     if outcome is Outcome.STOPPED and reason == "DeadlineExceeded":
         return Verdict(Phase.FAILED, counted=True, reason="DeadlineExceeded")
+    policy = agentjobs.RetryPolicy.model_validate(spec.get("retry") or {})
+    if outcome is Outcome.STOPPED and reason == "BudgetExceeded" and not any(
+            _matches(r, outcome, exit_code) for r in policy.rules):
+        # The job's own model budget (spec.agent.limits) ran out: another attempt would only spend more.
+        return Verdict(Phase.FAILED, counted=True, reason="BudgetExceeded")
     if outcome is Outcome.SUCCEEDED:
         return Verdict(Phase.SUCCEEDED, counted=True, reason="Succeeded")
     policy = agentjobs.RetryPolicy.model_validate(spec.get("retry") or {})

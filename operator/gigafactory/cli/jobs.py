@@ -23,7 +23,7 @@ import yaml
 from gigafactory import config, consent, constants, kubeclient, leases
 from gigafactory.cli import terminal
 from gigafactory.models import agentjobs, factories
-from gigafactory.scheduling import queues, snapshots
+from gigafactory.scheduling import queues
 
 T = TypeVar("T")
 # An attempt's logRef as runners write it: configmap/<namespace>/<name>, both DNS names.
@@ -231,20 +231,9 @@ async def _validate(client: kubeclient.Client, body: dict[str, Any], namespace: 
 
 
 def queue_position(job: dict[str, Any], pending: list[dict[str, Any]]) -> tuple[int, int] | None:
-    """(position, length) of a pending job in its queue, by the scheduler's own ordering.
-
-    Computed on demand from the pending jobs rather than stored in every job's status, which would
-    rewrite every waiting job whenever one ahead of it moved.
-    """
-    infos = [snapshots.job_from_body(body) for body in pending if snapshots.is_pending(body)]
+    """(position, length) of a pending job in its queue (scheduling.queues.position, as the dashboard shows it)."""
     aging = config.OperatorSettings.model_fields["aging_seconds_per_point"].default
-    entries = queues.order(infos, now=datetime.datetime.now(tz=datetime.timezone.utc), aging_seconds_per_point=aging)
-    key = (job["metadata"].get("namespace", ""), job["metadata"]["name"])
-    mine = [e for e in entries if e.job.queue == (job.get("spec") or {}).get("queue", "default")]
-    for entry in mine:
-        if entry.job.key == key:
-            return entry.position, len(mine)
-    return None
+    return queues.position(job, pending, now=datetime.datetime.now(tz=datetime.timezone.utc), aging_seconds_per_point=aging)
 
 
 def register(app: typer.Typer) -> None:
@@ -359,6 +348,9 @@ def register(app: typer.Typer) -> None:
             for rec in status.attempts:
                 where = f"{rec.factory or '-'}/{rec.pod or '-'}" + (f" (score {rec.score})" if rec.score is not None else "")
                 console.print(f"  #{rec.attempt} {rec.outcome.value:<12} {rec.reason:<14} {where} {rec.message}", markup=False)
+                for used in rec.tokens:  # the runner's model gateway's count
+                    console.print(f"      tokens {used.model}: {used.input_tokens} in, {used.output_tokens} out, "
+                                  f"{used.requests} requests", markup=False)
         if status.result:
             r = status.result
             console.print(f"Result:    {r.branch} @ {r.commit[:12]} ({r.diffstat.files_changed} files, "
@@ -501,11 +493,13 @@ def register(app: typer.Typer) -> None:
     def factories_(kubeconfig: KubeconfigOption = None) -> None:
         """The fleet: factories, their pods, slots and heartbeats."""
 
-        async def fleet(client: kubeclient.Client) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], datetime.datetime]]:
+        async def fleet(client: kubeclient.Client) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], datetime.datetime],
+                                                            dict[tuple[str, str, str], str]]:
             items, _ = await client.list(kubeclient.FACTORIES)
             # A heartbeat's age comes from the runner's heartbeat Lease itself (the Factory status does not
             # carry it: it would be rewritten on every renewal); without the right to list Leases, from the status.
             renewed: dict[tuple[str, str, str], datetime.datetime] = {}
+            sandboxes: dict[tuple[str, str, str], str] = {}
             try:
                 heartbeat_leases, _ = await client.list(kubeclient.LEASES, label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_HEARTBEAT}")
             except kubeclient.ApiError:
@@ -517,18 +511,23 @@ def register(app: typer.Typer) -> None:
                 if beat is not None and moment is not None:
                     # By namespace too: a Lease of the same name elsewhere (which the operator ignores) is not this pod's.
                     renewed[(beat.factory, beat.namespace, beat.pod)] = moment
-            return items, renewed
+                if beat is not None:
+                    sandboxes[(beat.factory, beat.namespace, beat.pod)] = beat.sandbox
+            return items, renewed, sandboxes
 
-        items, renewed = _run(kubeconfig, fleet)
-        table = rich.table.Table("FACTORY", "PHASE", "POD", "READY", "SLOTS", "RUNNING", "HEARTBEAT", box=None, pad_edge=False)
+        items, renewed, sandboxes = _run(kubeconfig, fleet)
+        # SANDBOX: how the pod's agents are isolated, as its runner announced it; "none" means they can read
+        # every job's worktree and credentials on that pod (docs/security.md, "Agent sandbox").
+        table = rich.table.Table("FACTORY", "PHASE", "POD", "READY", "SLOTS", "RUNNING", "SANDBOX", "HEARTBEAT", box=None,
+                                 pad_edge=False)
         for item in sorted(items, key=lambda i: i["metadata"]["name"]):
             fac = factories.Factory.model_validate(item)
             name = item["metadata"]["name"]
             if not fac.status.pods:
-                table.add_row(name, fac.status.phase.value, "-", "", "", "", "")
+                table.add_row(name, fac.status.phase.value, "-", "", "", "", "", "")
             for pod in fac.status.pods:
                 moment = renewed.get((name, pod.namespace or "", pod.name)) or pod.last_heartbeat
                 beat = _age(moment.isoformat()) + " ago" if moment else "never"
                 table.add_row(name, fac.status.phase.value, pod.name, "yes" if pod.ready else "no",
-                              str(pod.slots), str(pod.running), beat)
+                              str(pod.slots), str(pod.running), sandboxes.get((name, pod.namespace or "", pod.name)) or "?", beat)
         print_table(table)

@@ -96,6 +96,37 @@ def runner(
 
 
 @app.command()
+def dashboard(
+    kubeconfig: Annotated[
+        pathlib.Path | None, typer.Option(help="Kubeconfig file to use (unset: the in-cluster service account).")
+    ] = None,
+    address: Annotated[str, typer.Option(help="Listen on this address (loopback by default: see docs/dashboard.md before "
+                                               "exposing it).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Listen on this port (0: any free one).")] = 17081,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        help="A host name requests may name besides loopback and --address (repeatable), e.g. behind a proxy.")] = None,
+    runner_namespace: Annotated[str | None, typer.Option(
+        help="Read the runners' heartbeat Leases in this namespace only (unset: every namespace).")] = None,
+) -> None:
+    """Serve the read-only fleet dashboard: factories, queues and jobs, live in a browser."""
+    import logging
+
+    from kubernetes import config as kubernetes_config
+
+    from gigafactory.dashboard import serving
+
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = serving.Settings(address=address, port=port,
+                                allowed_hosts=frozenset(h.lower() for h in allowed_host or ()), runner_namespace=runner_namespace)
+    try:
+        asyncio.run(serving.run(None if kubeconfig is None else str(kubeconfig), settings,
+                                ready=lambda url: typer.echo(f"dashboard at {url}", err=False)))
+    except (kubernetes_config.ConfigException, OSError) as exc:  # one line, not a traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def dev(
     work_dir: Annotated[pathlib.Path, typer.Option(help="Where the sample repository, runner work dirs and logs go.")] = pathlib.Path(".dev"),
     kubeconfig: Annotated[pathlib.Path | None, typer.Option(help="Write the kubeconfig here (default: WORK_DIR/kubeconfig).")] = None,
@@ -106,6 +137,9 @@ def dev(
     examples: Annotated[bool, typer.Option(help="Submit the example jobs.")] = True,
     exit_when_done: Annotated[bool, typer.Option(help="Stop once the example jobs finished.")] = False,
     on_demand: Annotated[bool, typer.Option(help="Scale the dev factory from zero with demand (up to --runners).")] = False,
+    dashboard_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="The dashboard's port on 127.0.0.1 [default: 17081; 0: any free port].")] = None,
+    dashboard: Annotated[bool, typer.Option(help="Serve the fleet dashboard.")] = True,
     server: Annotated[pathlib.Path | None, typer.Option(
         help="Use the API server of this kubeconfig (a real kube-apiserver, say) instead of starting the embedded "
              "one; installs the CRDs there. --kubeconfig and --port then do not apply.")] = None,
@@ -123,6 +157,7 @@ def dev(
         port=devmode.DEFAULT_PORT if port is None else port, runners=runners,
         slots=slots, examples=examples, exit_when_done=exit_when_done, on_demand=on_demand,
         server=server,
+        dashboard_port=(devmode.DASHBOARD_PORT if dashboard_port is None else dashboard_port) if dashboard else None,
     )
     raise typer.Exit(asyncio.run(devmode.run(options)))
 

@@ -206,6 +206,16 @@ class EnvVar(common.Model):
         return name
 
 
+class AgentLimits(common.Model):
+    """What one attempt may spend on the model, counted by the runner's model gateway."""
+
+    requests: Annotated[int | None, pydantic.Field(ge=1, le=1_000_000, description=(
+        "Model requests per attempt. The next request is refused and the attempt stopped: Stopped, BudgetExceeded."))] = None
+    tokens: Annotated[int | None, pydantic.Field(ge=1, le=10_000_000_000, description=(
+        "Input plus output tokens per attempt, every model together, as the API's usage figures say. Crossing it "
+        "stops the attempt: Stopped, BudgetExceeded (not retried unless a retry rule says so)."))] = None
+
+
 class AgentSpec(common.Model):
     """Which agent runs the task, and how."""
 
@@ -225,6 +235,9 @@ class AgentSpec(common.Model):
             json_schema_extra={X_LIST_TYPE: "map", X_LIST_MAP_KEYS: ["name"]},
         ),
     ] = []
+    limits: Annotated[AgentLimits | None, pydantic.Field(description=(
+        "Model budget per attempt; needs a runner with the model gateway (its API keys in the runner's settings). "
+        "Unset: no limit."))] = None
 
 
 class Preference(common.Model):
@@ -362,6 +375,23 @@ class PushedBranch(common.Model):
     commit: Annotated[str, pydantic.Field(max_length=64, description="The commit it pushed.")]
 
 
+class ModelTokens(common.Model):
+    """What an attempt's agent spent on one model, as the runner's model gateway counted it from the API's usage."""
+
+    model: Annotated[str, pydantic.Field(max_length=256, description="The model the answers named.")]
+    input_tokens: Annotated[int, pydantic.Field(ge=0, description="Input tokens (cache reads and writes included).")] = 0
+    output_tokens: Annotated[int, pydantic.Field(ge=0, description="Output tokens.")] = 0
+    requests: Annotated[int, pydantic.Field(ge=0, description="Answers counted.")] = 0
+
+
+TokensPerModel = Annotated[
+    list[ModelTokens],
+    pydantic.Field(max_length=32, description=(
+        "Tokens per model, counted by the runner's model gateway (absent without one). The runner's own count: as "
+        "trustworthy as the runner pod."), json_schema_extra={X_LIST_TYPE: "map", X_LIST_MAP_KEYS: ["model"]}),
+]
+
+
 class AttemptRecord(common.Model):
     """One past attempt."""
 
@@ -378,6 +408,7 @@ class AttemptRecord(common.Model):
     exit_code: Annotated[int | None, pydantic.Field(description="The agent's exit code, when it exited.")] = None
     counted: Annotated[bool, pydantic.Field(description="Whether it counted against maxAttempts.")] = True
     log_ref: Annotated[str | None, pydantic.Field(max_length=512, description="Where the tail of the agent's output is kept.")] = None
+    tokens: TokensPerModel = []
     pushed: Annotated[
         PushedBranch | None,
         pydantic.Field(description="Set when the runner announced a push and then went silent: the next attempt adopts that "
@@ -415,6 +446,7 @@ class AttemptReport(common.Model):
     finished_at: Annotated[datetime.datetime | None, pydantic.Field(description="When it ended.")] = None
     log_ref: Annotated[str | None, pydantic.Field(max_length=512, description="Where the tail of the agent's output is kept.")] = None
     result: Annotated[Result | None, pydantic.Field(description="What it produced, when it succeeded.")] = None
+    tokens: TokensPerModel = []
 
 
 class AgentJobStatus(common.Model):

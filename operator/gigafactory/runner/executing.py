@@ -50,10 +50,13 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 async def run(argv: Sequence[str], *, cwd: str, env: Mapping[str, str], timeout: float, stop: asyncio.Event,
-              label: str, stdin: bytes | None = None, pid_file: pathlib.Path | None = None) -> Execution:
-    """Run argv to its end, its timeout, or `stop`; the whole process group goes in the latter two."""
+              label: str, stdin: bytes | None = None, pid_file: pathlib.Path | None = None,
+              pass_fds: Sequence[int] = ()) -> Execution:
+    """Run argv to its end, its timeout, or `stop`; the whole process group goes in the latter two.
+    (argv may be a sandbox launcher: its group holds the agent too, and the agent's pid namespace
+    dies with the launcher's init, so the same signals end a sandboxed agent and all it started.)"""
     process = await asyncio.create_subprocess_exec(
-        *argv, cwd=cwd, env=dict(env), start_new_session=True,
+        *argv, cwd=cwd, env=dict(env), start_new_session=True, pass_fds=tuple(pass_fds),
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )

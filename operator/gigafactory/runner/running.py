@@ -22,7 +22,7 @@ import pydantic
 
 from gigafactory import config, consent, constants, kubeclient, leases
 from gigafactory.models import agentjobs
-from gigafactory.runner import executing, profiles, worktrees
+from gigafactory.runner import executing, gateway, profiles, sandbox, worktrees
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class Attempt:
         self.binding = binding
         self.stop = asyncio.Event()
         self.stop_reason: str | None = None
+        self.budget: str | None = None  # why the model gateway stopped it (BudgetExceeded)
         self.lost = False
         self.lease_version = binding.resource_version
         self.lease_claimed = False
@@ -78,6 +79,28 @@ class Runner:
         self.heartbeat_task: asyncio.Task[None] | None = None
         self.pids = self.workspace.root / "agents"
         self.pids.mkdir(exist_ok=True)
+        upstreams = gateway.from_settings(
+            anthropic_url=settings.anthropic_base_url, openai_url=settings.openai_base_url,
+            anthropic_key=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None,
+            openai_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None)
+        # With the pool's keys in its settings, agents reach the models only through this gateway.
+        self.gateway = gateway.Gateway(upstreams, port=settings.gateway_port) if upstreams else None
+        self.sandbox = sandbox.Sandbox(mode=settings.sandbox, network=settings.sandbox_network == "shared",
+                                       read_only=tuple(settings.sandbox_read_only_paths))
+
+    def sandboxed(self, argv: list[str], *, env: dict[str, str], checkout: worktrees.Checkout,
+                  prompt_file: pathlib.Path) -> sandbox.Command:
+        """The agent's command in its sandbox: its worktree read-write, its prompt and its repository's
+        objects read-only, nothing else of the work dir (other worktrees, mirrors, askpass, keys)."""
+        writable = [str(checkout.path)]
+        marker = os.environ.get("GIGAFACTORY_SCRIPT_MARKER")
+        if marker:  # the script agent's execution counter and its peers' barrier (tests only)
+            pathlib.Path(marker).touch()
+            pathlib.Path(f"{marker}.d").mkdir(exist_ok=True)
+            writable += [marker, f"{marker}.d"]
+        return self.sandbox.command(argv, env=env, cwd=str(checkout.path), writable=writable,
+                                    readable=[str(prompt_file), str(checkout.objects.resolve())],
+                                    hidden=[str(self.workspace.root)])
 
     # --- heartbeat ---
 
@@ -86,6 +109,7 @@ class Runner:
             pod=self.settings.pod_name, namespace=self.settings.namespace, factory=self.settings.factory,
             slots=self.settings.slots, agents=self.agents, warm_repos=self.announced_repos,
             duration_seconds=self.settings.heartbeat_seconds, moment=leases.now(), draining=self.draining,
+            sandbox=self.sandbox.mode,
         )
 
     async def announce(self) -> None:
@@ -282,6 +306,9 @@ class Runner:
             profile.check_env(env.name for env in spec.agent.env)
         except profiles.NotAllowed as exc:
             raise AttemptFailed("Rejected", exc.reason, exc.message) from None
+        if spec.agent.limits is not None and self.gateway is None:
+            raise AttemptFailed("Rejected", "LimitsNotEnforced",
+                                "spec.agent.limits: this runner has no model gateway to count what the agent spends")
         branch = spec.repo.branch or f"agent/{job['metadata']['name']}"
         try:
             worktrees.check_url(spec.repo.url, allow_local=self.settings.allow_local_repos)
@@ -305,7 +332,8 @@ class Runner:
                 # Known before the agent runs: an attempt that could never push is not started.
                 raise AttemptFailed("PushFailed", "BranchExists",
                                     f"branch {branch} already exists on the remote; a runner never overwrites a branch")
-            workdir, base = await self.workspace.add_worktree(mirror, name=attempt.name, base_ref=spec.repo.base_ref)
+            checkout = await self.workspace.add_worktree(mirror, name=attempt.name, base_ref=spec.repo.base_ref, branch=branch)
+            workdir = checkout.path
             with tempfile.TemporaryDirectory(prefix="gf-task-", dir=self.workspace.root) as tmp:
                 prompt_file = pathlib.Path(tmp) / "prompt.md"
                 prompt_file.write_text(prompt)
@@ -318,17 +346,43 @@ class Runner:
                        "GIGAFACTORY_JOB": job["metadata"]["name"], "GIGAFACTORY_BRANCH": branch, "GIT_TERMINAL_PROMPT": "0"}
                 if "GIGAFACTORY_SCRIPT_MARKER" in os.environ:  # the script agent's execution counter (tests)
                     env["GIGAFACTORY_SCRIPT_MARKER"] = os.environ["GIGAFACTORY_SCRIPT_MARKER"]
+                session = None
+                if self.gateway is not None:
+                    def exceeded(why: str) -> None:
+                        attempt.budget, attempt.stop_reason = why, "BudgetExceeded"
+                        attempt.stop.set()
+
+                    limits = spec.agent.limits or agentjobs.AgentLimits()
+                    session = self.gateway.open(gateway.Limits(requests=limits.requests, tokens=limits.tokens), exceeded)
+                    env.update(self.gateway.env(session))  # a loopback URL and this attempt's token, never the key
+                command = self.sandboxed(argv, env=env, checkout=checkout, prompt_file=prompt_file)
                 try:
-                    result = await executing.run(argv, cwd=str(workdir), env=env, timeout=profile.timeout_seconds,
+                    result = await executing.run(command.argv, cwd=str(workdir), env=command.env, timeout=profile.timeout_seconds,
                                                  stop=attempt.stop, label=label,
                                                  stdin=prompt.encode() if profile.stdin == "prompt" else None,
-                                                 pid_file=self.pids / f"{attempt.name}.pid")
+                                                 pid_file=self.pids / f"{attempt.name}.pid", pass_fds=command.pass_fds)
                 except OSError as exc:
                     raise AttemptFailed("Rejected", "AgentNotRunnable", f"cannot start the agent: {exc}") from None
+                finally:
+                    command.close()
+                    if session is not None and self.gateway is not None:
+                        self.gateway.forget(session)
+                        logger.info("[%s] model usage: %s", label, session.summary())
+            failed = sandbox.failure(command, result.exit_code, result.tail)
+            if failed == "setup":
+                raise AttemptFailed("InfraError", "SandboxFailed", f"the agent's sandbox could not be built: {result.tail[-500:].strip()}")
+            if failed == "exec":
+                raise AttemptFailed("Rejected", "AgentNotRunnable", f"cannot start the agent: {result.tail[-500:].strip()}")
             log_ref = await self.save_log(attempt, job, result.tail)
             report: dict[str, Any] = {"outcome": result.outcome, "exitCode": result.exit_code, "logRef": log_ref}
+            if session is not None and session.usage:
+                report["tokens"] = [{"model": model[:256], "inputTokens": used["input"], "outputTokens": used["output"],
+                                     "requests": used["requests"]} for model, used in list(session.summary().items())[:32]]
             if result.outcome == "Stopped" and attempt.stop_reason == "RunnerShutdown":
                 report.update(outcome="InfraError", reason="RunnerShutdown", message="the runner shut down before the agent finished")
+                return report
+            if result.outcome == "Stopped" and attempt.stop_reason == "BudgetExceeded":
+                report.update(reason="BudgetExceeded", message=f"the agent crossed spec.agent.limits: {attempt.budget}")
                 return report
             if result.outcome == "Stopped":
                 report["reason"] = attempt.stop_reason or "Stopped"
@@ -342,11 +396,14 @@ class Runner:
                 report["reason"] = "AgentExit"
                 report["message"] = f"the agent exited with code {result.exit_code}: {result.tail[-300:].strip()}"
                 return report
-            summary = await self.workspace.take_summary(workdir) or result.tail[-2000:]
-            await self.workspace.commit_leftovers(workdir, f"{job['metadata']['name']}: agent changes")
-            described = await self.workspace.describe(workdir, base)
+            # From here on the worktree and the agent's .git are hostile input: the agent's commits come
+            # in by a checked fetch, and every git step runs on the runner's own git dir.
+            await self.workspace.take_agent_work(checkout)
+            summary = await self.workspace.take_summary(checkout) or result.tail[-2000:]
+            await self.workspace.commit_leftovers(checkout, f"{job['metadata']['name']}: agent changes")
+            described = await self.workspace.describe(checkout.trusted, checkout.base)
             await self._announce_push(attempt, branch, described["commit"])
-            await self.workspace.push(workdir, url=spec.repo.url, branch=branch, credentials=credentials)
+            await self.workspace.push(checkout, url=spec.repo.url, branch=branch, credentials=credentials)
             report["result"] = {"branch": branch, **described, "summary": summary}
             report["message"] = f"pushed {branch} at {described['commit'][:12]}"
             return report
@@ -552,6 +609,9 @@ class Runner:
         swept = self.workspace.sweep()
         if swept:
             logger.info("start-up sweep removed: %s", ", ".join(swept))
+        if self.gateway is not None:
+            await self.gateway.start()
+            logger.info("model gateway on %s for %s", self.gateway.url, ", ".join(sorted(self.gateway.upstreams)))
         await self.announce()
         informer = kubeclient.Informer(
             self.client, kubeclient.LEASES, namespace=self.settings.namespace,
@@ -578,6 +638,8 @@ class Runner:
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat
+                if self.gateway is not None:
+                    await self.gateway.close()
 
 
 def lock_work_dir(work_dir: pathlib.Path) -> Any:
@@ -600,8 +662,24 @@ def lock_work_dir(work_dir: pathlib.Path) -> Any:
     return handle
 
 
+def check_sandbox(settings: config.RunnerSettings) -> None:
+    """Fail closed: a runner whose agents would run unconfined without the pool saying so does not
+    start. Raises ValueError (one line naming the setting)."""
+    if settings.sandbox == "none":
+        logger.warning("AGENT SANDBOX OFF (GIGAFACTORY_RUNNER_SANDBOX=none): agents run as the runner's user and can "
+                       "read its ServiceAccount token, every job's worktree and credentials, and change the runner's git")
+        return
+    try:
+        seconds = sandbox.Sandbox(mode=settings.sandbox, network=settings.sandbox_network == "shared").check()
+    except sandbox.SandboxError as exc:
+        raise ValueError(f"cannot build the agent sandbox ({exc}); give the pod what docs/security.md \"Agent sandbox\" "
+                         f"lists, or opt the pool out with GIGAFACTORY_RUNNER_SANDBOX=none") from None
+    logger.info("agent sandbox: namespaces (a sandbox starts in %.0f ms)", seconds * 1000)
+
+
 async def main(settings: config.RunnerSettings) -> None:
     profiles.load(settings.profiles_file)  # a broken profiles file is reported before anything starts
+    check_sandbox(settings)
     lock = lock_work_dir(pathlib.Path(settings.work_dir))  # noqa: F841 — held until the process ends
     client = kubeclient.Client.from_kubeconfig(settings.kubeconfig)
     stop = asyncio.Event()

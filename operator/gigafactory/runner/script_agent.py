@@ -3,11 +3,14 @@
 With no options it records the task prompt in .gigafactory/task.md and commits it. Tests steer it:
 `--exit N` exits with N (after doing nothing), `--hang` never returns, and the env variable
 GIGAFACTORY_SCRIPT_MARKER names a file that gets one line per execution ("<pid> <worktree>") and one
-more when it committed ("<pid> <worktree> done"), so a test can count exactly how often each job ran. `--await-peers N` waits (up to 30 s, else exits 4) until N of the
-agents in that file are (or were) alive at once, which proves that their jobs overlapped.
+more when it committed ("<pid> <worktree> done"; the pid as the runner sees it, also in a sandbox), so
+a test can count exactly how often each job ran. `--await-peers N` waits (up to 30 s, else exits 4)
+until N agents are (or were) alive at once, each holding a lock on its own file in <marker>.d, which
+proves that their jobs overlapped.
 """
 
 import argparse
+import fcntl
 import os
 import pathlib
 import subprocess
@@ -16,15 +19,15 @@ import time
 
 
 def _alive_peers(marker: pathlib.Path) -> int:
+    """Agents alive now: each holds a lock on its own file in <marker>.d while it runs (a sandboxed
+    agent sees no other agent's process, but the kernel's file locks span namespaces)."""
     alive = 0
-    for line in marker.read_text().splitlines():
-        if line.endswith(" done"):
-            continue  # the end of an execution, not another agent
-        try:
-            os.kill(int(line.split()[0]), 0)
-        except (ProcessLookupError, ValueError, IndexError):
-            continue
-        alive += 1
+    for path in pathlib.Path(f"{marker}.d").glob("alive-*"):
+        with open(path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                alive += 1
     return alive
 
 
@@ -37,9 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prompt = pathlib.Path(args.prompt_file).read_text()
     marker = os.environ.get("GIGAFACTORY_SCRIPT_MARKER")
+    # The pid the runner's side sees (in a sandbox, this agent's own pid is 2 of its namespace).
+    pid = os.environ.get("GIGAFACTORY_SANDBOX_PID") or str(os.getpid())
     if marker:
         with open(marker, "a") as handle:
-            handle.write(f"{os.getpid()} {os.getcwd()}\n")
+            handle.write(f"{pid} {os.getcwd()}\n")
     print(f"script agent: task of {len(prompt)} characters", flush=True)
     if args.await_peers and not marker:
         print("script agent: --await-peers needs GIGAFACTORY_SCRIPT_MARKER", flush=True)
@@ -48,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + 30
         # A barrier: whoever sees N alive at once leaves a flag, so a peer that has already finished
         # still counts for those that looked a moment too early.
-        met = pathlib.Path(f"{marker}.met-{args.await_peers}")
+        peers = pathlib.Path(f"{marker}.d")
+        peers.mkdir(exist_ok=True)
+        alive = open(peers / f"alive-{pid}-{time.time_ns()}", "a")  # held (locked) until this process ends
+        fcntl.flock(alive, fcntl.LOCK_EX)
+        met = peers / f"met-{args.await_peers}"
         while not (met.exists() or _alive_peers(pathlib.Path(marker)) >= args.await_peers):
             if time.monotonic() > deadline:
                 print(f"script agent: {args.await_peers} agents never ran at once", flush=True)
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     print("script agent: committed .gigafactory/task.md", flush=True)
     if marker:
         with open(marker, "a") as handle:
-            handle.write(f"{os.getpid()} {os.getcwd()} done\n")
+            handle.write(f"{pid} {os.getcwd()} done\n")
     return 0
 
 

@@ -23,6 +23,19 @@ import git
 from gigafactory import leases
 
 BRANCH_PREFIX = "gf/"
+# In a mirror: one ref per running attempt, holding its base commit (the mirror has no worktrees).
+_ATTEMPT_REFS = "refs/gigafactory/attempts/"
+# In an attempt's trusted git dir: the agent's HEAD as fetched from the agent's repository.
+_AGENT_HEAD = "refs/gigafactory/agent-head"
+# SUMMARY.md: at most this much is read (a summary is kept to 8000 characters anyway).
+SUMMARY_BYTES = 32 * 1024
+# Git calls of the sweep: no global or system config.
+_PLAIN_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+# What an agent's git dir may not hold when the runner fetches from it: each would make git read
+# another repository's objects or refs, or history the agent made up, on the runner's behalf.
+_AGENT_GIT_REDIRECTS = ("commondir", "gitdir", "shallow", "info/grafts", "objects/info/http-alternates",
+                        "config.worktree", "info/alternates")
+_AGENT_GIT_TREES = ("hooks", "worktrees", "modules")
 CHANGED_FILES_CHARS = 64 * 1024
 _ASKPASS = """#!/bin/sh
 case "$1" in
@@ -150,6 +163,32 @@ class Credentials:
         return (self.token, self.ssh_key)
 
 
+@dataclasses.dataclass(frozen=True)
+class Checkout:
+    """One attempt's files: the worktree the agent works in (with its own `.git`, which the agent
+    owns) and the runner's trusted git dir for the same files (which the agent never sees)."""
+
+    name: str
+    path: pathlib.Path  # <root>/worktrees/<name>: the agent's cwd, bound read-write into its sandbox
+    trusted: pathlib.Path  # <root>/trusted/<name>.git: the runner's metadata of this attempt
+    mirror: pathlib.Path
+    base: str
+    branch: str  # the agent's branch in its own repository (the job's branch)
+
+    @property
+    def agent_git(self) -> pathlib.Path:
+        return self.path / ".git"
+
+    @property
+    def objects(self) -> pathlib.Path:
+        """The mirror's objects: the agent's repository borrows them (read-only in the sandbox)."""
+        return self.mirror / "objects"
+
+    @property
+    def trusted_branch(self) -> str:
+        return f"{BRANCH_PREFIX}{self.name}"
+
+
 @dataclasses.dataclass
 class Workspace:
     """Mirrors and worktrees under one directory."""
@@ -217,11 +256,20 @@ class Workspace:
                 shutil.rmtree(keydir, ignore_errors=True)
 
     async def _git(self, cwd: pathlib.Path | None, args: list[str], credentials: Credentials, *,
-                   failure: tuple[str, str], network: bool = False) -> str:
+                   failure: tuple[str, str], network: bool = False, git_dir: pathlib.Path | None = None,
+                   work_tree: pathlib.Path | None = None, extra_env: Mapping[str, str] | None = None) -> str:
+        """One git call. With git_dir (and work_tree), no repository discovery happens: no `.git` file
+        or directory of a worktree, nor anything it points at, is read."""
         def call() -> str:
             with self.git_env(credentials) as env:
+                if git_dir is not None:
+                    env["GIT_DIR"] = str(git_dir)
+                if work_tree is not None:
+                    env["GIT_WORK_TREE"] = str(work_tree)
+                env.update(extra_env or {})
+                where = cwd or work_tree or git_dir
                 try:
-                    return git.Git(str(cwd) if cwd else None).execute(
+                    return git.Git(str(where) if where else None).execute(
                         ["git", *args], env=env, kill_after_timeout=self.network_timeout if network else None)
                 except git.GitCommandError as exc:
                     detail = _scrub(_output(exc), credentials.secrets)
@@ -293,38 +341,99 @@ class Workspace:
         except GitFailure:
             return None
 
-    async def add_worktree(self, mirror: pathlib.Path, *, name: str, base_ref: str) -> tuple[pathlib.Path, str]:
-        """A fresh worktree on a fresh branch gf/<name> at baseRef; returns its path and the base commit."""
+    async def add_worktree(self, mirror: pathlib.Path, *, name: str, base_ref: str, branch: str | None = None) -> "Checkout":
+        """A fresh worktree at baseRef for one attempt, with two git dirs for its files:
+
+        - the agent's own, `<worktree>/.git`: a plain repository whose objects/info/alternates point at
+          the mirror's objects (which the sandbox shows read-only), HEAD on `branch` at the base commit.
+          Nothing of the mirror's metadata (config, hooks, refs) is in it, and the agent may write there
+          whatever it likes: the runner reads it once, as a remote, after the agent is gone;
+        - the runner's, `trusted/<name>.git` outside the worktree (the agent never sees it), with HEAD
+          on gf/<name>: every later git step of the runner runs with GIT_DIR pinned to it."""
         base = await self.resolve_base(mirror, base_ref)
         none = Credentials()
-        path = self.root / "worktrees" / name
+        checkout = Checkout(name=name, path=self.root / "worktrees" / name, trusted=self.root / "trusted" / f"{name}.git",
+                            mirror=mirror, base=base, branch=branch or f"{BRANCH_PREFIX}{name}")
         async with self.lock(mirror):
-            await self._git(mirror, ["worktree", "add", "-q", "-b", f"{BRANCH_PREFIX}{name}", str(path), base], none,
-                            failure=("InfraError", "WorktreeFailed"))
-        return path, base
+            # The base stays reachable in the mirror (a later fetch --prune may drop the branch it came
+            # from, and a gc would then take its objects from under the attempt) until remove_worktree.
+            await self._git(mirror, ["update-ref", f"{_ATTEMPT_REFS}{name}", base], none, failure=("InfraError", "WorktreeFailed"))
+        await asyncio.to_thread(self._init_checkout, checkout)
+        failure = ("InfraError", "WorktreeFailed")
+        # The agent's repository, written by the runner before the agent runs: trusted until then.
+        await self._git(None, ["update-ref", f"refs/heads/{checkout.branch}", base], none, failure=failure,
+                        git_dir=checkout.agent_git)
+        await self._git(None, ["reset", "-q", "--hard", base], none, failure=failure, git_dir=checkout.agent_git,
+                        work_tree=checkout.path)
+        await self._git(None, ["update-ref", f"refs/heads/{checkout.trusted_branch}", base], none, failure=failure,
+                        git_dir=checkout.trusted)
+        await self._git(None, ["read-tree", base], none, failure=failure, git_dir=checkout.trusted, work_tree=checkout.path)
+        return checkout
 
-    async def take_summary(self, worktree: pathlib.Path) -> str | None:
+    def _init_checkout(self, checkout: "Checkout") -> None:
+        shutil.rmtree(checkout.path, ignore_errors=True)
+        shutil.rmtree(checkout.trusted, ignore_errors=True)
+        checkout.path.mkdir(parents=True)
+        checkout.trusted.parent.mkdir(exist_ok=True)
+        objects = str((checkout.mirror / "objects").resolve())
+        _write_repo(checkout.agent_git, head=checkout.branch, alternates=objects, identity=True)
+        _write_repo(checkout.trusted, head=checkout.trusted_branch, alternates=objects, identity=False)
+
+    async def take_agent_work(self, checkout: "Checkout") -> str:
+        """After the agent ended (its whole pid namespace with it): bring its commits into the trusted
+        git dir and return the commit the attempt goes on from. The agent's repository is hostile: it
+        is reduced to plain files first (no symlink, no config, hooks, alternates or redirection of the
+        agent's choosing), then fetched from as a remote, the file transport allowed for that fetch
+        only and every object checked (fsck). Its HEAD counts only if it descends from the base; with
+        no usable repository left, the base does (the files the agent changed are still committed)."""
+        failure = ("AgentFailed", "AgentGitInvalid")
+        usable = await asyncio.to_thread(_disarm_agent_git, checkout)
+        if not usable:
+            head = checkout.base
+        else:
+            await self._git(None, ["-c", "fetch.fsckObjects=true", "-c", "transfer.fsckObjects=true", "fetch", "-q",
+                                   "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head", "--",
+                                   f"file://{checkout.agent_git}", f"+HEAD:{_AGENT_HEAD}"],
+                            Credentials(), failure=failure, git_dir=checkout.trusted, extra_env={"GIT_ALLOW_PROTOCOL": "file"})
+            head = (await self._git(None, ["rev-parse", "--verify", f"{_AGENT_HEAD}^{{commit}}"], Credentials(),
+                                    failure=failure, git_dir=checkout.trusted)).strip()
+            try:
+                await self._git(None, ["merge-base", "--is-ancestor", checkout.base, head], Credentials(),
+                                failure=failure, git_dir=checkout.trusted)
+            except GitFailure:
+                raise GitFailure("AgentFailed", "UnrelatedHistory",
+                                 f"the agent's HEAD {head[:12]} does not descend from the base commit {checkout.base[:12]}") from None
+        await self._git(None, ["update-ref", f"refs/heads/{checkout.trusted_branch}", head], Credentials(),
+                        failure=("InfraError", "GitFailed"), git_dir=checkout.trusted)
+        await self._git(None, ["read-tree", head], Credentials(), failure=("InfraError", "GitFailed"),
+                        git_dir=checkout.trusted, work_tree=checkout.path)
+        return head
+
+    async def take_summary(self, checkout: "Checkout") -> str | None:
         """SUMMARY.md is the agent's note to the runner: read it, and keep it out of the change unless
-        the agent committed it on purpose."""
-        path = worktree / "SUMMARY.md"
-        if not path.is_file():
-            return None
-        text = path.read_text(errors="replace")[:8000]
-        status = await self._git(worktree, ["status", "--porcelain", "--", "SUMMARY.md"], Credentials(),
-                                 failure=("InfraError", "GitFailed"))
-        if status.startswith("??"):
-            path.unlink()
+        the agent committed it on purpose. Only a regular file directly in the worktree counts: no
+        symlink (to /etc/shadow, to a token), no fifo to hang on; at most SUMMARY_BYTES are read."""
+        text = await asyncio.to_thread(read_summary, checkout.path)
+        if not os.path.lexists(checkout.path / "SUMMARY.md"):
+            return text
+        status = await self._git(None, ["status", "--porcelain", "--", "SUMMARY.md"], Credentials(),
+                                 failure=("InfraError", "GitFailed"), git_dir=checkout.trusted, work_tree=checkout.path)
+        if status.startswith("??"):  # a symlink or fifo left for the runner goes too
+            (checkout.path / "SUMMARY.md").unlink(missing_ok=True)
         return text
 
-    async def commit_leftovers(self, worktree: pathlib.Path, message: str) -> None:
-        """Agents that edit without committing still get their work pushed."""
+    async def commit_leftovers(self, checkout: "Checkout", message: str) -> None:
+        """Agents that edit without committing still get their work pushed. Committed with the trusted
+        git dir: no config, hook, filter or fsmonitor the agent wrote takes part (a .gitattributes may
+        name a filter, but only config defines one, and the only config is the runner's)."""
         none = Credentials()
-        if (await self._git(worktree, ["status", "--porcelain"], none, failure=("InfraError", "GitFailed"))).strip():
-            await self._git(worktree, ["add", "-A"], none, failure=("InfraError", "GitFailed"))
-            await self._git(worktree, ["-c", "user.name=Gigafactory", "-c", "user.email=runner@gigafactory.invalid",
-                                       "commit", "-q", "-m", message], none, failure=("InfraError", "GitFailed"))
+        where = {"git_dir": checkout.trusted, "work_tree": checkout.path}
+        if (await self._git(None, ["status", "--porcelain"], none, failure=("InfraError", "GitFailed"), **where)).strip():
+            await self._git(None, ["add", "-A"], none, failure=("InfraError", "GitFailed"), **where)
+            await self._git(None, ["-c", "user.name=Gigafactory", "-c", "user.email=runner@gigafactory.invalid",
+                                   "commit", "-q", "--no-verify", "-m", message], none, failure=("InfraError", "GitFailed"), **where)
 
-    async def push(self, worktree: pathlib.Path, *, url: str, branch: str, credentials: Credentials) -> None:
+    async def push(self, checkout: "Checkout", *, url: str, branch: str, credentials: Credentials) -> None:
         """Push HEAD to a new branch; an existing branch on the remote is never overwritten, not even
         one created while the agent ran: an empty --force-with-lease expectation means "must not exist",
         and the remote checks it atomically (a plain push would fast-forward such a branch)."""
@@ -332,8 +441,8 @@ class Workspace:
         check_url(url, allow_local=self.allow_local, credentials=credentials)
         ref = f"refs/heads/{branch}"
         try:
-            await self._git(worktree, ["push", f"--force-with-lease={ref}:", "--", url, f"HEAD:{ref}"],
-                            credentials, failure=("PushFailed", "PushRejected"), network=True)
+            await self._git(None, ["push", "--no-verify", f"--force-with-lease={ref}:", "--", url, f"HEAD:{ref}"],
+                            credentials, failure=("PushFailed", "PushRejected"), network=True, git_dir=checkout.trusted)
         except GitFailure as exc:
             if "stale info" in exc.message:
                 raise GitFailure("PushFailed", "BranchExists", f"branch {branch} already exists on the remote") from None
@@ -362,13 +471,16 @@ class Workspace:
             raise
         return True
 
-    async def describe(self, worktree: pathlib.Path, base: str, head: str = "HEAD") -> dict:
-        """The change from `base` to `head` (in a worktree, or in a mirror with a commit id) for a report."""
+    async def describe(self, git_dir: pathlib.Path, base: str, head: str = "HEAD") -> dict:
+        """The change from `base` to `head` (in an attempt's trusted git dir, or in a mirror with a commit
+        id) for a report."""
         none = Credentials()
-        head = (await self._git(worktree, ["rev-parse", head], none, failure=("InfraError", "GitFailed"))).strip()
-        names = await self._git(worktree, ["-c", "core.quotePath=false", "diff", "--name-only", base, head], none,
-                                failure=("InfraError", "GitFailed"))
-        numstat = await self._git(worktree, ["diff", "--numstat", base, head], none, failure=("InfraError", "GitFailed"))
+        where = {"git_dir": git_dir}
+        head = (await self._git(None, ["rev-parse", head], none, failure=("InfraError", "GitFailed"), **where)).strip()
+        names = await self._git(None, ["-c", "core.quotePath=false", "diff", "--no-ext-diff", "--no-textconv", "--name-only",
+                                       base, head], none, failure=("InfraError", "GitFailed"), **where)
+        numstat = await self._git(None, ["diff", "--no-ext-diff", "--no-textconv", "--numstat", base, head], none,
+                                  failure=("InfraError", "GitFailed"), **where)
         insertions = deletions = 0
         for line in numstat.splitlines():
             added, removed, _ = (line.split("\t", 2) + ["", ""])[:3]
@@ -387,53 +499,48 @@ class Workspace:
                 "diffstat": {"filesChanged": len(files), "insertions": insertions, "deletions": deletions}}
 
     async def remove_worktree(self, mirror: pathlib.Path, name: str) -> None:
-        """Remove one attempt's worktree and local branch (idempotent)."""
+        """Remove one attempt's worktree, both its git dirs and its ref in the mirror (idempotent)."""
         def call() -> None:
             repo = git.Git(str(mirror))
-            path = self.root / "worktrees" / name
+            shutil.rmtree(self.root / "worktrees" / name, ignore_errors=True)
+            shutil.rmtree(self.root / "trusted" / f"{name}.git", ignore_errors=True)
             with contextlib.suppress(git.GitCommandError):
-                repo.execute(["git", "worktree", "remove", "--force", str(path)])
-            shutil.rmtree(path, ignore_errors=True)
-            with contextlib.suppress(git.GitCommandError):
-                repo.execute(["git", "worktree", "prune"])
-            with contextlib.suppress(git.GitCommandError):
-                repo.execute(["git", "branch", "-D", f"{BRANCH_PREFIX}{name}"])
+                repo.execute(["git", "update-ref", "-d", f"{_ATTEMPT_REFS}{name}"], env=_PLAIN_ENV)
 
         async with self.lock(mirror):
             await asyncio.to_thread(call)
 
     def sweep(self, live: set[str] = frozenset()) -> list[str]:
-        """Remove every worktree and gf/* branch that belongs to no live attempt; returns what went."""
+        """Remove every worktree, trusted git dir and attempt ref that belongs to no live attempt (and
+        the gf/* branches and worktree entries mirrors had before attempts got git dirs of their own);
+        returns what went."""
         removed: list[str] = []
         for path in (self.root / "worktrees").iterdir():
             if path.name not in live:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(f"worktree {path.name}")
+        trusted = self.root / "trusted"
+        for path in trusted.iterdir() if trusted.is_dir() else ():
+            if path.name.removesuffix(".git") not in live:
+                shutil.rmtree(path, ignore_errors=True)
         for mirror in (self.root / "mirrors").glob("*.git"):
-            # A git killed with us leaves its lock files (no git of ours runs during the start-up sweep),
-            # and a `worktree add` killed half-way leaves its admin entry locked ("initializing"), which
-            # `worktree prune` skips and which keeps its branch "checked out": remove those directly.
+            # A git killed with us leaves its lock files (no git of ours runs during the start-up sweep).
             for lock in [*mirror.glob("*.lock"), *mirror.glob("refs/**/*.lock"), *mirror.glob("worktrees/*/*.lock")]:
                 lock.unlink(missing_ok=True)
             for admin in mirror.glob("worktrees/*"):
-                try:
-                    name = pathlib.Path((admin / "gitdir").read_text().strip()).parent.name
-                except OSError:
-                    name = ""
-                if name not in live:
-                    shutil.rmtree(admin, ignore_errors=True)
+                shutil.rmtree(admin, ignore_errors=True)
             repo = git.Git(str(mirror))
-            with contextlib.suppress(git.GitCommandError):
-                repo.execute(["git", "worktree", "prune"])
             try:
-                branches = repo.execute(["git", "for-each-ref", "--format=%(refname:short)", f"refs/heads/{BRANCH_PREFIX}"])
+                refs = repo.execute(["git", "for-each-ref", "--format=%(refname)", _ATTEMPT_REFS, f"refs/heads/{BRANCH_PREFIX}"],
+                                    env=_PLAIN_ENV)
             except git.GitCommandError:
                 continue
-            for branch in branches.splitlines():
-                if branch.removeprefix(BRANCH_PREFIX) not in live:
+            for ref in refs.splitlines():
+                name = ref.removeprefix(_ATTEMPT_REFS).removeprefix(f"refs/heads/{BRANCH_PREFIX}")
+                if name not in live:
                     with contextlib.suppress(git.GitCommandError):
-                        repo.execute(["git", "branch", "-D", branch])
-                        removed.append(f"branch {branch}")
+                        repo.execute(["git", "update-ref", "-d", ref], env=_PLAIN_ENV)
+                        removed.append(f"ref {ref}")
         # Key files and task files of attempts that a crash interrupted.
         for leftover in [*self.root.glob("gf-ssh-*"), *self.root.glob("gf-task-*")]:
             shutil.rmtree(leftover, ignore_errors=True)
@@ -460,6 +567,81 @@ def _write_mirror_config(mirror: pathlib.Path, url: str) -> None:
                        ("user.name", "Gigafactory Agent"), ("user.email", "agent@gigafactory.invalid")):
         git.Git().execute(["git", "config", "--file", str(fresh), key, value], env=env)
     os.replace(fresh, mirror / "config")
+
+
+def _write_config(path: pathlib.Path, values: tuple[tuple[str, str], ...]) -> None:
+    fresh = path.with_name(path.name + ".gigafactory")
+    fresh.unlink(missing_ok=True)
+    env = {**_PLAIN_ENV, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    for key, value in values:
+        git.Git().execute(["git", "config", "--file", str(fresh), key, value], env=env)
+    os.replace(fresh, path)
+
+
+def _repo_config(*, identity: bool) -> tuple[tuple[str, str], ...]:
+    values = (("core.repositoryformatversion", "0"), ("core.bare", "false"), ("core.logallrefupdates", "true"))
+    # Agents that commit need an identity even in an image without a ~/.gitconfig (a profile's env
+    # can set GIT_AUTHOR_NAME and friends instead).
+    return values + ((("user.name", "Gigafactory Agent"), ("user.email", "agent@gigafactory.invalid")) if identity else ())
+
+
+def _write_repo(git_dir: pathlib.Path, *, head: str, alternates: str, identity: bool) -> None:
+    """A repository written by hand (no `git init`: no template, no sample hooks), borrowing `alternates`."""
+    for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
+        (git_dir / sub).mkdir(parents=True, exist_ok=True)
+    (git_dir / "HEAD").write_text(f"ref: refs/heads/{head}\n")
+    (git_dir / "objects" / "info" / "alternates").write_text(alternates + "\n")
+    _write_config(git_dir / "config", _repo_config(identity=identity))
+
+
+def _disarm_agent_git(checkout: Checkout) -> bool:
+    """Make the agent's git dir safe to fetch from, once the agent is gone; False if it has none.
+
+    Its config, alternates and every file that redirects git elsewhere are the runner's again or
+    gone; a symlink or special file anywhere in it (a packed-refs or a pack pointing at another
+    repository the runner can read) refuses the attempt."""
+    git_dir = checkout.agent_git
+    try:
+        if not stat.S_ISDIR(os.lstat(git_dir).st_mode):
+            return False  # a `.git` file or symlink: no repository of the agent's counts
+    except FileNotFoundError:
+        return False
+    for name in _AGENT_GIT_TREES:
+        shutil.rmtree(git_dir / name, ignore_errors=True)
+    for dirpath, dirnames, filenames in os.walk(git_dir):  # never follows symlinks
+        for entry in (*dirnames, *filenames):
+            path = pathlib.Path(dirpath) / entry
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                kind = "a symlink" if stat.S_ISLNK(mode) else "a special file"
+                raise GitFailure("AgentFailed", "AgentGitInvalid",
+                                 f"the agent's .git holds {kind} ({path.relative_to(git_dir)}): not fetching from it")
+    for name in _AGENT_GIT_REDIRECTS:
+        (git_dir / name).unlink(missing_ok=True)
+    (git_dir / "objects" / "info").mkdir(parents=True, exist_ok=True)
+    (git_dir / "objects" / "info" / "alternates").write_text(str(checkout.objects.resolve()) + "\n")
+    _write_config(git_dir / "config", _repo_config(identity=False))
+    return True
+
+
+def read_summary(worktree: pathlib.Path) -> str | None:
+    """SUMMARY.md if it is a regular file directly in `worktree` (opened without following a symlink,
+    neither the file nor the worktree itself), at most SUMMARY_BYTES of it; else None."""
+    try:
+        directory = os.open(worktree, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fd = os.open("SUMMARY.md", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=directory)
+    except OSError:
+        return None  # absent, a symlink (ELOOP), a fifo without writer (ENXIO)...
+    finally:
+        os.close(directory)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        data = handle.read(SUMMARY_BYTES)
+    return data.decode("utf-8", errors="replace")[:8000]
 
 
 def credentials_from_secret(data: Mapping[str, str]) -> Credentials:

@@ -9,6 +9,8 @@ effective priority), so one deep queue cannot keep another queue's head waiting 
 
 import dataclasses
 import datetime
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from gigafactory.scheduling import snapshots
 
@@ -47,3 +49,24 @@ def order(jobs: list[snapshots.JobInfo], *, now: datetime.datetime, aging_second
             item = queues[queue][index]
             result.append(Entry(job=item[4], effective_priority=-item[0], position=index + 1))
     return result
+
+
+def position(
+    job: Mapping[str, Any], pending: Iterable[Mapping[str, Any]], *, now: datetime.datetime, aging_seconds_per_point: float
+) -> tuple[int, int] | None:
+    """(position, length) of a pending job in its queue, by the scheduler's own ordering; None when
+    it is not waiting. What `gigafactory explain` and the dashboard show.
+
+    Computed on demand from the pending jobs rather than stored in every job's status, which would
+    rewrite every waiting job whenever one ahead of it moved.
+    """
+    queue = (job.get("spec") or {}).get("queue", "default")
+    infos = [snapshots.job_from_body(body) for body in pending
+             if snapshots.is_pending(body) and (body.get("spec") or {}).get("queue", "default") == queue]
+    entries = order(infos, now=now, aging_seconds_per_point=aging_seconds_per_point)
+    meta = job.get("metadata") or {}
+    key = (meta.get("namespace", ""), meta.get("name"))
+    for entry in entries:
+        if entry.job.key == key:
+            return entry.position, len(entries)
+    return None

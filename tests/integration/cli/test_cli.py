@@ -94,6 +94,29 @@ def test_factories_fleet_view(gf, api_client) -> None:
         api.delete_cluster_custom_object(GROUP, VERSION, "factories", name)
 
 
+def test_factories_show_a_pod_whose_agents_run_unsandboxed(gf, api_client, namespace) -> None:
+    """A pool that opted out of the agent sandbox says so on its heartbeat, and the fleet view shows it."""
+    from gigafactory import leases
+
+    name = f"pool-{uuid.uuid4().hex[:6]}"
+    api = kubernetes.client.CustomObjectsApi(api_client)
+    api.create_cluster_custom_object(GROUP, VERSION, "factories", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Factory", "metadata": {"name": name}, "spec": {"agents": ["script"]}})
+    api.patch_cluster_custom_object_status(GROUP, VERSION, "factories", name, {"status": {"phase": "Ready", "pods": [
+        {"name": f"{name}-0", "namespace": namespace, "ready": True, "slots": 2, "running": 0},
+        {"name": f"{name}-1", "namespace": namespace, "ready": True, "slots": 2, "running": 0}]}})
+    for pod, mode in ((f"{name}-0", "none"), (f"{name}-1", "namespaces")):
+        kubernetes.client.CoordinationV1Api(api_client).create_namespaced_lease(namespace, leases.build_heartbeat_lease(
+            pod=pod, namespace=namespace, factory=name, slots=2, agents=["script"], duration_seconds=15,
+            moment=leases.now(), sandbox=mode))
+    try:
+        out = gf("factories")
+        rows = {line.split()[2]: line.split()[6] for line in out.splitlines() if name in line}
+        assert rows == {f"{name}-0": "none", f"{name}-1": "namespaces"}, out
+    finally:
+        api.delete_cluster_custom_object(GROUP, VERSION, "factories", name)
+
+
 @pytest.mark.parametrize(
     "args, fragment",
     [

@@ -3,10 +3,10 @@ protocol of docs/protocol.md by hand (announce, claim, report), and a small sync
 
 import asyncio
 import contextlib
+import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -159,23 +159,20 @@ def forget_pods(api: Api, namespace: str) -> None:
                 api.call("delete", kubeclient.LEASES, lease["metadata"]["name"], namespace=namespace)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 class OperatorProcess:
     """`gigafactory operator` as a real subprocess."""
 
     def __init__(self, kubeconfig: str, log: pathlib.Path, **env: str) -> None:
         self.kubeconfig, self.log = kubeconfig, log
-        self.port = free_port()
+        self._port: int | None = None
         self.env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
             "GIGAFACTORY_CLAIM_TIMEOUT_SECONDS": str(CLAIM_TIMEOUT),
-            "GIGAFACTORY_HTTP_PORT": str(self.port),
+            # Port 0: the kernel picks a free one as the operator binds it, and its log names it. A port
+            # picked here first could be taken by another process before the operator binds it.
+            "GIGAFACTORY_HTTP_PORT": "0",
             **env,
         }
         if "GIGAFACTORY_NAMESPACE" not in env and "GIGAFACTORY_RUNNER_NAMESPACES" not in env:
@@ -193,7 +190,20 @@ class OperatorProcess:
         handle.close()
         return self
 
+    @property
+    def port(self) -> int | None:
+        """The probe port, from the operator's "serving probes and metrics" log line (None before it)."""
+        if self._port is None:
+            for line in self.logs().splitlines():
+                if '"serving probes and metrics"' in line:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        self._port = int(json.loads(line)["port"])
+                        break
+        return self._port
+
     def ready(self) -> bool:
+        if self.port is None:
+            return False
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as response:
                 return response.status == 200

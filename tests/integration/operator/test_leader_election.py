@@ -13,6 +13,8 @@ pytestmark = pytest.mark.xdist_group("operator")
 
 
 def leading(proc: stubs.OperatorProcess) -> bool:
+    if proc.port is None:  # not serving yet
+        return False
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/metrics", timeout=2).read().decode()
     except OSError:

@@ -261,7 +261,7 @@ def test_invariant_5_kill_minus_9_leaves_nothing_the_next_start_does_not_sweep(a
     assert len(list(worktrees.iterdir())) == 1
     runner.stop(signal.SIGKILL)
     mirror = next((runner.work_dir / "mirrors").glob("*.git"))
-    assert [h.name for h in git.Repo(mirror).heads if h.name.startswith("gf/")]  # left behind by the crash
+    assert "refs/gigafactory/attempts/" in git.Git(str(mirror)).execute(["git", "for-each-ref"])  # left behind by the crash
     orphan = int(next((runner.work_dir / "agents").glob("*.pid")).read_text().split()[0])
     assert _alive(orphan)  # the agent has its own process group: a crashed runner does not take it along
     restarted = RunnerProcess(runner.kubeconfig, runner.work_dir.parent, pod="runner-0", namespace=namespace,
@@ -273,13 +273,13 @@ def test_invariant_5_kill_minus_9_leaves_nothing_the_next_start_does_not_sweep(a
                  timeout=20, message="restarted runner never became ready")
         assert "start-up sweep removed" in restarted.log.read_text(errors="replace")
         swept_names = restarted.log.read_text(errors="replace")
-        assert "worktree" in swept_names and "branch gf/" in swept_names
+        assert "worktree" in swept_names and "ref refs/gigafactory/attempts/" in swept_names
         assert not _alive(orphan)
         # Nothing of the interrupted attempt is left: no worktree, branch, task file or pid file.
         assert list(worktrees.iterdir()) == [] and list((runner.work_dir / "agents").iterdir()) == []
         assert not list(runner.work_dir.glob("gf-*"))
-        assert [h.name for h in git.Repo(mirror).heads] == []
-        assert git.Git(str(mirror)).execute(["git", "worktree", "list", "--porcelain"]).count("worktree ") == 1
+        assert [h.name for h in git.Repo(mirror).heads] == [] and list((runner.work_dir / "trusted").iterdir()) == []
+        assert "refs/gigafactory/" not in git.Git(str(mirror)).execute(["git", "for-each-ref"])
     finally:
         restarted.stop(signal.SIGTERM)
         executing.kill_orphans(restarted.work_dir / "agents")

@@ -54,6 +54,20 @@ def test_retry_verdicts(spec, attempts, outcome, exit_code, phase, is_counted, d
         assert delay <= waited <= min(cap, delay * 1.1)
 
 
+@pytest.mark.parametrize(
+    "spec, reason, phase, verdict_reason",
+    [
+        pytest.param({}, "BudgetExceeded", "Failed", "BudgetExceeded", id="budget-fails-the-job"),
+        pytest.param({"retry": {"rules": [{"action": "Count", "onOutcomes": ["Stopped"]}]}}, "BudgetExceeded", "Pending", "Stopped",
+                     id="budget-retried-by-a-rule"),
+        pytest.param({}, "Drained", "Pending", "Stopped", id="other-stops-retry-uncounted"),
+    ],
+)
+def test_a_spent_model_budget_is_not_retried_by_default(spec, reason, phase, verdict_reason) -> None:
+    verdict = retries.decide(spec=spec, attempts=[], outcome=O.STOPPED, exit_code=None, now=NOW, reason=reason, seed="j")
+    assert (verdict.phase.value, verdict.reason) == (phase, verdict_reason)
+
+
 def test_jitter_spreads_jobs_that_failed_together_and_is_the_same_on_every_replay() -> None:
     backoff = agentjobs.Backoff(initialSeconds=100, factor=2, maxSeconds=10_000, jitter=0.5)
     delays = [retries.backoff_seconds(backoff, 1, seed=f"uid-{i}") for i in range(50)]

@@ -34,10 +34,10 @@ async def test_right_token_clones_and_pushes(tmp_path, https_like_remote) -> Non
     workspace = worktrees.Workspace(tmp_path / "work")
     credentials = worktrees.Credentials(token=TOKEN)
     mirror = await workspace.sync_mirror(https_like_remote, credentials)
-    path, _ = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
-    (path / "x.txt").write_text("x\n")
-    await workspace.commit_leftovers(path, "x")
-    await workspace.push(path, url=https_like_remote, branch="agent/x", credentials=credentials)
+    checkout = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
+    (checkout.path / "x.txt").write_text("x\n")
+    await workspace.commit_leftovers(checkout, "x")
+    await workspace.push(checkout, url=https_like_remote, branch="agent/x", credentials=credentials)
     assert "agent/x" in [h.name for h in git.Repo(tmp_path / "srv" / "repo.git").heads]
     assert _files_holding(tmp_path / "work", TOKEN) == []  # not in the config, not in any file
 

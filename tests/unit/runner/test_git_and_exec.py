@@ -12,39 +12,48 @@ from gigafactory.runner import executing, profiles, worktrees
 from tests import gitrepos
 
 
+def _attempt_refs(mirror) -> set[str]:
+    """The attempts a mirror holds a base commit for."""
+    listed = git.Git(str(mirror)).execute(["git", "for-each-ref", "--format=%(refname)", "refs/gigafactory/attempts/"])
+    return {ref.rsplit("/", 1)[1] for ref in listed.splitlines()}
+
+
 async def test_two_same_repo_attempts_work_side_by_side(workspace, remote) -> None:
     none = worktrees.Credentials()
     mirror_a, mirror_b = await asyncio.gather(workspace.sync_mirror(str(remote), none), workspace.sync_mirror(str(remote), none))
     assert mirror_a == mirror_b  # one mirror per repository
-    (wa, base), (wb, _) = await asyncio.gather(
+    ca, cb = await asyncio.gather(
         workspace.add_worktree(mirror_a, name="uid1-1", base_ref="main"),
         workspace.add_worktree(mirror_a, name="uid2-1", base_ref="main"),
     )
-    assert wa != wb
+    wa, wb, base = ca.path, cb.path, ca.base
+    assert wa != wb and ca.trusted != cb.trusted
     gitrepos.commit_file(wa, "first")
     gitrepos.commit_file(wb, "second")
+    await asyncio.gather(workspace.take_agent_work(ca), workspace.take_agent_work(cb))
     await asyncio.gather(
-        workspace.push(wa, url=str(remote), branch="agent/first", credentials=none),
-        workspace.push(wb, url=str(remote), branch="agent/second", credentials=none),
+        workspace.push(ca, url=str(remote), branch="agent/first", credentials=none),
+        workspace.push(cb, url=str(remote), branch="agent/second", credentials=none),
     )
     heads = {h.name: h.commit for h in git.Repo(remote).heads}
     assert {"agent/first", "agent/second"} <= set(heads)
     assert [p for p in heads["agent/first"].stats.files] == ["first.txt"]
     assert [p for p in heads["agent/second"].stats.files] == ["second.txt"]
-    result = await workspace.describe(wa, base)
+    result = await workspace.describe(ca.trusted, base)
     assert result["changedFiles"] == ["first.txt"] and result["diffstat"]["insertions"] == 1
     await workspace.remove_worktree(mirror_a, "uid1-1")
-    assert not wa.exists()
-    assert "gf/uid1-1" not in [h.name for h in git.Repo(mirror_a).heads]
+    assert not wa.exists() and not ca.trusted.exists()
+    assert "uid1-1" not in _attempt_refs(mirror_a)
 
 
 async def test_existing_branch_is_never_overwritten(workspace, remote) -> None:
     none = worktrees.Credentials()
     mirror = await workspace.sync_mirror(str(remote), none)
-    path, _ = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
-    gitrepos.commit_file(path, "x")
+    checkout = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
+    gitrepos.commit_file(checkout.path, "x")
+    await workspace.take_agent_work(checkout)
     with pytest.raises(worktrees.GitFailure) as info:
-        await workspace.push(path, url=str(remote), branch="main", credentials=none)
+        await workspace.push(checkout, url=str(remote), branch="main", credentials=none)
     assert (info.value.outcome, info.value.reason) == ("PushFailed", "BranchExists")
 
 
@@ -62,13 +71,12 @@ async def test_missing_base_ref_and_repo_are_rejected(workspace, remote, tmp_pat
 async def test_sweep_removes_what_no_live_attempt_owns(workspace, remote) -> None:
     none = worktrees.Credentials()
     mirror = await workspace.sync_mirror(str(remote), none)
-    keep, _ = await workspace.add_worktree(mirror, name="live-1", base_ref="main")
-    stray, _ = await workspace.add_worktree(mirror, name="dead-1", base_ref="main")
+    keep = await workspace.add_worktree(mirror, name="live-1", base_ref="main")
+    stray = await workspace.add_worktree(mirror, name="dead-1", base_ref="main")
     removed = workspace.sweep({"live-1"})
-    assert keep.exists() and not stray.exists()
-    assert "branch gf/dead-1" in removed
-    branches = [h.name for h in git.Repo(mirror).heads]
-    assert "gf/live-1" in branches and "gf/dead-1" not in branches
+    assert keep.path.exists() and keep.trusted.exists() and not stray.path.exists() and not stray.trusted.exists()
+    assert "ref refs/gigafactory/attempts/dead-1" in removed
+    assert _attempt_refs(mirror) == {"live-1"}
 
 
 async def test_bad_token_fails_without_leaking_it(workspace) -> None:
@@ -137,8 +145,8 @@ def test_shipped_profiles_load_and_render_without_a_shell(tmp_path, monkeypatch)
     argv = loaded["aider"].render(prompt_file=tmp_path / "p; rm -rf /", workdir=tmp_path, job="j", branch="b",
                                   extra_args=["--model", "x"])
     # The job's arguments go where the profile put {args}: before its own flags, which win if repeated.
-    assert argv == [str(tools / "aider"), "--model", "x", "--message-file", str(tmp_path / "p; rm -rf /"),
-                    "--yes-always", "--no-stream", "--no-pretty"]
+    assert argv[:5] == [str(tools / "aider"), "--model", "x", "--message-file", str(tmp_path / "p; rm -rf /")]
+    assert argv[5:8] == ["--yes-always", "--no-stream", "--no-pretty"]
     script = loaded["script"].render(prompt_file=tmp_path / "p", workdir=tmp_path, job="j", branch="b", extra_args=["--hang"])
     assert script == [sys.executable, "-I", "-m", "gigafactory.runner.script_agent", "--hang", "--prompt-file", str(tmp_path / "p")]
     assert not loaded["claude-code"].installed()
@@ -155,7 +163,7 @@ async def test_fetch_while_attempts_run_keeps_their_branches(workspace, remote, 
     # A later attempt's fetch (with --prune) must not touch branches that running worktrees have checked out.
     none = worktrees.Credentials()
     mirror = await workspace.sync_mirror(str(remote), none)
-    first, _ = await workspace.add_worktree(mirror, name="a-1", base_ref="main")
+    first = (await workspace.add_worktree(mirror, name="a-1", base_ref="main")).path
     gitrepos.commit_file(first, "work-in-progress")
     # The remote moves on meanwhile.
     clone = git.Repo.clone_from(str(remote), tmp_path / "other")
@@ -165,8 +173,9 @@ async def test_fetch_while_attempts_run_keeps_their_branches(workspace, remote, 
     clone.index.commit("remote moves", author=actor, committer=actor)
     clone.remote().push("main:main")
     await workspace.sync_mirror(str(remote), none)
-    second, base = await workspace.add_worktree(mirror, name="b-1", base_ref="main")
+    base = (await workspace.add_worktree(mirror, name="b-1", base_ref="main")).base
     assert base == clone.head.commit.hexsha  # the new attempt starts from the fetched main
     assert (first / "work-in-progress.txt").exists()
     assert git.Repo(first).head.commit.message == "work-in-progress"
-    assert {h.name for h in git.Repo(mirror).heads} == {"gf/a-1", "gf/b-1"}  # only the attempts' branches
+    assert _attempt_refs(mirror) == {"a-1", "b-1"}  # only the attempts' refs
+    assert not [h.name for h in git.Repo(mirror).heads]

@@ -76,10 +76,11 @@ async def test_a_push_the_remote_refuses_says_why(workspace, remote) -> None:
     hook.write_text("#!/bin/sh\necho 'branch protection: agents may not push here' >&2\nexit 1\n")
     hook.chmod(stat.S_IRWXU)
     mirror = await workspace.sync_mirror(str(remote), NONE)
-    path, _ = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
-    gitrepos.commit_file(path, "x")
+    checkout = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
+    gitrepos.commit_file(checkout.path, "x")
+    await workspace.take_agent_work(checkout)
     with pytest.raises(worktrees.GitFailure) as info:
-        await workspace.push(path, url=str(remote), branch="agent/x", credentials=NONE)
+        await workspace.push(checkout, url=str(remote), branch="agent/x", credentials=NONE)
     assert (info.value.outcome, info.value.reason) == ("PushFailed", "PushRejected")
     assert "branch protection: agents may not push here" in info.value.message
     assert "agent/x" not in [h.name for h in git.Repo(remote).heads]
@@ -88,13 +89,14 @@ async def test_a_push_the_remote_refuses_says_why(workspace, remote) -> None:
 async def test_a_branch_created_while_the_agent_ran_is_not_overwritten(workspace, remote, tmp_path) -> None:
     mirror = await workspace.sync_mirror(str(remote), NONE)
     assert not await workspace.branch_exists(mirror, "agent/race")
-    path, _ = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
-    gitrepos.commit_file(path, "ours")
+    checkout = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
+    gitrepos.commit_file(checkout.path, "ours")
+    await workspace.take_agent_work(checkout)
     # Someone else creates the branch at the base commit meanwhile: a plain push would fast-forward it.
     theirs = git.Repo(remote).heads.main.commit.hexsha
     subprocess.run(["git", "-C", str(remote), "branch", "agent/race", theirs], check=True)
     with pytest.raises(worktrees.GitFailure) as info:
-        await workspace.push(path, url=str(remote), branch="agent/race", credentials=NONE)
+        await workspace.push(checkout, url=str(remote), branch="agent/race", credentials=NONE)
     assert (info.value.outcome, info.value.reason) == ("PushFailed", "BranchExists")
     assert git.Repo(remote).heads["agent/race"].commit.hexsha == theirs
     await workspace.sync_mirror(str(remote), NONE)
@@ -151,11 +153,11 @@ def test_branch_names_are_checked_before_anything_runs(ref: str, ok: bool) -> No
 
 async def test_changed_files_fit_in_a_status(workspace, remote) -> None:
     mirror = await workspace.sync_mirror(str(remote), NONE)
-    path, base = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
+    checkout = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
     for i in range(1200):
-        (path / f"{'d' * 80}-{i:04}.txt").write_text("x\n")
-    await workspace.commit_leftovers(path, "many files")
-    described = await workspace.describe(path, base)
+        (checkout.path / f"{'d' * 80}-{i:04}.txt").write_text("x\n")
+    await workspace.commit_leftovers(checkout, "many files")
+    described = await workspace.describe(checkout.trusted, checkout.base)
     assert described["diffstat"]["filesChanged"] == 1200
     assert 0 < len(described["changedFiles"]) <= 1000
     assert sum(map(len, described["changedFiles"])) <= worktrees.CHANGED_FILES_CHARS
@@ -168,17 +170,19 @@ async def test_sweep_takes_crash_leftovers_too(workspace, remote) -> None:
     (workspace.root / "gf-task-abc" / "prompt.md").write_text("the task")
     (workspace.root / "gf-ssh-abc").mkdir()
     workspace.sweep()
-    assert sorted(p.name for p in workspace.root.iterdir()) == ["askpass.sh", "mirrors", "worktrees"]
-    listed = git.Git(str(mirror)).execute(["git", "worktree", "list", "--porcelain"])
-    assert listed.count("worktree ") == 1  # only the bare mirror itself
+    assert sorted(p.name for p in workspace.root.iterdir()) == ["askpass.sh", "mirrors", "trusted", "worktrees"]
+    assert not list((workspace.root / "trusted").iterdir())
+    assert git.Git(str(mirror)).execute(["git", "for-each-ref"]).count("refs/gigafactory/") == 0
     assert [h.name for h in git.Repo(mirror).heads] == []
 
 
 async def test_sweep_frees_a_worktree_add_killed_half_way_and_stale_git_locks(workspace, remote) -> None:
-    """A SIGKILL during `git worktree add` leaves the admin entry locked ("initializing") and its
-    branch "checked out", and any git killed mid-write leaves *.lock files: the next start clears both."""
+    """A SIGKILL during `git worktree add` (of runners before attempts had git dirs of their own)
+    leaves the admin entry locked ("initializing") and its branch "checked out", and any git killed
+    mid-write leaves *.lock files: the next start clears both."""
     mirror = await workspace.sync_mirror(str(remote), NONE)
-    path, _ = await workspace.add_worktree(mirror, name="dead-1", base_ref="main")
+    path = (await workspace.add_worktree(mirror, name="dead-1", base_ref="main")).path
+    (mirror / "worktrees" / "dead-1").mkdir(parents=True)
     (mirror / "worktrees" / "dead-1" / "locked").write_text("initializing")
     (mirror / "packed-refs.lock").write_text("")
     (mirror / "refs" / "heads" / "gf").mkdir(parents=True, exist_ok=True)
@@ -188,8 +192,8 @@ async def test_sweep_frees_a_worktree_add_killed_half_way_and_stale_git_locks(wo
     assert [h.name for h in git.Repo(mirror).heads] == []
     assert not list(mirror.glob("**/*.lock"))
     # And the mirror works again: the same attempt name can be added anew.
-    again, _ = await workspace.add_worktree(mirror, name="dead-1", base_ref="main")
-    assert again.exists()
+    again = await workspace.add_worktree(mirror, name="dead-1", base_ref="main")
+    assert again.path.exists()
 
 
 def test_a_second_runner_on_the_same_work_dir_is_refused(tmp_path) -> None:
