@@ -40,12 +40,12 @@ def operator(
     ] = None,
 ) -> None:
     """Run the operator: enroll factories, schedule and bind jobs. Settings from GIGAFACTORY_* env."""
-    from gigafactory import config, operating  # the operator's dependencies load only for this command
+    from gigafactory import config, kopfmain  # the operator's dependencies load only for this command
 
     settings = config.OperatorSettings()
     if kubeconfig is not None:
         settings = settings.model_copy(update={"kubeconfig": str(kubeconfig)})
-    operating.run(settings)
+    kopfmain.run(settings)
 
 
 @app.command()
