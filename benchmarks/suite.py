@@ -421,7 +421,8 @@ async def operator(s: Session, work: pathlib.Path, *, kubeconfig: str | None = N
             except OSError:
                 pass
             if time.monotonic() > deadline or proc.proc.poll() is not None:
-                raise RuntimeError(f"the operator did not become ready within 90 s; see {proc.log}")
+                tail = proc.log.read_text(errors="replace")[-6000:] if proc.log.exists() else ""
+                raise RuntimeError(f"the operator did not become ready within 90 s; its log ends:\n{tail}")
             await asyncio.sleep(0.1)
         yield proc, port
     finally:
@@ -661,7 +662,9 @@ class CountingProxy:
 
         self.counts[request_key(request.method, request.path, request.query)] += 1
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "accept")}
-        async with self.client.open(request.method, request.path_qs, data=await request.read(), headers=headers,
+        # No body (a GET) is sent as none: an empty one would go as application/octet-stream, which
+        # kube-apiserver answers with 406 to kopf's `Accept: */*` discovery requests.
+        async with self.client.open(request.method, request.path_qs, data=await request.read() or None, headers=headers,
                                     timeout=ClientTimeout(total=None, sock_connect=10)) as upstream:
             response = web.StreamResponse(status=upstream.status, headers={"Content-Type": upstream.headers.get("Content-Type", "application/json")})
             await response.prepare(request)
