@@ -435,3 +435,56 @@ def test_the_dashboard_is_optional_read_only_and_reads_no_secret(tmp_path) -> No
     operator = next(d for d in render(tmp_path) if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-operator")
     assert pod["securityContext"] == operator["spec"]["template"]["spec"]["securityContext"]
     assert pod["containers"][0]["securityContext"] == operator["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+
+
+def test_the_gateway_key_comes_from_the_pools_secret_into_the_runner_container_only(tmp_path) -> None:
+    """pools[].gateway (over runnerDefaults.gateway): each upstream's key as an env secretKeyRef in the
+    runner container, its base URL and the fixed port as settings; nothing in the operator, the dashboard
+    or the profiles; the pool's prices become its Factory's spec.prices."""
+    docs = render(tmp_path, FULL_VALUES.read_text())
+    factories = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Factory"}
+    cpu = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-cpu-runner")["spec"]["template"]["spec"]
+    gpu = factories["gpu"]["spec"]["scaling"]["template"]["spec"]
+    cpu_env = {e["name"]: e for e in cpu["containers"][0]["env"]}
+    gpu_env = {e["name"]: e for e in gpu["containers"][0]["env"]}
+    # runnerDefaults.gateway.openai reaches both pools; gpu's own anthropic and port only gpu.
+    for env in (cpu_env, gpu_env):
+        assert env["GIGAFACTORY_RUNNER_OPENAI_API_KEY"] == {
+            "name": "GIGAFACTORY_RUNNER_OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "openai-key", "key": "api-key"}}}
+        assert "GIGAFACTORY_RUNNER_OPENAI_BASE_URL" not in env  # the settings' default: OpenAI's own
+    assert gpu_env["GIGAFACTORY_RUNNER_ANTHROPIC_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "anthropic-key", "key": "api-key"}}
+    assert gpu_env["GIGAFACTORY_RUNNER_ANTHROPIC_BASE_URL"]["value"] == "https://llm-gateway.example.com/anthropic"
+    assert gpu_env["GIGAFACTORY_RUNNER_GATEWAY_PORT"]["value"] == "8042"
+    assert "GIGAFACTORY_RUNNER_ANTHROPIC_API_KEY" not in cpu_env and "GIGAFACTORY_RUNNER_GATEWAY_PORT" not in cpu_env
+    for env in (cpu_env, gpu_env):
+        assert {n for n in env if n.startswith("GIGAFACTORY_")} <= {f"GIGAFACTORY_RUNNER_{n.upper()}" for n in config.RunnerSettings.model_fields}
+    # The key is a reference in the runner container and nowhere else: no other container, ConfigMap or
+    # Factory field names the Secrets (the scaled pool's template is the runner container itself).
+    for doc in docs:
+        text = json.dumps(doc)
+        if doc["kind"] == "Factory" and doc["metadata"]["name"] == "gpu":
+            text = json.dumps({**doc, "spec": {**doc["spec"], "scaling": None}})
+        elif doc["kind"] == "Deployment" and doc["metadata"]["name"] == "gf-cpu-runner":
+            text = json.dumps({**doc["spec"]["template"]["spec"], "containers": None})
+        assert "openai-key" not in text and "anthropic-key" not in text, (doc["kind"], doc["metadata"]["name"])
+    assert factories["gpu"]["spec"]["prices"][0] == {"model": "claude-sonnet-4*", "inputPerMillion": 3, "outputPerMillion": 15}
+    assert "prices" not in factories["cpu"]["spec"]
+    # Without gateway values, no key variable at all (the default pool).
+    default = next(d for d in render(tmp_path) if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-default-runner")
+    assert not [e for e in default["spec"]["template"]["spec"]["containers"][0]["env"] if "API_KEY" in e["name"]]
+
+
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        pytest.param("pools:\n  - {name: a, agents: [x], gateway: {anthropic: {key: k}}}\n", "secretName", id="gateway-without-secret"),
+        pytest.param("runnerDefaults: {gateway: {anthropic: {secretName: s, apiKey: sk-inline}}}\n", "apiKey", id="gateway-inline-key"),
+        pytest.param("pools:\n  - {name: a, agents: [x], prices: [{model: m, inputPerMillion: -1, outputPerMillion: 1}]}\n",
+                     "inputPerMillion", id="negative-price"),
+    ],
+)
+def test_values_schema_refuses_bad_gateway_and_prices(tmp_path, values, fragment) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(values)
+    result = subprocess.run([str(HELM), "template", "gf", str(CHART), "-f", str(path)], capture_output=True, text=True)
+    assert result.returncode != 0 and fragment in result.stderr, result.stderr

@@ -106,6 +106,7 @@ when the operator scales the pool with demand. Context: dict "root" $ "pool" <po
 {{- $poolName := .name -}}
 {{- with .pool -}}
 {{- $sandbox := merge (deepCopy (.sandbox | default dict)) (deepCopy ($root.Values.runnerDefaults.sandbox | default dict)) -}}
+{{- $gateway := merge (deepCopy (.gateway | default dict)) (deepCopy ($root.Values.runnerDefaults.gateway | default dict)) -}}
 metadata:
   labels: {{- include "gigafactory.labels" $root | nindent 4 }}
     app.kubernetes.io/component: runner
@@ -136,6 +137,20 @@ spec:
         - {name: HOME, value: /tmp}
         - {name: GIGAFACTORY_RUNNER_SANDBOX, value: {{ $sandbox.mode | default "namespaces" | quote }}}
         - {name: GIGAFACTORY_RUNNER_SANDBOX_NETWORK, value: {{ $sandbox.network | default "shared" | quote }}}
+        {{- /* The model gateway's upstream keys (docs/agents.md#the-chart): from the pool's Secrets into this
+        container only; the runner hands its agents a loopback URL and a per-attempt token instead. */}}
+        {{- range $api, $env := dict "anthropic" "ANTHROPIC" "openai" "OPENAI" }}
+        {{- with index $gateway $api }}
+        - name: GIGAFACTORY_RUNNER_{{ $env }}_API_KEY
+          valueFrom: {secretKeyRef: {name: {{ required (printf "gateway.%s.secretName is required" $api) .secretName | quote }}, key: {{ .key | default "api-key" | quote }}}}
+        {{- with .baseURL }}
+        - {name: GIGAFACTORY_RUNNER_{{ $env }}_BASE_URL, value: {{ . | quote }}}
+        {{- end }}
+        {{- end }}
+        {{- end }}
+        {{- with $gateway.port }}
+        - {name: GIGAFACTORY_RUNNER_GATEWAY_PORT, value: {{ . | quote }}}
+        {{- end }}
         {{- with concat ($root.Values.runnerDefaults.extraEnv | default list) (.extraEnv | default list) }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

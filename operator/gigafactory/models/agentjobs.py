@@ -214,7 +214,7 @@ class AgentLimits(common.Model):
     tokens: Annotated[int | None, pydantic.Field(ge=1, le=10_000_000_000, description=(
         "Input plus output tokens per attempt, every model together, as the API's usage figures say. Crossing it "
         "stops the attempt: Stopped, BudgetExceeded (not retried unless a retry rule says so)."))] = None
-    cost: Annotated[float | None, pydantic.Field(gt=0, le=1_000_000, description=(
+    cost: Annotated[float | None, pydantic.Field(ge=0.000001, le=1_000_000, description=(
         "Estimated cost per attempt, at the prices of the factory it runs on (Factory spec.prices, in their currency). "
         "Crossing it stops the attempt: Stopped, BudgetExceeded. A model without a price stops it too (its cost "
         "cannot be counted); a factory with no prices refuses the job (Rejected, LimitsNotEnforced)."))] = None
