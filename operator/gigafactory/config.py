@@ -3,6 +3,7 @@
 One class per process; each field says what it is for. Helm values map onto these env names.
 """
 
+import pathlib
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -136,6 +137,10 @@ class RunnerSettings(pydantic_settings.BaseSettings):
     anthropic_base_url: str = "https://api.anthropic.com"
     openai_api_key: pydantic.SecretStr | None = None
     openai_base_url: str = "https://api.openai.com"  # without /v1: the agent's own paths carry it
+    # Or the key in a file (a mounted Secret: the chart's pools[].gateway), read once at start; the key's
+    # own setting wins when both are set. Under /var/run/secrets, which the agent sandbox never shows.
+    anthropic_api_key_file: str | None = None
+    openai_api_key_file: str | None = None
     # The gateway's port on 127.0.0.1; 0: any free one. Fix it where an agent's config file names the URL (Codex).
     gateway_port: int = pydantic.Field(default=0, ge=0, le=65535)
     # How agents run. namespaces: each in its own user, mount, pid, ipc and uts namespaces, seeing only
@@ -150,3 +155,17 @@ class RunnerSettings(pydantic_settings.BaseSettings):
     sandbox_read_only_paths: list[str] = []
     # Log level.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @pydantic.model_validator(mode="after")
+    def _keys_from_files(self) -> "RunnerSettings":
+        for api in ("anthropic", "openai"):
+            path = getattr(self, f"{api}_api_key_file")
+            if path and getattr(self, f"{api}_api_key") is None:
+                try:
+                    key = pathlib.Path(path).read_text().strip()
+                except OSError as exc:
+                    raise ValueError(f"{api}_api_key_file: cannot read {path}: {exc.strerror}") from None
+                if not key:
+                    raise ValueError(f"{api}_api_key_file: {path} is empty")
+                setattr(self, f"{api}_api_key", pydantic.SecretStr(key))
+        return self

@@ -170,6 +170,8 @@ def build_crds() -> dict[str, dict[str, Any]]:
                 age,
                 _column("Pod", ".status.pod", "string", "The runner pod of the current or last attempt.", priority=1),
                 _column("Reason", ".status.reason", "string", "Why the job is in its phase.", priority=1),
+                _column("Tokens", ".status.tokens", "integer", "Input plus output tokens of every attempt so far.", priority=1),
+                _column("Cost", ".status.cost", "number", "Estimated cost of every attempt so far, at the factories' prices.", priority=1),
             ],
         ),
         "factories.yaml": _crd(

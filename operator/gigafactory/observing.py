@@ -7,11 +7,13 @@ never collide.
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import prometheus_client
 from aiohttp import web
 
+MAX_MODELS = 100  # distinct model labels of the spending metrics; more share "other"
 LOG_FIELDS = ("job", "pod", "factory", "lease", "reason", "count", "seconds", "port", "identity")
 
 
@@ -49,6 +51,35 @@ class Metrics:
             "gigafactory_reports_rejected", "Runner reports and announced pushes not believed (a branch not the job's own), by field.",
             ["field"], registry=r)
         self.leader = prometheus_client.Gauge("gigafactory_leader", "1 while this replica is the active operator, else 0.", registry=r)
+        self.agent_tokens = prometheus_client.Counter(
+            "gigafactory_agent_tokens", "Model tokens the agents' attempts spent (the runners' model gateways' counts), by factory, "
+            "queue, namespace, model and direction (input, output).", ["factory", "queue", "namespace", "model", "direction"], registry=r)
+        self.agent_cost = prometheus_client.Counter(
+            "gigafactory_agent_cost", "Estimated cost of the agents' attempts at the factories' prices, by factory, queue, namespace "
+            "and model.", ["factory", "queue", "namespace", "model"], registry=r)
+        self._models: set[str] = set()
+
+    def model_label(self, model: str) -> str:
+        """Model names come from runners' reports: the first MAX_MODELS distinct ones get a series of their
+        own, the rest share "other", so a runner cannot grow the registry without bound."""
+        if model in self._models or len(self._models) < MAX_MODELS:
+            self._models.add(model)
+            return model
+        return "other"
+
+    def count_spending(self, body: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+        """Count one folded attempt's tokens and estimated cost (its record in status.attempts)."""
+        meta = body.get("metadata") or {}
+        labels = {"factory": str(record.get("factory") or ""), "queue": str((body.get("spec") or {}).get("queue") or ""),
+                  "namespace": str(meta.get("namespace") or "")}
+        for used in record.get("tokens") or ():
+            model = self.model_label(str(used.get("model") or "unknown"))
+            for direction in ("input", "output"):
+                count = used.get(f"{direction}Tokens")
+                if isinstance(count, int) and count > 0:
+                    self.agent_tokens.labels(**labels, model=model, direction=direction).inc(count)
+            if isinstance(used.get("cost"), (int, float)) and used["cost"] > 0:
+                self.agent_cost.labels(**labels, model=model).inc(used["cost"])
 
     def render(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)

@@ -133,8 +133,8 @@ def gateway_fleet(api, kubeconfig, namespace, tmp_path, agent_path):
     factory = stubs.unique("fac")
 
     def start(profile: str, server: modelserver.ModelServer, extra_profiles: dict | None = None,
-              readable: tuple[str, ...] = ()) -> RunnerProcess:
-        api.create_factory(factory, namespace, slotsPerPod=1, agents=[profile])
+              readable: tuple[str, ...] = (), prices: list | None = None) -> RunnerProcess:
+        api.create_factory(factory, namespace, slotsPerPod=1, agents=[profile], **({"prices": prices} if prices else {}))
         runner = RunnerProcess(kubeconfig, tmp_path, namespace=namespace, factory=factory, profile="claude-code",
                                path=agent_path, server=server)
         if extra_profiles:
@@ -220,3 +220,65 @@ def test_a_token_limit_counts_every_model_together() -> None:
     assert stops == ["1000 tokens used, the limit is 1000"] and session.exceeded == stops[0]
     session.count("small", 5, 5)  # an answer already on its way is still counted, the stop said once
     assert len(stops) == 1 and session.summary()["small"] == {"input": 206, "output": 104, "requests": 3}
+
+
+PRICES = [{"model": "claude-sonnet-4*", "inputPerMillion": 3, "outputPerMillion": 15}]
+
+
+def test_a_cost_limit_counts_at_the_binding_prices() -> None:
+    stops: list[str] = []
+    session = gateway.Session("t", gateway.Limits(cost=0.01, prices=PRICES), stops.append)
+    session.count("claude-sonnet-4-5", 1000, 300)  # 0.003 + 0.0045
+    assert stops == [] and session.cost == pytest.approx(0.0075)
+    session.count("claude-sonnet-4-5", 500, 67)  # 0.0015 + 0.001005: 0.010005
+    assert stops == ["an estimated 0.010005 spent, the limit is 0.01"]
+
+
+def test_a_cost_limit_stops_a_model_without_a_price() -> None:
+    stops: list[str] = []
+    session = gateway.Session("t", gateway.Limits(cost=100, prices=PRICES), stops.append)
+    session.count("gpt-4o", 10, 10)
+    assert len(stops) == 1 and "'gpt-4o' has no price" in stops[0]
+    # Without a cost limit an unpriced model is only counted.
+    free = gateway.Session("t", gateway.Limits(tokens=10**6, prices=PRICES), stops.append)
+    free.count("gpt-4o", 10, 10)
+    assert len(stops) == 1
+
+
+def test_claude_code_stopped_by_a_cost_limit(api, namespace, remote, gateway_fleet) -> None:
+    """The factory's prices reach the runner through the binding; the gateway prices each answer and
+    stops the agent once the estimate crosses spec.agent.limits.cost; the job's status shows the tokens
+    and the estimated cost at the same prices."""
+    with modelserver.ModelServer(key=REAL_KEY, models={"claude-sonnet-4-5"}) as server:
+        # The scripted answers cost 100+ input and 20 output tokens each: at 3 and 15 a million, about
+        # 0.0006 each; the limit lets the first answer through and stops the agent at the second.
+        gateway_fleet("claude-code", server, prices=PRICES)
+        api.create_job(namespace, "dear", repo={"url": str(remote)}, task={"prompt": "Greet"},
+                       agent={"profile": "claude-code", "args": ["--model", "claude-sonnet-4-5"], "limits": {"cost": 0.001}})
+        api.create_job(namespace, "nocap", repo={"url": str(remote)}, task={"prompt": "Greet"},
+                       agent={"profile": "claude-code", "args": ["--model", "claude-sonnet-4-5"]})
+        dear, nocap = _finished(api, namespace, "dear"), _finished(api, namespace, "nocap")
+        usage = dict(server.usage)
+    assert server.violations == []
+    assert dear["phase"] == "Failed" and dear["reason"] == "BudgetExceeded", dear
+    (attempt,) = dear["attempts"]
+    assert (attempt["outcome"], attempt["reason"]) == ("Stopped", "BudgetExceeded")
+    assert "the limit is 0.001" in attempt["message"]
+    assert attempt["tokens"][0]["model"] == "claude-sonnet-4-5" and attempt["tokens"][0]["requests"] >= 1
+    assert attempt["cost"] >= 0.001 and dear["cost"] == attempt["cost"]
+    assert dear["tokens"] == attempt["tokens"][0]["inputTokens"] + attempt["tokens"][0]["outputTokens"]
+    # The uncapped job ran whole; its cost is its tokens at the factory's prices, to the millionth.
+    assert nocap["phase"] == "Succeeded", nocap["attempts"][-1]
+    (used,) = nocap["attempts"][-1]["tokens"]
+    assert used["cost"] == round((used["inputTokens"] * 3 + used["outputTokens"] * 15) / 1e6, 6) == nocap["cost"]
+    assert sum(u["input"] + u["output"] for u in usage.values()) == dear["tokens"] + nocap["tokens"]
+
+
+def test_a_cost_limit_on_a_factory_without_prices_is_refused(api, namespace, remote, gateway_fleet) -> None:
+    with modelserver.ModelServer(key=REAL_KEY) as server:
+        gateway_fleet("claude-code", server)
+        api.create_job(namespace, "unpriced", repo={"url": str(remote)}, task={"prompt": "Greet"},
+                       agent={"profile": "claude-code", "limits": {"cost": 1}})
+        status = _finished(api, namespace, "unpriced")
+    assert status["phase"] == "Failed" and status["attempts"][-1]["reason"] == "LimitsNotEnforced", status
+    assert "spec.prices" in status["attempts"][-1]["message"] and server.requests == []

@@ -435,3 +435,83 @@ def test_the_dashboard_is_optional_read_only_and_reads_no_secret(tmp_path) -> No
     operator = next(d for d in render(tmp_path) if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-operator")
     assert pod["securityContext"] == operator["spec"]["template"]["spec"]["securityContext"]
     assert pod["containers"][0]["securityContext"] == operator["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+
+
+def test_the_gateway_key_comes_from_the_pools_secret_into_the_runner_container_only(tmp_path) -> None:
+    """pools[].gateway (over runnerDefaults.gateway): each upstream's key from its Secret, as a file mounted
+    in the runner container under /var/run/secrets (hidden from agents), named by a *_API_KEY_FILE setting;
+    its base URL and the fixed port as settings; nothing in the operator, the dashboard or the profiles.
+    The pool's prices become its Factory's spec.prices."""
+    docs = render(tmp_path, FULL_VALUES.read_text())
+    factories = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Factory"}
+    cpu = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-cpu-runner")["spec"]["template"]["spec"]
+    gpu = factories["gpu"]["spec"]["scaling"]["template"]["spec"]
+
+    def keys(pod: dict) -> dict[str, tuple[str, str, int]]:
+        """Setting → (Secret, key, mode) of the file it names."""
+        container = pod["containers"][0]
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        found = {}
+        for env in container["env"]:
+            if env["name"].endswith("_API_KEY_FILE"):
+                directory, file = env["value"].rsplit("/", 1)
+                assert mounts[directory]["readOnly"] is True and directory.startswith("/var/run/secrets/")
+                secret = volumes[mounts[directory]["name"]]["secret"]
+                (item,) = [i for i in secret["items"] if i["path"] == file]
+                found[env["name"]] = (secret["secretName"], item["key"], secret["defaultMode"])
+        return found
+
+    # runnerDefaults.gateway.openai reaches both pools; gpu's own anthropic and port only gpu.
+    assert keys(cpu) == {"GIGAFACTORY_RUNNER_OPENAI_API_KEY_FILE": ("openai-key", "api-key", 0o440)}
+    assert keys(gpu) == {"GIGAFACTORY_RUNNER_OPENAI_API_KEY_FILE": ("openai-key", "api-key", 0o440),
+                         "GIGAFACTORY_RUNNER_ANTHROPIC_API_KEY_FILE": ("anthropic-key", "api-key", 0o440)}
+    cpu_env = {e["name"]: e for e in cpu["containers"][0]["env"]}
+    gpu_env = {e["name"]: e for e in gpu["containers"][0]["env"]}
+    assert gpu_env["GIGAFACTORY_RUNNER_ANTHROPIC_BASE_URL"]["value"] == "https://llm-gateway.example.com/anthropic"
+    assert gpu_env["GIGAFACTORY_RUNNER_GATEWAY_PORT"]["value"] == "8042"
+    assert "GIGAFACTORY_RUNNER_OPENAI_BASE_URL" not in cpu_env and "GIGAFACTORY_RUNNER_GATEWAY_PORT" not in cpu_env
+    for env in (cpu_env, gpu_env):
+        assert {n for n in env if n.startswith("GIGAFACTORY_")} <= {f"GIGAFACTORY_RUNNER_{n.upper()}" for n in config.RunnerSettings.model_fields}
+        assert not [e for e in env.values() if "secretKeyRef" in json.dumps(e)]  # never in the environment
+    # The Secrets are named by the runner pods' volumes and nowhere else (no other pod, ConfigMap or Factory field).
+    for doc in docs:
+        if doc["kind"] == "Factory" and doc["metadata"]["name"] == "gpu":
+            doc = {**doc, "spec": {**doc["spec"], "scaling": None}}
+        elif doc["kind"] == "Deployment" and doc["metadata"]["name"] == "gf-cpu-runner":
+            doc = {**doc["spec"]["template"]["spec"], "volumes": None}
+        assert "openai-key" not in json.dumps(doc) and "anthropic-key" not in json.dumps(doc)
+    # The scaled pool's template is one the operator runs (secret volumes are allowed there).
+    assert scaler.restrict_template(factories["gpu"]["spec"]["scaling"]["template"], service_account="gf-gpu-runner")[1] == []
+    assert factories["gpu"]["spec"]["prices"][0] == {"model": "claude-sonnet-4*", "inputPerMillion": 3, "outputPerMillion": 15}
+    assert "prices" not in factories["cpu"]["spec"]
+    # Without gateway values, no key setting at all (the default pool).
+    default = next(d for d in render(tmp_path) if d["kind"] == "Deployment" and d["metadata"]["name"] == "gf-default-runner")
+    assert not keys(default["spec"]["template"]["spec"])
+
+
+def test_the_runner_reads_its_gateway_keys_from_files(tmp_path, monkeypatch) -> None:
+    key = tmp_path / "api-key"
+    key.write_text("sk-ant-from-a-secret\n")
+    monkeypatch.setenv("GIGAFACTORY_RUNNER_ANTHROPIC_API_KEY_FILE", str(key))
+    settings = config.RunnerSettings(pod_name="p", factory="f")
+    assert settings.anthropic_api_key.get_secret_value() == "sk-ant-from-a-secret" and settings.openai_api_key is None
+    monkeypatch.setenv("GIGAFACTORY_RUNNER_OPENAI_API_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="openai_api_key_file: cannot read"):
+        config.RunnerSettings(pod_name="p", factory="f")
+
+
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        pytest.param("pools:\n  - {name: a, agents: [x], gateway: {anthropic: {key: k}}}\n", "secretName", id="gateway-without-secret"),
+        pytest.param("runnerDefaults: {gateway: {anthropic: {secretName: s, apiKey: sk-inline}}}\n", "apiKey", id="gateway-inline-key"),
+        pytest.param("pools:\n  - {name: a, agents: [x], prices: [{model: m, inputPerMillion: -1, outputPerMillion: 1}]}\n",
+                     "inputPerMillion", id="negative-price"),
+    ],
+)
+def test_values_schema_refuses_bad_gateway_and_prices(tmp_path, values, fragment) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(values)
+    result = subprocess.run([str(HELM), "template", "gf", str(CHART), "-f", str(path)], capture_output=True, text=True)
+    assert result.returncode != 0 and fragment in result.stderr, result.stderr

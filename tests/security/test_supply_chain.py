@@ -5,6 +5,7 @@ serves for a version; a runtime image with pytest, ruff, checkov or the embedded
 libraries in it gives whoever gets into a pod tools we never meant to ship. So: every lock line is
 pinned and hashed, every install of a lock says `--require-hashes`, the runtime lock holds no test
 or dev tool, and the image's runtime stage installs the runtime lock and nothing else."""
+import json
 import pathlib
 import re
 import shlex
@@ -74,11 +75,23 @@ def _run_lines(stage: str) -> list[str]:
     return [line[4:] for line in re.sub(r"\\\n\s*", " ", stage).splitlines() if line.startswith("RUN ")]
 
 
+def _stages(dockerfile: str) -> dict[str, str]:
+    """The stages of a Dockerfile by name ("" for the unnamed last one), each from its base image on."""
+    stages = {}
+    for stage in re.split(r"^FROM ", dockerfile, flags=re.M)[1:]:
+        named = re.match(r"\S+ AS (\S+)", stage)
+        stages[named.group(1) if named else ""] = stage
+    return stages
+
+
 def test_the_images_runtime_stage_installs_only_the_runtime_lock_with_hashes() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    stages = re.split(r"^FROM ", dockerfile, flags=re.M)[1:]
-    assert len(stages) == 2 and stages[0].startswith("python:3.11-slim AS build"), "a build stage, then the runtime"
-    build, runtime = stages
+    stages = _stages(dockerfile)
+    assert list(stages)[0] == "build" and stages["build"].startswith("python:3.11-slim AS build"), "a build stage first"
+    assert stages["runtime"].startswith("python:3.11-slim AS runtime")
+    # The default target (the last stage) is the runtime itself: the agent CLIs are a target of their own.
+    assert stages[""].strip() == "runtime", stages[""]
+    build, runtime = stages["build"], stages["runtime"]
     copied = re.findall(r"^COPY (?!--from)(.+)$", build, flags=re.M)
     assert [c for c in copied if "requirements" in c] == ["requirements.lock /src/requirements.lock"], copied
     installs = [shlex.split(run) for run in _run_lines(build) if "pip install" in run]
@@ -114,3 +127,33 @@ def test_every_install_of_a_lock_requires_hashes(path, lock) -> None:
 def test_the_kube_tools_wheel_is_hash_checked() -> None:
     source = (ROOT / "scripts" / "kube-tools.py").read_text()
     assert re.search(r'SHA256 = "[0-9a-f]{64}"', source) and '"--require-hashes"' in source
+
+
+def test_the_runner_agents_target_installs_the_pinned_agent_clis_and_no_test_tool() -> None:
+    """`--target runner-agents`: Claude Code and Codex by `npm ci` of the lock the tests install from
+    (integrity-checked), Aider from tests/agents/aider.lock with --require-hashes; the pins are the tests';
+    nothing else is copied in (no test lock, no test tool, no Node.js in the final image)."""
+    stages = _stages((ROOT / "Dockerfile").read_text())
+    npm, aider, agents = stages["agents-npm"], stages["agents-aider"], stages["runner-agents"]
+    assert agents.startswith("runtime AS runner-agents")
+    copied = re.findall(r"^COPY (?!--from)(.+)$", npm + aider + agents, flags=re.M)
+    assert copied == ["tests/agents/package.json tests/agents/package-lock.json /usr/local/lib/gigafactory-agents/npm/",
+                      "tests/agents/aider.lock /src/aider.lock"], copied
+    npm_runs = [shlex.split(run) for run in _run_lines(npm)]
+    assert any(argv[argv.index("npm") + 1] == "ci" for argv in npm_runs if "npm" in argv), npm_runs
+    assert not any("install" in argv for argv in npm_runs if "npm" in argv)  # `npm ci`: the lock or nothing
+    pips = [shlex.split(run) for run in _run_lines(aider) if "pip install" in run]
+    assert pips and all("--require-hashes" in argv and argv[argv.index("-r") + 1] == "/src/aider.lock" for argv in pips), pips
+    assert not [run for run in _run_lines(agents) if re.search(r"\b(pip|npm|apt-get|apt)\b\s", run)]
+    # The final image takes the installed CLIs from those stages, nothing else (no node, no npm).
+    assert re.findall(r"^COPY --from=(\S+)", agents, flags=re.M) == ["agents-npm", "agents-aider"]
+    assert all(source.startswith("/usr/local/lib/gigafactory-agents/") for source in re.findall(r"^COPY --from=\S+ (\S+)", agents, flags=re.M))
+    # The pins are the tests' (tests/agents/install.py installs the same files).
+    lock = json.loads((ROOT / "tests" / "agents" / "package-lock.json").read_text())
+    assert lock["packages"][""]["dependencies"] == json.loads((ROOT / "tests" / "agents" / "package.json").read_text())["dependencies"]
+    assert all(package.get("integrity", "").startswith("sha512-") for path, package in lock["packages"].items() if path)
+    assert "aider-chat==" in (ROOT / "tests" / "agents" / "aider.lock").read_text()
+    for tool in ("pytest", "ruff", "hypothesis"):
+        assert not re.search(rf"^{tool}==", (ROOT / "tests" / "agents" / "aider.lock").read_text(), flags=re.M), tool
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"!tests/agents/package.json", "!tests/agents/package-lock.json", "!tests/agents/aider.lock"} <= set(ignored)

@@ -106,6 +106,7 @@ when the operator scales the pool with demand. Context: dict "root" $ "pool" <po
 {{- $poolName := .name -}}
 {{- with .pool -}}
 {{- $sandbox := merge (deepCopy (.sandbox | default dict)) (deepCopy ($root.Values.runnerDefaults.sandbox | default dict)) -}}
+{{- $gateway := merge (deepCopy (.gateway | default dict)) (deepCopy ($root.Values.runnerDefaults.gateway | default dict)) -}}
 metadata:
   labels: {{- include "gigafactory.labels" $root | nindent 4 }}
     app.kubernetes.io/component: runner
@@ -136,6 +137,20 @@ spec:
         - {name: HOME, value: /tmp}
         - {name: GIGAFACTORY_RUNNER_SANDBOX, value: {{ $sandbox.mode | default "namespaces" | quote }}}
         - {name: GIGAFACTORY_RUNNER_SANDBOX_NETWORK, value: {{ $sandbox.network | default "shared" | quote }}}
+        {{- /* The model gateway's upstream keys (docs/agents.md#the-chart): each from the pool's Secret, as a
+        file in this container only (under /var/run/secrets, which the agent sandbox never shows); the runner
+        hands its agents a loopback URL and a per-attempt token instead. */}}
+        {{- range $api, $env := dict "anthropic" "ANTHROPIC" "openai" "OPENAI" }}
+        {{- with index $gateway $api }}
+        - {name: GIGAFACTORY_RUNNER_{{ $env }}_API_KEY_FILE, value: /var/run/secrets/gigafactory/{{ $api }}/api-key}
+        {{- with .baseURL }}
+        - {name: GIGAFACTORY_RUNNER_{{ $env }}_BASE_URL, value: {{ . | quote }}}
+        {{- end }}
+        {{- end }}
+        {{- end }}
+        {{- with $gateway.port }}
+        - {name: GIGAFACTORY_RUNNER_GATEWAY_PORT, value: {{ . | quote }}}
+        {{- end }}
         {{- with concat ($root.Values.runnerDefaults.extraEnv | default list) (.extraEnv | default list) }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -155,10 +170,24 @@ spec:
         - {name: work, mountPath: /work}
         - {name: tmp, mountPath: /tmp}
         - {name: profiles, mountPath: /etc/gigafactory, readOnly: true}
+        {{- range $api := list "anthropic" "openai" }}
+        {{- if index $gateway $api }}
+        - {name: gateway-{{ $api }}, mountPath: /var/run/secrets/gigafactory/{{ $api }}, readOnly: true}
+        {{- end }}
+        {{- end }}
   volumes:
     - {name: work, emptyDir: {}}
     - {name: tmp, emptyDir: {}}
     - name: profiles
       configMap: {name: {{ $poolName }}-profiles}
+    {{- range $api := list "anthropic" "openai" }}
+    {{- with index $gateway $api }}
+    - name: gateway-{{ $api }}
+      secret:
+        secretName: {{ required (printf "gateway.%s.secretName is required" $api) .secretName | quote }}
+        items: [{key: {{ .key | default "api-key" | quote }}, path: api-key}]
+        defaultMode: 0440  # the runner's group (fsGroup) reads it; nobody else
+    {{- end }}
+    {{- end }}
 {{- end }}
 {{- end }}

@@ -5,7 +5,7 @@ operator and a runner) racing on one job let exactly one through; the loser re-r
 import asyncio
 import datetime
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from gigafactory import constants, kubeclient, leases
@@ -18,7 +18,8 @@ Body = dict[str, Any]
 
 
 async def bind(
-    client: kubeclient.Client, *, body: Mapping[str, Any], decision: cycle.Decision, claim_timeout_seconds: int
+    client: kubeclient.Client, *, body: Mapping[str, Any], decision: cycle.Decision, claim_timeout_seconds: int,
+    model_prices: Sequence[Mapping[str, Any]] = (),
 ) -> bool:
     """The writes of a bind: status, finalizer, Lease. True when all went through; False when the job changed under us
     (409) or the Lease could not be created (then the assignment is reverted)."""
@@ -26,7 +27,7 @@ async def bind(
     now = leases.now()
     try:
         bound = await client.patch(
-            kubeclient.AGENTJOBS, job.name, patches.bind_patch(body=body, decision=decision, now=now),
+            kubeclient.AGENTJOBS, job.name, patches.bind_patch(body=body, decision=decision, now=now, model_prices=model_prices),
             namespace=job.namespace, subresource="status",
         )
     except kubeclient.Conflict:
@@ -127,31 +128,35 @@ async def undo(client: kubeclient.Client, *, binding: leases.Binding, reason: st
     return done
 
 
-async def fold(client: kubeclient.Client, *, body: Mapping[str, Any]) -> bool:
-    """Fold a matching report into the job, then delete its binding Lease."""
+async def fold(client: kubeclient.Client, *, body: Mapping[str, Any]) -> Body | None:
+    """Fold a matching report into the job, then delete its binding Lease. Returns the patch that went
+    through (its last attempt record is the one folded), or None when none did: the caller counts what
+    the attempt spent from it, so exactly once per attempt (the write carries a resourceVersion)."""
     meta = body.get("metadata") or {}
     namespace, name = meta.get("namespace"), meta.get("name")
     assignment = ((body.get("status") or {}).get("assignment") or {}).copy()
+    written: list[Body] = []
 
     async def write(fresh: Body) -> bool:
         if not patches.report_matches(fresh):
             return False
         assignment.update((fresh.get("status") or {}).get("assignment") or {})
-        await client.patch(kubeclient.AGENTJOBS, str(name), patches.fold_patch(body=fresh, now=leases.now()),
-                           namespace=namespace, subresource="status")
+        patch = patches.fold_patch(body=fresh, now=leases.now())
+        await client.patch(kubeclient.AGENTJOBS, str(name), patch, namespace=namespace, subresource="status")
+        written.append(patch)
         return True
 
     try:
-        await client.patch(kubeclient.AGENTJOBS, str(name), patches.fold_patch(body=body, now=leases.now()),
-                           namespace=namespace, subresource="status")
-        done = True
+        patch = patches.fold_patch(body=body, now=leases.now())
+        await client.patch(kubeclient.AGENTJOBS, str(name), patch, namespace=namespace, subresource="status")
+        written.append(patch)
     except kubeclient.Conflict:
-        done = await _with_fresh_job(client, str(namespace), str(name), write)
+        await _with_fresh_job(client, str(namespace), str(name), write)
     except kubeclient.NotFound:
-        return False
-    if done and assignment.get("lease"):
+        return None
+    if written and assignment.get("lease"):
         await client.delete(kubeclient.LEASES, assignment["lease"], namespace=assignment.get("leaseNamespace") or assignment.get("podNamespace"))
-    return done
+    return written[-1] if written else None
 
 
 async def explain(client: kubeclient.Client, *, body: Mapping[str, Any], message: str,

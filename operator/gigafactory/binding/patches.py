@@ -8,7 +8,7 @@ from typing import Any
 
 from gigafactory import constants, leases
 from gigafactory.binding import retries, trust
-from gigafactory.models import agentjobs
+from gigafactory.models import agentjobs, prices
 from gigafactory.scheduling import cycle
 
 Body = dict[str, Any]
@@ -63,7 +63,10 @@ def condition(body: Mapping[str, Any], type: str) -> Mapping[str, Any] | None:
     return None
 
 
-def bind_patch(*, body: Mapping[str, Any], decision: cycle.Decision, now: datetime.datetime) -> Body:
+def bind_patch(*, body: Mapping[str, Any], decision: cycle.Decision, now: datetime.datetime,
+               model_prices: Sequence[Mapping[str, Any]] = ()) -> Body:
+    """`model_prices`: the factory's spec.prices, copied into the binding so that the runner enforces
+    spec.agent.limits.cost and the fold prices the attempt with the very figures of its bind."""
     job, pod = decision.job, decision.pod
     status = body.get("status") or {}
     meta = body.get("metadata") or {}
@@ -84,6 +87,7 @@ def bind_patch(*, body: Mapping[str, Any], decision: cycle.Decision, now: dateti
             "boundAt": _stamp(now),
             "score": max(0, min(100, decision.score)),
             "scores": decision.scores,
+            **({"prices": [dict(p) for p in model_prices][:64]} if model_prices else {}),
         },
         "requeueAt": None,
         "conditions": set_condition(
@@ -156,6 +160,7 @@ def _finish(
         "phase": verdict.phase.value,
         "reason": verdict.reason if verdict.phase in agentjobs.TERMINAL_PHASES else scheduled,
         "attempts": attempts,
+        **totals(status, record),
         "assignment": None,
         "report": None,
         "requeueAt": _stamp(verdict.requeue_at) if verdict.requeue_at else None,
@@ -201,9 +206,32 @@ def fold_patch(*, body: Mapping[str, Any], now: datetime.datetime) -> Body:
     if report.get("logRef"):
         record["logRef"] = report["logRef"]
     if report.get("tokens"):
-        record["tokens"] = report["tokens"]
+        record["tokens"], record["cost"] = priced_tokens(report["tokens"], assignment.get("prices") or ())
     record = {k: v for k, v in record.items() if v is not None}
     return _finish(body=body, record=record, outcome=outcome, exit_code=report.get("exitCode"), result=result, now=now)
+
+
+def priced_tokens(tokens: Sequence[Mapping[str, Any]], model_prices: Sequence[Mapping[str, Any]]) -> tuple[list[Body], float | None]:
+    """A report's tokens as the attempt record keeps them: only the counted fields (a runner's own
+    `cost` is dropped), each model's estimated cost at the binding's prices, and the attempt's total."""
+    kept = [{key: used[key] for key in ("model", "inputTokens", "outputTokens", "requests") if key in used} for used in tokens]
+    per_model, total = prices.estimate(kept, model_prices)
+    for used in kept:
+        if used.get("model") in per_model:
+            used["cost"] = per_model[used["model"]]
+    return kept, total
+
+
+def totals(status: Mapping[str, Any], record: Mapping[str, Any]) -> Body:
+    """The job's running totals (status.tokens, status.cost, for printer columns) with this attempt
+    added. Added, not summed from attempts: the list drops its oldest records past its bound."""
+    used = sum(int(t.get("inputTokens") or 0) + int(t.get("outputTokens") or 0) for t in record.get("tokens") or ())
+    result: Body = {}
+    if used or status.get("tokens") is not None:
+        result["tokens"] = int(status.get("tokens") or 0) + used
+    if record.get("cost") is not None or status.get("cost") is not None:
+        result["cost"] = round(float(status.get("cost") or 0) + float(record.get("cost") or 0), prices.DIGITS)
+    return result
 
 
 def binding_is_current(body: Mapping[str, Any], binding: leases.Binding) -> bool:

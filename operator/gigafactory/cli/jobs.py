@@ -336,6 +336,16 @@ def register(app: typer.Typer) -> None:
         console.print(f"Queue:     {spec.queue}   priority {spec.priority}", markup=False)
         console.print(f"Repo:      {spec.repo.url} @ {spec.repo.base_ref}", markup=False)
         console.print(f"Agent:     {spec.agent.profile}", markup=False)
+        if spec.agent.limits is not None:
+            limits = spec.agent.limits
+            caps = [f"{what} {value:g}" if isinstance(value, float) else f"{what} {value}"
+                    for what, value in (("requests", limits.requests), ("tokens", limits.tokens), ("cost", limits.cost)) if value is not None]
+            console.print(f"Limits:    {', '.join(caps) or 'none'} per attempt", markup=False)
+        if status.tokens is not None or status.cost is not None:
+            spent = f"{status.tokens or 0} tokens"
+            if status.cost is not None:
+                spent += f", estimated cost {status.cost:.6f} (at the factories' prices)"
+            console.print(f"Spent:     {spent}, every attempt so far", markup=False)
         if status.assignment:
             a = status.assignment
             console.print(f"Bound to:  {a.factory}/{a.pod} (score {a.score})", markup=False)
@@ -348,9 +358,12 @@ def register(app: typer.Typer) -> None:
             for rec in status.attempts:
                 where = f"{rec.factory or '-'}/{rec.pod or '-'}" + (f" (score {rec.score})" if rec.score is not None else "")
                 console.print(f"  #{rec.attempt} {rec.outcome.value:<12} {rec.reason:<14} {where} {rec.message}", markup=False)
-                for used in rec.tokens:  # the runner's model gateway's count
+                for used in rec.tokens:  # the runner's model gateway's count, priced by the operator
+                    cost = f", estimated cost {used.cost:.6f}" if used.cost is not None else ", no price"
                     console.print(f"      tokens {used.model}: {used.input_tokens} in, {used.output_tokens} out, "
-                                  f"{used.requests} requests", markup=False)
+                                  f"{used.requests} requests{cost}", markup=False)
+                if rec.cost is not None:
+                    console.print(f"      estimated cost of the attempt: {rec.cost:.6f}", markup=False)
         if status.result:
             r = status.result
             console.print(f"Result:    {r.branch} @ {r.commit[:12]} ({r.diffstat.files_changed} files, "

@@ -143,7 +143,12 @@ class JobLifecycle(base.Base):
             assignment = (body.get("status") or {}).get("assignment") or {}
             report = (body.get("status") or {}).get("report") or {}
             problem = trust.report_problem(body, report)
-            if await binder.fold(self.client, body=body):
+            folded = await binder.fold(self.client, body=body)
+            if folded is not None:
+                # Counted here, from the one write that folded the report (a resourceVersion-checked patch that
+                # also clears the report, so no later event folds it again); never from status.attempts on
+                # start-up, so an operator restart counts nothing twice (counters restart at zero).
+                self.metrics.count_spending(body, folded["status"]["attempts"][-1])
                 if problem is not None:
                     self.metrics.reports_rejected.labels(field="status.report.result.branch").inc()
                     logger.warning("report rejected: %s", problem, extra={"job": base.name_of(body), "pod": assignment.get("pod"),

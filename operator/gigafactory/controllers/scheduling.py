@@ -178,7 +178,9 @@ class Scheduling(statuses.FactoryStatuses):
                 # second line all the same: binding Leases are created in runner namespaces only.
                 logger.error("bind to a pod outside the runner namespaces refused", extra={"pod": f"{decision.pod.namespace}/{decision.pod.name}"})
                 return
-            ok = await binder.bind(self.client, body=body, decision=decision, claim_timeout_seconds=self.settings.claim_timeout_seconds)
+            factory = self.factories.cache.get(("", decision.pod.factory)) or {}
+            ok = await binder.bind(self.client, body=body, decision=decision, claim_timeout_seconds=self.settings.claim_timeout_seconds,
+                                   model_prices=(factory.get("spec") or {}).get("prices") or ())
         finally:
             if not ok:
                 # Forget the assumption; the job is pending again in the next cycle.

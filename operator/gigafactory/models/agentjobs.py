@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import pydantic
 
 from gigafactory import constants
-from gigafactory.models import common
+from gigafactory.models import common, factories
 from gigafactory.models.common import X_LIST_MAP_KEYS, X_LIST_TYPE, X_VALIDATIONS, rule
 
 # Characters a branch or ref may hold here: a safe subset of what `git check-ref-format` allows,
@@ -214,6 +214,10 @@ class AgentLimits(common.Model):
     tokens: Annotated[int | None, pydantic.Field(ge=1, le=10_000_000_000, description=(
         "Input plus output tokens per attempt, every model together, as the API's usage figures say. Crossing it "
         "stops the attempt: Stopped, BudgetExceeded (not retried unless a retry rule says so)."))] = None
+    cost: Annotated[float | None, pydantic.Field(ge=0.000001, le=1_000_000, description=(
+        "Estimated cost per attempt, at the prices of the factory it runs on (Factory spec.prices, in their currency). "
+        "Crossing it stops the attempt: Stopped, BudgetExceeded. A model without a price stops it too (its cost "
+        "cannot be counted); a factory with no prices refuses the job (Rejected, LimitsNotEnforced)."))] = None
 
 
 class AgentSpec(common.Model):
@@ -366,6 +370,9 @@ class Assignment(common.Model):
     claimed_at: Annotated[datetime.datetime | None, pydantic.Field(description="When the runner claimed the binding.")] = None
     score: Annotated[int, pydantic.Field(ge=0, le=100, description="The winning normalized score, 0–100.")] = 0
     scores: Annotated[dict[str, int], pydantic.Field(description="The score of each plugin for the chosen pod.")] = {}
+    prices: Annotated[factories.Prices, pydantic.Field(description=(
+        "The factory's prices when the job was bound (its spec.prices): what the runner enforces spec.agent.limits.cost "
+        "with and what the attempt's estimated cost is computed from."))] = []
 
 
 class PushedBranch(common.Model):
@@ -382,6 +389,9 @@ class ModelTokens(common.Model):
     input_tokens: Annotated[int, pydantic.Field(ge=0, description="Input tokens (cache reads and writes included).")] = 0
     output_tokens: Annotated[int, pydantic.Field(ge=0, description="Output tokens.")] = 0
     requests: Annotated[int, pydantic.Field(ge=0, description="Answers counted.")] = 0
+    cost: Annotated[float | None, pydantic.Field(ge=0, description=(
+        "Estimated cost of these tokens, computed by the operator from the binding's prices (absent without a price; "
+        "a runner's own figure here is ignored)."))] = None
 
 
 TokensPerModel = Annotated[
@@ -409,6 +419,9 @@ class AttemptRecord(common.Model):
     counted: Annotated[bool, pydantic.Field(description="Whether it counted against maxAttempts.")] = True
     log_ref: Annotated[str | None, pydantic.Field(max_length=512, description="Where the tail of the agent's output is kept.")] = None
     tokens: TokensPerModel = []
+    cost: Annotated[float | None, pydantic.Field(ge=0, description=(
+        "Estimated cost of the attempt: the sum over its priced models (absent when none had a price). An estimate "
+        "(docs/agents.md#prices), not a bill."))] = None
     pushed: Annotated[
         PushedBranch | None,
         pydantic.Field(description="Set when the runner announced a push and then went silent: the next attempt adopts that "
@@ -471,6 +484,10 @@ class AgentJobStatus(common.Model):
     ] = None
     pod: Annotated[str | None, pydantic.Field(description="The runner pod of the current attempt, or of the last one once it ended.")] = None
     attempts: Annotated[list[AttemptRecord], pydantic.Field(max_length=1200, description="Past attempts, oldest first.")] = []
+    tokens: Annotated[int | None, pydantic.Field(ge=0, description=(
+        "Input plus output tokens of every attempt so far, every model together (for printer columns)."))] = None
+    cost: Annotated[float | None, pydantic.Field(ge=0, description=(
+        "Estimated cost of every attempt so far (for printer columns; see attempts[].cost)."))] = None
     requeue_at: Annotated[datetime.datetime | None, pydantic.Field(description="When a job in backoff becomes schedulable again.")] = None
     start_time: Annotated[datetime.datetime | None, pydantic.Field(description="When the job was first bound.")] = None
     completion_time: Annotated[datetime.datetime | None, pydantic.Field(description="When the job reached a terminal phase.")] = None

@@ -50,6 +50,27 @@ class ScalingSpec(common.Model):
         return self
 
 
+class ModelPrice(common.Model):
+    """What one model costs, per million tokens: an estimate for the record and for spec.agent.limits.cost."""
+
+    model: Annotated[str, pydantic.Field(min_length=1, max_length=256, description=(
+        "The model's name as the API answers with it, or a prefix ending in '*' (claude-sonnet-4*), or '*' alone for "
+        "every model without an entry of its own. The exact name wins, then the longest prefix."))]
+    input_per_million: Annotated[float, pydantic.Field(ge=0, le=1_000_000, description=(
+        "Price of a million input tokens (cache reads and writes are counted as input), in the platform's currency."))]
+    output_per_million: Annotated[float, pydantic.Field(ge=0, le=1_000_000, description="Price of a million output tokens.")]
+
+
+Prices = Annotated[
+    list[ModelPrice],
+    pydantic.Field(max_length=64, description=(
+        "Estimated prices per model, per million tokens, in the platform's currency (docs/agents.md#prices). The "
+        "operator copies them into each binding (status.assignment.prices): the runner enforces spec.agent.limits.cost "
+        "with them and the operator records each attempt's estimated cost."),
+        json_schema_extra={X_LIST_TYPE: "map", X_LIST_MAP_KEYS: ["model"]}),
+]
+
+
 class FactorySpec(common.Model):
     """What the pool offers and which jobs it takes."""
 
@@ -79,6 +100,7 @@ class FactorySpec(common.Model):
     cost_weight: Annotated[
         float, pydantic.Field(ge=0, le=100, description="Relative cost of running here; cheaper factories score higher.")
     ] = 1.0
+    prices: Prices = []
     unschedulable: Annotated[bool, pydantic.Field(description="Cordon: no new bindings; running jobs finish. Deleting the Factory drains it.")] = False
     drain_grace_seconds: Annotated[
         int,

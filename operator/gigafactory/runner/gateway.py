@@ -5,7 +5,7 @@ Messages API, `/openai/v1` for the OpenAI APIs) in place of the endpoint and key
 The gateway checks the token, forwards the request to the pool's upstream with the pool's key, streams
 the answer back as it arrives, and counts each answer's input and output tokens per model from the
 usage figures the APIs send (SSE events or the JSON body). An attempt that crosses its limits
-(`spec.agent.limits`: requests, tokens) is refused further requests (HTTP 429, the API's own error
+(`spec.agent.limits`: requests, tokens, cost at the binding's prices) is refused further requests (HTTP 429, the API's own error
 shape) and stopped by the runner with reason BudgetExceeded.
 
 Usage is read with bounded buffers: SSE lines longer than MAX_LINE and JSON bodies longer than
@@ -17,11 +17,13 @@ import dataclasses
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from gigafactory.models import prices
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ class Upstream:
 class Limits:
     requests: int | None = None
     tokens: int | None = None  # input + output, summed over every model
+    cost: float | None = None  # estimated, at `prices` (the binding's copy of the factory's spec.prices)
+    prices: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclasses.dataclass
@@ -74,6 +78,7 @@ class Session:
         self.usage: dict[str, ModelUsage] = {}
         self.requests = 0
         self.exceeded: str | None = None
+        self.cost = 0.0
 
     @property
     def tokens(self) -> int:
@@ -86,6 +91,16 @@ class Session:
         usage.requests += 1
         if self.limits.tokens is not None and self.tokens >= self.limits.tokens:
             self.exceed(f"{self.tokens} tokens used, the limit is {self.limits.tokens}")
+        if self.limits.cost is not None:
+            price = prices.find(self.limits.prices, model or "unknown")
+            if price is None:
+                # A model the factory set no price for: its spending cannot be counted against the limit,
+                # and a limit nobody counts is not a limit.
+                self.exceed(f"model {(model or 'unknown')[:256]!r} has no price on this factory, so spec.agent.limits.cost cannot count it")
+                return
+            self.cost += prices.cost(input_tokens=input_tokens, output_tokens=output_tokens, price=price)
+            if self.cost >= self.limits.cost:
+                self.exceed(f"an estimated {self.cost:.6f} spent, the limit is {self.limits.cost}")
 
     def exceed(self, why: str) -> None:
         if self.exceeded is None:

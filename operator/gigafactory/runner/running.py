@@ -291,7 +291,8 @@ class Runner:
     async def execute(self, attempt: Attempt, job: dict[str, Any]) -> dict[str, Any]:
         """Prepare, run the agent, push; returns the report (without attempt/pod/finishedAt)."""
         try:
-            spec = agentjobs.AgentJob.model_validate(job).spec
+            parsed = agentjobs.AgentJob.model_validate(job)
+            spec = parsed.spec
         except pydantic.ValidationError as exc:  # the schema should have refused it; a runner does not rely on that
             first = exc.errors()[0]
             where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
@@ -309,6 +310,11 @@ class Runner:
         if spec.agent.limits is not None and self.gateway is None:
             raise AttemptFailed("Rejected", "LimitsNotEnforced",
                                 "spec.agent.limits: this runner has no model gateway to count what the agent spends")
+        # The prices the operator copied into this binding from the factory (a runner cannot write them).
+        model_prices = [price.model_dump(by_alias=True) for price in parsed.status.assignment.prices] if parsed.status.assignment else []
+        if spec.agent.limits is not None and spec.agent.limits.cost is not None and not model_prices:
+            raise AttemptFailed("Rejected", "LimitsNotEnforced",
+                                "spec.agent.limits.cost: the factory sets no model prices (spec.prices) to estimate the cost with")
         branch = spec.repo.branch or f"agent/{job['metadata']['name']}"
         try:
             worktrees.check_url(spec.repo.url, allow_local=self.settings.allow_local_repos)
@@ -353,7 +359,8 @@ class Runner:
                         attempt.stop.set()
 
                     limits = spec.agent.limits or agentjobs.AgentLimits()
-                    session = self.gateway.open(gateway.Limits(requests=limits.requests, tokens=limits.tokens), exceeded)
+                    session = self.gateway.open(gateway.Limits(requests=limits.requests, tokens=limits.tokens, cost=limits.cost,
+                                                                 prices=model_prices), exceeded)
                     env.update(self.gateway.env(session))  # a loopback URL and this attempt's token, never the key
                 command = self.sandboxed(argv, env=env, checkout=checkout, prompt_file=prompt_file)
                 try:

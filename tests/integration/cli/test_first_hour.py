@@ -208,7 +208,8 @@ def test_a_finished_job_keeps_its_factory_pod_and_score_breakdown(gf, api_client
         job = snapshots.JobInfo(namespace=namespace, name="job", uid=body["metadata"]["uid"],
                                 resource_version=body["metadata"]["resourceVersion"], attempt=1)
         decision = cycle.Decision(job=job, pod=pod, score=87, scores={"FreeCapacity": 100, "WarmRepo": 60}, attempt=1)
-        return patches.bind_patch(body=body, decision=decision, now=leases.now())
+        return patches.bind_patch(body=body, decision=decision, now=leases.now(),
+                                  model_prices=[{"model": "claude-*", "inputPerMillion": 3, "outputPerMillion": 15}])
 
     _apply(api_client, namespace, "job", bind)
     assert _row(gf("list", "-n", namespace), "job")[1:5] == ["Bound", "default", "pool-a", "pool-a-0"]
@@ -217,20 +218,27 @@ def test_a_finished_job_keeps_its_factory_pod_and_score_breakdown(gf, api_client
     _patch_status(api_client, namespace, "job", {"phase": "Running", "reason": "AgentRunning"})
     assert _row(gf("list", "-n", namespace), "job")[-1] == "AgentRunning"
     _patch_status(api_client, namespace, "job", {"report": {"attempt": 1, "pod": "pool-a-0", "outcome": "Succeeded",
-                                                           "result": {"branch": "agent/job", "commit": "c0ffee"}}})
+                                                           "result": {"branch": "agent/job", "commit": "c0ffee"},
+                                                           "tokens": [{"model": "claude-sonnet-4-5", "inputTokens": 120000,
+                                                                       "outputTokens": 4000, "requests": 7}]}})
     _apply(api_client, namespace, "job", lambda body: patches.fold_patch(body=body, now=leases.now()))
 
     row = _row(gf("list", "-n", namespace), "job")
     assert row[1:5] == ["Succeeded", "default", "pool-a", "pool-a-0"] and row[-1] == "Succeeded"
     wide = kubectl("get", "aj", "job", "-n", namespace, "-o", "wide").stdout
     header, line = wide.splitlines()
-    assert header.split() == ["NAME", "PHASE", "QUEUE", "FACTORY", "ATTEMPT", "AGE", "POD", "REASON"]
+    assert header.split() == ["NAME", "PHASE", "QUEUE", "FACTORY", "ATTEMPT", "AGE", "POD", "REASON", "TOKENS", "COST"]
     assert line.split()[:5] == ["job", "Succeeded", "default", "pool-a", "1"]
-    assert line.split()[-2:] == ["pool-a-0", "Succeeded"]
+    # 120000 input and 4000 output tokens at 3 and 15 a million: 0.36 + 0.06.
+    assert line.split()[-4:] == ["pool-a-0", "Succeeded", "124000", "0.42"]
+    assert kubectl("get", "aj", "job", "-n", namespace).stdout.split("\n")[0].split()[-1] == "AGE"  # priority 1: -o wide only
     explained = gf("explain", "job", "-n", namespace)
     assert "attempt 1 ran on pool-a/pool-a-0 with score 87/100:" in explained
     assert explained.index("FreeCapacity") < explained.index("WarmRepo")
-    assert "pool-a/pool-a-0 (score 87)" in gf("describe", "job", "-n", namespace)
+    described = gf("describe", "job", "-n", namespace)
+    assert "pool-a/pool-a-0 (score 87)" in described
+    assert "tokens claude-sonnet-4-5: 120000 in, 4000 out, 7 requests, estimated cost 0.420000" in described
+    assert "Spent:     124000 tokens, estimated cost 0.420000" in described
 
 
 def test_list_is_never_cut_short_when_piped(gf, namespace) -> None:
