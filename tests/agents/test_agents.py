@@ -108,7 +108,9 @@ def test_a_real_agent_runs_a_job_end_to_end(api, kubeconfig, namespace, tmp_path
     """Direct: the agent has the endpoint and key from the runner's environment. Gateway: the runner's
     model gateway between them, the key in the runner's settings only; the model sees the same key."""
     factory = stubs.unique("fac")
-    api.create_factory(factory, namespace, slotsPerPod=1, agents=[agent.profile])
+    # Estimates per million tokens: every model the script answers as is priced, so the attempt's cost is known.
+    prices = [{"model": "*", "inputPerMillion": 3, "outputPerMillion": 15}]
+    api.create_factory(factory, namespace, slotsPerPod=1, agents=[agent.profile], prices=prices)
     with modelserver.ModelServer(key=KEY, models=agent.models) as server, \
             stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_CLAIM_TIMEOUT_SECONDS="60"):
         runner = RunnerProcess(kubeconfig, tmp_path, namespace=namespace, factory=factory, profile=agent.profile,
@@ -145,8 +147,11 @@ def test_a_real_agent_runs_a_job_end_to_end(api, kubeconfig, namespace, tmp_path
     if via_gateway:  # the gateway counted per model exactly what the model's answers said, and it is on record
         counted = {model: dict(server.usage[model]) for model in sorted(server.usage)}
         assert f"model usage: {counted}" in runner.log.read_text(), counted
+        # The fold priced each model at the factory's prices (copied into the binding), and summed them.
+        costs = {model: round((used["input"] * 3 + used["output"] * 15) / 1_000_000, 6) for model, used in counted.items()}
         assert attempt["tokens"] == [{"model": model, "inputTokens": used["input"], "outputTokens": used["output"],
-                                      "requests": used["requests"]} for model, used in counted.items()]
+                                      "requests": used["requests"], "cost": costs[model]} for model, used in counted.items()]
+        assert attempt["cost"] == pytest.approx(sum(costs.values()), abs=1e-6) and status["cost"] == attempt["cost"]
         shown = subprocess.run([sys.executable, "-m", "gigafactory.cli.main", "describe", "greet", "-n", namespace,
                                 "--kubeconfig", kubeconfig], capture_output=True, text=True, cwd=ROOT, timeout=60)
         model, used = next(iter(counted.items()))
