@@ -20,7 +20,7 @@ from typing import Any
 
 import pydantic
 
-from gigafactory import config, consent, constants, kubeclient, leases
+from gigafactory import config, consent, constants, kubeclient, leases, remotes
 from gigafactory.models import agentjobs
 from gigafactory.runner import executing, gateway, profiles, sandbox, worktrees
 
@@ -259,10 +259,10 @@ class Runner:
             except (kubeclient.ApiError, OSError, asyncio.TimeoutError) as exc:
                 logger.warning("renewing %s failed: %s", binding.name, str(exc) or "no answer in time")
 
-    async def _secret(self, job: dict[str, Any]) -> worktrees.Credentials:
+    async def _secret(self, job: dict[str, Any]) -> remotes.Credentials:
         name = ((job.get("spec") or {}).get("repo") or {}).get("credentialsSecret")
         if not name:
-            return worktrees.Credentials()
+            return remotes.Credentials()
         try:
             secret = await self.client.get(kubeclient.SECRETS, name, namespace=job["metadata"]["namespace"])
         except kubeclient.NotFound:
@@ -273,7 +273,7 @@ class Runner:
             raise AttemptFailed("Rejected", exc.reason, exc.message) from None
         data = {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.get("data") or {}).items()}
         data.update(secret.get("stringData") or {})
-        return worktrees.credentials_from_secret(data)
+        return remotes.credentials_from_secret(data)
 
     async def _prompt(self, job: dict[str, Any], spec: agentjobs.AgentJobSpec) -> str:
         if spec.task.prompt is not None:
@@ -311,9 +311,9 @@ class Runner:
                                 "spec.agent.limits: this runner has no model gateway to count what the agent spends")
         branch = spec.repo.branch or f"agent/{job['metadata']['name']}"
         try:
-            worktrees.check_url(spec.repo.url, allow_local=self.settings.allow_local_repos)
-            worktrees.check_ref(branch, what="branch")
-        except worktrees.GitFailure as exc:
+            remotes.check_url(spec.repo.url, allow_local=self.settings.allow_local_repos)
+            remotes.check_ref(branch, what="branch")
+        except remotes.GitFailure as exc:
             raise AttemptFailed(exc.outcome, exc.reason, exc.message) from None
         credentials = await self._secret(job)
         prompt = await self._prompt(job, spec)
@@ -407,7 +407,7 @@ class Runner:
             report["result"] = {"branch": branch, **described, "summary": summary}
             report["message"] = f"pushed {branch} at {described['commit'][:12]}"
             return report
-        except worktrees.GitFailure as exc:
+        except remotes.GitFailure as exc:
             raise AttemptFailed(exc.outcome, exc.reason, exc.message) from None
         finally:
             if mirror is not None:
