@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from gigafactory.localcluster import conversions, errors, guarding, patching, resources, schemas, selectors, storing
+from localcluster import conversions, errors, guarding, patching, resources, schemas, selectors, storing
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from gigafactory.localcluster import (discovery, errors, faults, guarding, handling, protobufs, resources, selectors,
+from localcluster import (discovery, errors, faults, guarding, handling, protobufs, resources, selectors,
                                      tables)
 
 logger = logging.getLogger(__name__)
