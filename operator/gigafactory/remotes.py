@@ -240,7 +240,6 @@ class Git:
 
         return await asyncio.to_thread(call)
 
-
     async def delete_branch(self, *, url: str, branch: str, commit: str, credentials: Credentials) -> bool:
         """Delete a pushed branch from the remote, only while it still points at `commit` (the one the
         job pushed): a branch someone has moved on since is kept. True when this call deleted it; False

@@ -1,8 +1,9 @@
 """The runner process: heartbeat, watch own bindings, claim, run, push, report, release.
 
 The process and its bindings are here; an attempt's work is runner/working.py, its binding Lease
-protocol runner/attempts.py. Every step follows docs/protocol.md. An attempt's binding Lease is released in a `finally`, so
-every exit path (success, failure, exception, stop, shutdown) gives the slot back.
+protocol runner/attempts.py. Every step follows docs/protocol.md. An attempt's binding Lease is
+released in a `finally`, so every exit path (success, failure, exception, stop, shutdown) gives the
+slot back.
 """
 
 import asyncio

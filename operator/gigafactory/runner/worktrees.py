@@ -35,8 +35,6 @@ _AGENT_GIT_TREES = ("hooks", "worktrees", "modules")
 CHANGED_FILES_CHARS = 64 * 1024
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class Checkout:
     """One attempt's files: the worktree the agent works in (with its own `.git`, which the agent
@@ -325,8 +323,6 @@ class Workspace(remotes.Git):
         return removed
 
 
-
-
 def _write_mirror_config(mirror: pathlib.Path, url: str) -> None:
     """The mirror's whole config, as the runner wants it (git config --file writes it quoted right)."""
     fresh = mirror / "config.gigafactory"
@@ -414,8 +410,6 @@ def read_summary(worktree: pathlib.Path) -> str | None:
             return None
         data = handle.read(SUMMARY_BYTES)
     return data.decode("utf-8", errors="replace")[:8000]
-
-
 
 
 def clean_env() -> dict[str, str]:
