@@ -14,12 +14,14 @@ PYTEST = $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 .PHONY: dev test test-embedded test-real venv agents lock crds check-crds clean chromium screenshots
 
-# The package itself is built with the setuptools of the lock (--no-build-isolation), not one that
-# pip would fetch, unpinned and unchecked, for an isolated build.
-$(STAMP): requirements-test.lock pyproject.toml
+# The package itself, and the embedded API server's development package (localcluster/), are built
+# with the setuptools of the lock (--no-build-isolation), not one that pip would fetch, unpinned and
+# unchecked, for an isolated build; their dependencies come from the lock alone (--no-deps).
+$(STAMP): requirements-test.lock pyproject.toml localcluster/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r requirements-test.lock
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e localcluster
 	$(BIN)/python scripts/kube-tools.py --dest $(BIN)
 	touch $(STAMP)
 
@@ -40,7 +42,7 @@ dev: $(STAMP)
 test: $(STAMP) chromium agents
 	$(BIN)/python -m gigafactory.crdgen --check
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff check operator localcluster tests benchmarks
 	$(PYTEST) $(ARGS)
 	$(MAKE) --no-print-directory test-real
 	scripts/scan-chart.sh

@@ -13,9 +13,10 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "operator"))
+sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "localcluster" / "src")]  # both packages, also when not installed
 
-from gigafactory import constants, kubeclient, leases, localcluster  # noqa: E402
+from gigafactory import constants, kubeclient, leases  # noqa: E402
+import localcluster  # noqa: E402
 
 
 async def main(jobs: int, pods: int, slots: int) -> None:

@@ -29,9 +29,10 @@ from typing import Any
 import aiohttp
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "localcluster" / "src"), str(ROOT)]
 
-from gigafactory import constants, kubeclient, localcluster  # noqa: E402
+from gigafactory import constants, kubeclient  # noqa: E402
+import localcluster  # noqa: E402
 
 NAMESPACES = [f"team-{i}" for i in range(4)]
 QUEUES = ["default", "backend", "frontend", "ml", "docs"]

@@ -15,9 +15,10 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "operator"))
+sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "localcluster" / "src")]  # both packages, also when not installed
 
-from gigafactory import constants, kubeclient, localcluster  # noqa: E402
+from gigafactory import constants, kubeclient  # noqa: E402
+import localcluster  # noqa: E402
 
 COMMON = '''
 import os, resource, time

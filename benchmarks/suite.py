@@ -115,7 +115,7 @@ class Api:
         else:
             # Its own process, as kube-apiserver is: it gets a core of its own, not a share of ours.
             kubeconfig = str(self.work / f"kubeconfig-{time.monotonic_ns()}")
-            server = Process([sys.executable, "-m", "gigafactory.localcluster", "--kubeconfig", kubeconfig, "--crds", str(ROOT / "crds")],
+            server = Process([sys.executable, "-m", "localcluster", "--kubeconfig", kubeconfig, "--crds", str(ROOT / "crds")],
                              {}, self.work / "apiserver.log")
             deadline = time.monotonic() + 60
             while not pathlib.Path(kubeconfig).exists():

@@ -2,7 +2,7 @@
 
 Three modes, the same test code:
 - embedded (default): each pytest process (each xdist worker) starts one embedded API server
-  (`gigafactory.localcluster`) in a background thread.
+  (`localcluster`) in a background thread.
 - real control plane: GIGAFACTORY_TEST_SERVER=real starts etcd + kube-apiserver v1.28.7 +
   kube-controller-manager per pytest process (tests/controlplane.py, binaries from KUBEBUILDER_ASSETS
   or ../shared/k8s/assets), on loopback, with fresh certificates and data.
@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator
 import kubernetes
 import pytest
 
-from gigafactory import localcluster
+import localcluster
 
 ENV = "GIGAFACTORY_TEST_KUBECONFIG"
 SERVER_ENV = "GIGAFACTORY_TEST_SERVER"

@@ -4,7 +4,7 @@ The binaries come from a directory in the `KUBEBUILDER_ASSETS` convention of con
 envtest: `$KUBEBUILDER_ASSETS`, else what `../shared/k8s/assets` prints when that script exists beside
 the project. Each control plane gets fresh certificates, a fresh etcd data directory and free loopback
 ports; nothing listens on any other address. It is the reference for the embedded server
-(`gigafactory.localcluster`): where the two differ, this one is right.
+(`localcluster`): where the two differ, this one is right.
 
     with controlplane.running() as cp:          # about 5 s
         cp.kubeconfig                            # admin (system:masters) kubeconfig path

@@ -13,20 +13,29 @@ import dataclasses
 import os
 import pathlib
 import shutil
+import importlib.util
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import git
 import rich.console
 import rich.live
 import rich.table
 
-from gigafactory import constants, crdgen, kubeclient, localcluster
+from gigafactory import constants, crdgen, kubeclient
 from gigafactory.binding.scaler import DELETION_COST
 from gigafactory.models import agentjobs
 from gigafactory.runner import executing
 
+if TYPE_CHECKING:
+    import localcluster
+
+# The embedded API server is a development package of this repository (localcluster/), not part of
+# `pip install gigafactory` or the image: what to do when it is missing.
+DEV_PACKAGE_HINT = ("the embedded API server is a development package, not installed here: `make venv` in a checkout "
+                    "installs it, or `pip install ./localcluster` from one (the gigafactory-localcluster package); or "
+                    "pass --server KUBECONFIG to use an API server you have")
 DEV_NAMESPACE = "default"
 RUNNER_NAMESPACE = "gigafactory-dev"
 FACTORY = "dev"
@@ -345,14 +354,24 @@ async def _dashboard(client: kubeclient.Client, port: int | None) -> Any:
         await context.__aexit__(None, None, None)
 
 
+def embedded_server_installed() -> bool:
+    """Whether the development package with the embedded API server can be imported."""
+    try:
+        return importlib.util.find_spec("localcluster.serving") is not None
+    except ImportError:
+        return False
+
+
 async def run(options: Options) -> int:
     # Absolute: the sample remote's path becomes a job's repo URL, and git resolves it from elsewhere.
     options.work_dir = options.work_dir.resolve()
     options.work_dir.mkdir(parents=True, exist_ok=True)
     if _start_clean(options.work_dir):
         console.print(f"starting clean: removed the previous run's sample repository and runner work dirs in {options.work_dir}")
-    server: localcluster.LocalCluster | None = None
+    server: "localcluster.LocalCluster | None" = None
     if options.server is None:
+        import localcluster  # the development package: only for the embedded server (DEV_PACKAGE_HINT)
+
         try:
             # Private to whoever can read the kubeconfig (0600): other local users and browser pages
             # reach the loopback port too, and get 401 (localcluster.guarding).

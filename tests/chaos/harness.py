@@ -40,7 +40,8 @@ from typing import Any
 
 import git
 
-from gigafactory import constants, crdgen, devmode, kubeclient, localcluster
+from gigafactory import constants, crdgen, devmode, kubeclient
+import localcluster
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 JOBS_NS = "chaos"
@@ -353,7 +354,7 @@ class Chaos:
         if self.server is None:
             return  # a given server: no fault injection there
         try:
-            from gigafactory.localcluster import faults
+            from localcluster import faults
         except ImportError:
             return
         policy_type = getattr(faults, "FaultPolicy", None)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from gigafactory import leases
-from gigafactory.localcluster import patching
+from localcluster import patching
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HELM = ROOT / ".venv" / "bin" / "helm"

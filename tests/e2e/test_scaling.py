@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from gigafactory import constants, crdgen, devmode, kubeclient, localcluster
+from gigafactory import constants, crdgen, devmode, kubeclient
+import localcluster
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.xdist_group("e2e")

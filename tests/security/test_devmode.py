@@ -24,8 +24,8 @@ import time
 import pytest
 import yaml
 
-from gigafactory import localcluster
-from gigafactory.localcluster import guarding
+import localcluster
+from localcluster import guarding
 from tests.conftest import wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

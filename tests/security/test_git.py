@@ -10,6 +10,7 @@ import stat
 import git
 import pytest
 
+from gigafactory import remotes
 from gigafactory.runner import worktrees
 from tests import gitrepos
 from tests.unit.runner import gitserver
@@ -36,7 +37,7 @@ def workspace(tmp_path) -> worktrees.Workspace:
 
 
 async def _attempt(workspace, remote, name="u-1"):
-    mirror = await workspace.sync_mirror(str(remote), worktrees.Credentials())
+    mirror = await workspace.sync_mirror(str(remote), remotes.Credentials())
     checkout = await workspace.add_worktree(mirror, name=name, base_ref="main")
     return mirror, checkout.path, checkout
 
@@ -56,7 +57,7 @@ async def test_hooks_planted_in_the_mirror_or_home_never_run(workspace, remote, 
     (path / "change.txt").write_text("the agent's work\n")
     await workspace.take_agent_work(checkout)
     await workspace.commit_leftovers(checkout, "work")
-    await workspace.push(checkout, url=str(remote), branch="agent/x", credentials=worktrees.Credentials())
+    await workspace.push(checkout, url=str(remote), branch="agent/x", credentials=remotes.Credentials())
     await _attempt(workspace, remote, name="u-2")  # a later job's fetch and checkout
     assert not marker.exists(), marker.read_text()
 
@@ -80,7 +81,7 @@ async def test_an_insteadof_planted_in_the_mirror_cannot_redirect_the_next_fetch
     config.set_value(f'url "{evil}"', "insteadOf", str(remote))
     config.set_value('remote "origin"', "url", str(evil))
     config.release()
-    mirror = await workspace.sync_mirror(str(remote), worktrees.Credentials())
+    mirror = await workspace.sync_mirror(str(remote), remotes.Credentials())
     fetched = git.Repo(mirror).git.rev_parse("refs/remotes/origin/main")
     assert fetched == git.Repo(remote).heads["main"].commit.hexsha
     assert "[url " not in (mirror / "config").read_text()  # the planted section is gone
@@ -91,8 +92,8 @@ async def test_a_token_is_never_sent_over_plain_http(tmp_path) -> None:
     server = gitserver.serve(tmp_path / "srv", token=TOKEN, tls=False)
     try:
         workspace = worktrees.Workspace(tmp_path / "work")
-        with pytest.raises(worktrees.GitFailure) as refused:
-            await workspace.sync_mirror(f"{server.url}/repo.git", worktrees.Credentials(token=TOKEN))
+        with pytest.raises(remotes.GitFailure) as refused:
+            await workspace.sync_mirror(f"{server.url}/repo.git", remotes.Credentials(token=TOKEN))
         assert (refused.value.outcome, refused.value.reason) == ("Rejected", "InsecureTransport")
         assert server.requests == 0, "the runner talked to the plain-http server"
     finally:
@@ -101,15 +102,15 @@ async def test_a_token_is_never_sent_over_plain_http(tmp_path) -> None:
 
 def test_an_ssh_key_without_known_hosts_is_refused(tmp_path) -> None:
     workspace = worktrees.Workspace(tmp_path / "work")
-    with pytest.raises(worktrees.GitFailure) as refused:
-        with workspace.git_env(worktrees.Credentials(ssh_key="-----BEGIN KEY-----\nk\n-----END KEY-----")):
+    with pytest.raises(remotes.GitFailure) as refused:
+        with workspace.git_env(remotes.Credentials(ssh_key="-----BEGIN KEY-----\nk\n-----END KEY-----")):
             pass
     assert (refused.value.outcome, refused.value.reason) == ("Rejected", "NoKnownHosts")
     assert not list((tmp_path / "work").glob("gf-ssh-*")), "the key was written anyway"
 
 
 def test_git_reads_no_config_file_but_the_repositorys_and_runs_no_configured_program(tmp_path) -> None:
-    with worktrees.Workspace(tmp_path / "work").git_env(worktrees.Credentials()) as env:
+    with worktrees.Workspace(tmp_path / "work").git_env(remotes.Credentials()) as env:
         assert env["GIT_CONFIG_GLOBAL"] == os.devnull and env["GIT_CONFIG_NOSYSTEM"] == "1"
         pinned = {env[f"GIT_CONFIG_KEY_{i}"]: env[f"GIT_CONFIG_VALUE_{i}"] for i in range(int(env["GIT_CONFIG_COUNT"]))}
         assert pinned["core.hooksPath"] == os.devnull and pinned["core.fsmonitor"] == "false"
@@ -122,7 +123,7 @@ async def test_a_remote_helper_transport_is_refused_by_git_itself(tmp_path) -> N
     # Defence in depth below check_url: git's own protocol allow-list.
     workspace = worktrees.Workspace(tmp_path / "work")
     marker = tmp_path / "fired"
-    with workspace.git_env(worktrees.Credentials()) as env:
+    with workspace.git_env(remotes.Credentials()) as env:
         result = git.Git(str(tmp_path)).execute(["git", "ls-remote", f"ext::sh -c touch% {marker}"], env=env,
                                                 with_exceptions=False, with_extended_output=True)
     assert result[0] != 0 and not marker.exists()

@@ -1,15 +1,21 @@
 """Red team: what pip installs is exactly what was locked, and the image carries no test tools.
 
 A lock file without hashes installs whatever bytes the index (or a mirror, or a proxy in between)
-serves for a version; a runtime image with pytest, ruff, checkov or the embedded API server's
-libraries in it gives whoever gets into a pod tools we never meant to ship. So: every lock line is
-pinned and hashed, every install of a lock says `--require-hashes`, the runtime lock holds no test
-or dev tool, and the image's runtime stage installs the runtime lock and nothing else."""
+serves for a version; a runtime image with pytest, ruff, checkov or the embedded API server (a
+second Kubernetes API in the pod, with its CEL and TLS libraries) in it gives whoever gets into a
+pod tools we never meant to ship. So: every lock line is pinned and hashed, every install of a lock
+says `--require-hashes`, the runtime lock holds no test or dev tool, the image's runtime stage
+installs the runtime lock and nothing else, and the package `pip install .` builds holds no
+embedded API server and asks for none of its dependencies (localcluster/ is a package of its own)."""
 import json
 import pathlib
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 
 import pytest
 
@@ -64,6 +70,75 @@ def test_the_runtime_lock_carries_no_test_or_dev_tool() -> None:
     assert direct <= set(runtime), sorted(direct - set(runtime))
 
 
+def _dev_only() -> set[str]:
+    """What the embedded API server's package needs and the runtime does not."""
+    dev = tomllib.loads((ROOT / "localcluster" / "pyproject.toml").read_text())["project"]["dependencies"]
+    runtime = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = lambda specs: {_normal(re.split(r"[<>=!~\[; ]", d)[0]) for d in specs}  # noqa: E731
+    return names(dev) - names(runtime)
+
+
+def _via(lock: pathlib.Path) -> dict[str, str]:
+    """name → the lock's "# via" comment of its entry (who asked for it)."""
+    entries = re.split(r"^(?=[A-Za-z0-9_.\-]+==)", lock.read_text(), flags=re.M)[1:]
+    return {_normal(entry.split("==", 1)[0]): " ".join(re.findall(r"#\s+(?:via\s+)?(.+)", entry)) for entry in entries}
+
+
+def test_the_runtime_lock_carries_nothing_only_the_embedded_server_needs() -> None:
+    only = _dev_only()
+    assert {"common-expression-language", "cryptography", "jsonpatch"} <= only
+    runtime = _via(ROOT / "requirements.lock")
+    assert not {"common-expression-language", "cryptography"} & set(runtime)
+    # jsonpatch stays, because kopf needs it: never because gigafactory asks for it.
+    assert not [name for name in only & set(runtime) if "gigafactory" in runtime[name]], {n: runtime[n] for n in only & set(runtime)}
+    assert only <= set(_pins(ROOT / "requirements-test.lock"))
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    """The wheel `pip install .` builds, from what the image's build stage copies (pyproject.toml,
+    README.md, operator/), with the lock's setuptools and nothing fetched."""
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "operator", src / "operator", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-w", str(out), str(src)], check=True, capture_output=True, timeout=300)
+    [built] = out.glob("gigafactory-*.whl")
+    return zipfile.ZipFile(built)
+
+
+def test_the_package_holds_no_embedded_api_server(wheel: zipfile.ZipFile) -> None:
+    names = wheel.namelist()
+    assert "gigafactory/kopfmain.py" in names and "gigafactory/runner/running.py" in names
+    assert not [n for n in names if "localcluster" in n], [n for n in names if "localcluster" in n][:5]
+
+
+def test_the_package_asks_for_none_of_the_embedded_servers_dependencies(wheel: zipfile.ZipFile) -> None:
+    [metadata] = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    requires = [line.split(":", 1)[1].strip() for line in wheel.read(metadata).decode().splitlines()
+                if line.startswith("Requires-Dist:")]
+    wanted = {_normal(re.split(r"[<>=!~\[; (]", r)[0]) for r in requires}  # extras too: `pip install gigafactory[...]`
+    assert "kopf" in wanted
+    assert not (_dev_only() | {"gigafactory-localcluster"}) & wanted, sorted((_dev_only() | {"gigafactory-localcluster"}) & wanted)
+
+
+def test_without_the_embedded_server_the_processes_run_and_gigafactory_dev_says_what_to_install(tmp_path) -> None:
+    """As in the image: `localcluster` cannot be imported. The operator, the runner and dev mode's
+    module still import; `gigafactory dev` (which would start the embedded server) says what to install."""
+    code = ("import sys; sys.modules['localcluster'] = None\n"
+            "import gigafactory.kopfmain, gigafactory.runner.running, gigafactory.devmode, gigafactory.dashboard.serving\n"
+            "from gigafactory.cli import main\n"
+            "sys.argv = ['gigafactory', 'dev', '--work-dir', sys.argv[1]]\n"
+            "main.main()\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "dev")], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "make venv" in result.stderr and "./localcluster" in result.stderr and "--server" in result.stderr, result.stderr
+    assert not (tmp_path / "dev").exists()  # it started nothing
+
+
 def test_the_test_lock_pins_the_runtime_lock_alike() -> None:
     runtime, test = _pins(ROOT / "requirements.lock"), _pins(ROOT / "requirements-test.lock")
     assert {name: test.get(name) for name in runtime} == runtime
@@ -105,7 +180,7 @@ def test_the_images_runtime_stage_installs_only_the_runtime_lock_with_hashes() -
     assert re.findall(r"^COPY .*$", runtime, flags=re.M) == ["COPY --from=build /opt/gigafactory /opt/gigafactory"]
     assert not any("pip" in run for run in _run_lines(runtime))
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {"requirements-test.lock", "requirements-tools.lock", "tests", "operator/gigafactory/localcluster"} <= set(ignored)
+    assert {"requirements-test.lock", "requirements-tools.lock", "tests", "localcluster"} <= set(ignored)
 
 
 @pytest.mark.parametrize("path, lock", [

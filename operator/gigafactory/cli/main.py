@@ -145,12 +145,11 @@ def dev(
              "one; installs the CRDs there. --kubeconfig and --port then do not apply.")] = None,
 ) -> None:
     """Run Gigafactory locally: embedded API server, operator, runners, a sample repo and example jobs."""
-    try:
-        from gigafactory import devmode  # imports git and the server only for this command
-    except ImportError as exc:  # the image leaves the embedded API server and its libraries out
-        typer.echo(f"gigafactory dev needs the embedded API server (a source checkout, `make dev`, or the `dev` "
-                   f"extra): {exc}", err=True)
-        raise typer.Exit(2) from None
+    from gigafactory import devmode  # imports git and the runner's code only for this command
+
+    if server is None and not devmode.embedded_server_installed():
+        typer.echo(f"error: gigafactory dev: {devmode.DEV_PACKAGE_HINT}", err=True)
+        raise typer.Exit(2)
 
     options = devmode.Options(
         work_dir=work_dir, kubeconfig=kubeconfig or work_dir / "kubeconfig",

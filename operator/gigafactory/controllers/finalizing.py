@@ -11,16 +11,15 @@ import logging
 import pathlib
 import tempfile
 
-from gigafactory import consent, constants, kubeclient, leases
+from gigafactory import consent, constants, kubeclient, leases, remotes
 from gigafactory.binding import cleanup, lifecycle, trust
 from gigafactory.controllers import base
-from gigafactory.runner import worktrees
 
 logger = logging.getLogger(__name__)
 
 
 class Finalizing(base.Base):
-    _workspace: worktrees.Workspace | None = None
+    _git: remotes.Git | None = None
     def _binding_of(self, body: base.Body) -> leases.Binding | None:
         assignment = (body.get("status") or {}).get("assignment") or {}
         if not assignment.get("lease"):
@@ -71,14 +70,14 @@ class Finalizing(base.Base):
             logger.exception("could not drop a binding", extra={"lease": binding.name})
 
     @property
-    def workspace(self) -> worktrees.Workspace:
+    def git(self) -> remotes.Git:
         """git for branch cleanup, made on first use."""
-        if self._workspace is None:
-            self._workspace = worktrees.Workspace(root=pathlib.Path(tempfile.mkdtemp(prefix="gigafactory-cleanup-")),
-                                                  network_timeout=float(self.settings.git_timeout_seconds),
-                                                  allow_local=self.settings.allow_local_repos,
-                                                  accept_new_host_keys=self.settings.ssh_accept_new_host_keys)
-        return self._workspace
+        if self._git is None:
+            self._git = remotes.Git(root=pathlib.Path(tempfile.mkdtemp(prefix="gigafactory-cleanup-")),
+                                    network_timeout=float(self.settings.git_timeout_seconds),
+                                    allow_local=self.settings.allow_local_repos,
+                                    accept_new_host_keys=self.settings.ssh_accept_new_host_keys)
+        return self._git
 
     async def _finalize(self, body: base.Body) -> None:
         """The binding is gone: delete the branch per cleanup.deleteBranch, then the finalizer."""
@@ -124,16 +123,16 @@ class Finalizing(base.Base):
         and the job still goes (a deletion that waits forever on a dead remote helps nobody)."""
         url = str(((body.get("spec") or {}).get("repo") or {}).get("url") or "")
         try:
-            worktrees.check_url(url, allow_local=self.settings.allow_local_repos)
+            remotes.check_url(url, allow_local=self.settings.allow_local_repos)
             data = await cleanup.read_credentials(self.client, body)
             if data is None:
-                raise worktrees.GitFailure("Rejected", "SecretNotFound", "the job's credentials Secret is gone")
-            deleted = await self.workspace.delete_branch(url=url, branch=branch, commit=commit,
-                                                         credentials=worktrees.credentials_from_secret(data))
+                raise remotes.GitFailure("Rejected", "SecretNotFound", "the job's credentials Secret is gone")
+            deleted = await self.git.delete_branch(url=url, branch=branch, commit=commit,
+                                                         credentials=remotes.credentials_from_secret(data))
             reason, kind = ("BranchDeleted", "Normal") if deleted else ("BranchKept", "Normal")
             message = (f"deleted branch {branch} ({commit[:12]}) from {url}" if deleted
                        else f"branch {branch} is no longer at {commit[:12]} (moved or gone): left alone")
-        except (worktrees.GitFailure, consent.Refused) as exc:
+        except (remotes.GitFailure, consent.Refused) as exc:
             reason, kind, message = "BranchCleanupFailed", "Warning", f"branch {branch} not deleted: {exc.message}"
         logger.info(message, extra={"job": base.name_of(body)})
         with contextlib.suppress(kubeclient.ApiError):

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gigafactory import constants, leases
+from gigafactory.dashboard import bodies
 from gigafactory.models import agentjobs
 from gigafactory.scheduling import queues, snapshots
 
@@ -22,54 +23,6 @@ BUCKET_MINUTES = 5
 HOUR = datetime.timedelta(hours=1)
 TERMINAL = frozenset(p.value for p in agentjobs.TERMINAL_PHASES)
 PHASES = tuple(p.value for p in agentjobs.Phase)
-
-
-def _meta(body: Body) -> Mapping[str, Any]:
-    meta = body.get("metadata")
-    return meta if isinstance(meta, Mapping) else {}
-
-
-def _dict(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def phase_of(body: Body) -> str:
-    return _text(_dict(body.get("status")).get("phase")) or agentjobs.Phase.PENDING.value
-
-
-def placement(body: Body) -> tuple[str, str]:
-    """(factory, pod) of the current attempt, or of the last one once it ended."""
-    status = _dict(body.get("status"))
-    assignment = _dict(status.get("assignment"))
-    attempts = _list(status.get("attempts"))
-    last = _dict(attempts[-1]) if attempts else {}
-    factory = assignment.get("factory") or status.get("factory") or last.get("factory") or ""
-    pod = assignment.get("pod") or status.get("pod") or last.get("pod") or ""
-    return _text(factory), _text(pod)
-
-
-def age(moment: datetime.datetime | None, *, now: datetime.datetime) -> str:
-    """A duration as kubectl prints an age: 5s, 3m, 2h, 4d."""
-    if moment is None:
-        return ""
-    seconds = int((now - moment).total_seconds())
-    return duration(max(seconds, 0))
-
-
-def duration(seconds: float) -> str:
-    seconds = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
 
 
 # ---- Fleet ---------------------------------------------------------------------------------------
@@ -117,7 +70,7 @@ def _renewals(heartbeat_leases: Iterable[Body]) -> dict[tuple[str, str, str], da
     renewed: dict[tuple[str, str, str], datetime.datetime] = {}
     for lease in heartbeat_leases:
         beat = leases.parse_heartbeat(lease)
-        spec = _dict(lease.get("spec"))
+        spec = bodies.mapping(lease.get("spec"))
         moment = leases.parse_time(spec.get("renewTime")) or leases.parse_time(spec.get("acquireTime"))
         if beat is not None and moment is not None:
             renewed[(beat.factory, beat.namespace, beat.pod)] = moment
@@ -129,49 +82,42 @@ def fleet(factories: Iterable[Body], heartbeat_leases: Iterable[Body], jobs: Ite
     Factory status) are shown: a heartbeat Lease it ignores (outside the runner namespaces) is none."""
     renewed = _renewals(heartbeat_leases)
     rows = []
-    for body in sorted(factories, key=lambda b: _text(_meta(b).get("name"))):
-        name = _text(_meta(body).get("name"))
-        spec, status = _dict(body.get("spec")), _dict(body.get("status"))
+    for body in sorted(factories, key=lambda b: bodies.text(bodies.meta(b).get("name"))):
+        name = bodies.text(bodies.meta(body).get("name"))
+        spec, status = bodies.mapping(body.get("spec")), bodies.mapping(body.get("status"))
         pods = []
         freshest: datetime.datetime | None = None
-        for pod in _list(status.get("pods")):
-            pod = _dict(pod)
-            moment = renewed.get((name, _text(pod.get("namespace")), _text(pod.get("name")))) or leases.parse_time(
+        for pod in bodies.items(status.get("pods")):
+            pod = bodies.mapping(pod)
+            moment = renewed.get((name, bodies.text(pod.get("namespace")), bodies.text(pod.get("name")))) or leases.parse_time(
                 pod.get("lastHeartbeat"))
             if moment is not None and (freshest is None or moment > freshest):
                 freshest = moment
-            pods.append(PodRow(name=_text(pod.get("name")), namespace=_text(pod.get("namespace")), ready=bool(pod.get("ready")),
-                               slots=_int(pod.get("slots")), running=_int(pod.get("running")),
-                               heartbeat=age(moment, now=now) + " ago" if moment else "never"))
+            pods.append(PodRow(name=bodies.text(pod.get("name")), namespace=bodies.text(pod.get("namespace")), ready=bool(pod.get("ready")),
+                               slots=bodies.number(pod.get("slots")), running=bodies.number(pod.get("running")),
+                               heartbeat=bodies.age(moment, now=now) + " ago" if moment else "never"))
         states = []
         if spec.get("unschedulable"):
             states.append("cordoned")
-        if _meta(body).get("deletionTimestamp"):
+        if bodies.meta(body).get("deletionTimestamp"):
             states.append("draining")
-        scaling = _dict(status.get("scaling"))
+        scaling = bodies.mapping(status.get("scaling"))
         if spec.get("scaling"):
-            states.append(f"scaling {_int(scaling.get('currentReplicas'))}→{_int(scaling.get('desiredReplicas'))}")
+            states.append(f"scaling {bodies.number(scaling.get('currentReplicas'))}→{bodies.number(scaling.get('desiredReplicas'))}")
         rows.append(FactoryRow(
-            name=name, phase=_text(status.get("phase")) or "Offline",
-            ready_pods=_int(status.get("readyPods")), total_pods=len(pods),
-            slots_used=_int(status.get("slotsUsed")), slots_total=_int(status.get("slotsTotal")),
-            heartbeat=age(freshest, now=now) + " ago" if freshest else "never",
-            capabilities=tuple(map(_text, _list(spec.get("capabilities")))), agents=tuple(map(_text, _list(spec.get("agents")))),
-            subscriptions=tuple(map(_text, _list(spec.get("subscriptions")))), states=tuple(states), pods=tuple(pods),
+            name=name, phase=bodies.text(status.get("phase")) or "Offline",
+            ready_pods=bodies.number(status.get("readyPods")), total_pods=len(pods),
+            slots_used=bodies.number(status.get("slotsUsed")), slots_total=bodies.number(status.get("slotsTotal")),
+            heartbeat=bodies.age(freshest, now=now) + " ago" if freshest else "never",
+            capabilities=tuple(map(bodies.text, bodies.items(spec.get("capabilities")))), agents=tuple(map(bodies.text, bodies.items(spec.get("agents")))),
+            subscriptions=tuple(map(bodies.text, bodies.items(spec.get("subscriptions")))), states=tuple(states), pods=tuple(pods),
         ))
     by_phase = dict.fromkeys(PHASES, 0)
     for job in jobs:
-        phase = phase_of(job)
+        phase = bodies.phase_of(job)
         by_phase[phase] = by_phase.get(phase, 0) + 1
     return Fleet(factories=tuple(rows), ready_pods=sum(r.ready_pods for r in rows), total_pods=sum(r.total_pods for r in rows),
                  slots_used=sum(r.slots_used for r in rows), slots_total=sum(r.slots_total for r in rows), jobs_by_phase=by_phase)
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
 
 
 # ---- Per-job summaries ---------------------------------------------------------------------------
@@ -200,8 +146,8 @@ class Summary:
 
 
 def summarize(body: Body) -> Summary:
-    meta = _meta(body)
-    name = _text(meta.get("name"))
+    meta = bodies.meta(body)
+    name = bodies.text(meta.get("name"))
     pending = snapshots.is_pending(body)
     waiting_since = None
     if pending:
@@ -211,14 +157,14 @@ def summarize(body: Body) -> Summary:
         except (AttributeError, TypeError, ValueError):
             waiting_since = None
     ended = []
-    for record in _list(_dict(body.get("status")).get("attempts")):
-        record = _dict(record)
-        finished = leases.parse_time(_text(record.get("finishedAt")))
+    for record in bodies.items(bodies.mapping(body.get("status")).get("attempts")):
+        record = bodies.mapping(record)
+        finished = leases.parse_time(bodies.text(record.get("finishedAt")))
         if finished is not None:
             ended.append((finished, record.get("outcome") == agentjobs.Outcome.SUCCEEDED.value))
-    return Summary(created=_text(meta.get("creationTimestamp")), namespace=_text(meta.get("namespace")), name=name,
-                   lowered=name.lower(), queue=_text(_dict(body.get("spec")).get("queue")) or "default", phase=phase_of(body),
-                   factory=placement(body)[0], pending=pending, waiting_since=waiting_since, ended=tuple(ended), body=body)
+    return Summary(created=bodies.text(meta.get("creationTimestamp")), namespace=bodies.text(meta.get("namespace")), name=name,
+                   lowered=name.lower(), queue=bodies.text(bodies.mapping(body.get("spec")).get("queue")) or "default", phase=bodies.phase_of(body),
+                   factory=bodies.placement(body)[0], pending=pending, waiting_since=waiting_since, ended=tuple(ended), body=body)
 
 
 def newest_first(summaries: Iterable[Summary]) -> list[Summary]:
@@ -266,7 +212,7 @@ def queue_rows(jobs: Iterable[Summary], *, now: datetime.datetime) -> tuple[Queu
         entry = stats[name]
         buckets = tuple((s, f) for s, f in entry["buckets"])
         rows.append(QueueRow(name=name, pending=entry["pending"], active=entry["active"],
-                             oldest_wait=age(entry["oldest"], now=now) if entry["oldest"] else "",
+                             oldest_wait=bodies.age(entry["oldest"], now=now) if entry["oldest"] else "",
                              succeeded_hour=sum(s for s, _ in buckets), failed_hour=sum(f for _, f in buckets), buckets=buckets))
     return tuple(rows)
 
@@ -347,28 +293,28 @@ def job_list(ordered: Sequence[Summary], filters: Filters, *, now: datetime.date
 
 def reason_of(body: Body) -> str:
     """Why the job is in its phase: status.reason, else the condition that goes with the phase."""
-    status = _dict(body.get("status"))
+    status = bodies.mapping(body.get("status"))
     if status.get("reason"):
-        return _text(status["reason"])
-    phase = phase_of(body)
+        return bodies.text(status["reason"])
+    phase = bodies.phase_of(body)
     kind = {agentjobs.Phase.SUCCEEDED.value: constants.ConditionType.COMPLETE, agentjobs.Phase.FAILED.value: constants.ConditionType.FAILED,
             agentjobs.Phase.RUNNING.value: constants.ConditionType.RUNNING}.get(phase, constants.ConditionType.SCHEDULED)
-    return _text(condition(body, kind.value).get("reason"))
+    return bodies.text(condition(body, kind.value).get("reason"))
 
 
 def condition(body: Body, kind: str) -> Mapping[str, Any]:
-    for item in _list(_dict(body.get("status")).get("conditions")):
-        if _dict(item).get("type") == kind:
-            return _dict(item)
+    for item in bodies.items(bodies.mapping(body.get("status")).get("conditions")):
+        if bodies.mapping(item).get("type") == kind:
+            return bodies.mapping(item)
     return {}
 
 
 def _job_row(job: Body, *, now: datetime.datetime) -> JobRow:
-    meta, spec, status = _meta(job), _dict(job.get("spec")), _dict(job.get("status"))
-    factory, pod = placement(job)
-    return JobRow(namespace=_text(meta.get("namespace")), name=_text(meta.get("name")), phase=phase_of(job), reason=reason_of(job),
-                  queue=_text(spec.get("queue")) or "default", priority=_int(spec.get("priority")), factory=factory, pod=pod,
-                  attempt=_int(status.get("attempt")), age=age(leases.parse_time(_text(meta.get("creationTimestamp"))), now=now))
+    meta, spec, status = bodies.meta(job), bodies.mapping(job.get("spec")), bodies.mapping(job.get("status"))
+    factory, pod = bodies.placement(job)
+    return JobRow(namespace=bodies.text(meta.get("namespace")), name=bodies.text(meta.get("name")), phase=bodies.phase_of(job), reason=reason_of(job),
+                  queue=bodies.text(spec.get("queue")) or "default", priority=bodies.number(spec.get("priority")), factory=factory, pod=pod,
+                  attempt=bodies.number(status.get("attempt")), age=bodies.age(leases.parse_time(bodies.text(meta.get("creationTimestamp"))), now=now))
 
 
 # ---- Job -----------------------------------------------------------------------------------------
@@ -410,96 +356,96 @@ class JobDetail:
 
 
 def _scores(value: Any) -> tuple[tuple[str, int], ...]:
-    return tuple(sorted(((str(k), _int(v)) for k, v in _dict(value).items()), key=lambda kv: (-kv[1], kv[0])))
+    return tuple(sorted(((str(k), bodies.number(v)) for k, v in bodies.mapping(value).items()), key=lambda kv: (-kv[1], kv[0])))
 
 
 def job_detail(job: Body, pending: Iterable[Body], *, now: datetime.datetime, aging_seconds_per_point: float) -> JobDetail:
     """Everything the Job page shows of one job. `pending` is every job (its queue position is
     computed among the waiting ones, by the scheduler's own ordering)."""
-    meta, spec, status = _meta(job), _dict(job.get("spec")), _dict(job.get("status"))
-    repo, agent, task = _dict(spec.get("repo")), _dict(spec.get("agent")), _dict(spec.get("task"))
-    requirements, retry = _dict(spec.get("requirements")), _dict(spec.get("retry"))
-    name = _text(meta.get("name"))
+    meta, spec, status = bodies.meta(job), bodies.mapping(job.get("spec")), bodies.mapping(job.get("status"))
+    repo, agent, task = bodies.mapping(spec.get("repo")), bodies.mapping(spec.get("agent")), bodies.mapping(spec.get("task"))
+    requirements, retry = bodies.mapping(spec.get("requirements")), bodies.mapping(spec.get("retry"))
+    name = bodies.text(meta.get("name"))
     fields = [
-        ("Queue", f"{_text(spec.get('queue')) or 'default'} (priority {_int(spec.get('priority'))})"),
-        ("Repository", f"{_text(repo.get('url'))} @ {_text(repo.get('baseRef')) or 'main'}"),
-        ("Branch", _text(repo.get("branch")) or f"agent/{name}"),
-        ("Credentials", _text(repo.get("credentialsSecret")) or "none"),
-        ("Agent", " ".join([_text(agent.get("profile"))] + [_text(a) for a in _list(agent.get("args"))])),
-        ("Environment", ", ".join(_text(_dict(e).get("name")) for e in _list(agent.get("env"))) or "none"),
-        ("Requires", ", ".join(map(_text, _list(requirements.get("capabilities")))) or "nothing"),
-        ("Prefers", ", ".join(f"{_text(_dict(p).get('capability'))} ({_int(_dict(p).get('weight'))})"
-                              for p in _list(requirements.get("preferences"))) or "nothing"),
-        ("Target factory", _text(spec.get("targetFactory")) or "any"),
-        ("Retry", f"up to {_int(retry.get('maxAttempts')) or 3} attempts"),
-        ("Deadline", f"{_int(spec.get('activeDeadlineSeconds'))} s" if spec.get("activeDeadlineSeconds") else "none"),
-        ("Created", _text(meta.get("creationTimestamp"))),
+        ("Queue", f"{bodies.text(spec.get('queue')) or 'default'} (priority {bodies.number(spec.get('priority'))})"),
+        ("Repository", f"{bodies.text(repo.get('url'))} @ {bodies.text(repo.get('baseRef')) or 'main'}"),
+        ("Branch", bodies.text(repo.get("branch")) or f"agent/{name}"),
+        ("Credentials", bodies.text(repo.get("credentialsSecret")) or "none"),
+        ("Agent", " ".join([bodies.text(agent.get("profile"))] + [bodies.text(a) for a in bodies.items(agent.get("args"))])),
+        ("Environment", ", ".join(bodies.text(bodies.mapping(e).get("name")) for e in bodies.items(agent.get("env"))) or "none"),
+        ("Requires", ", ".join(map(bodies.text, bodies.items(requirements.get("capabilities")))) or "nothing"),
+        ("Prefers", ", ".join(f"{bodies.text(bodies.mapping(p).get('capability'))} ({bodies.number(bodies.mapping(p).get('weight'))})"
+                              for p in bodies.items(requirements.get("preferences"))) or "nothing"),
+        ("Target factory", bodies.text(spec.get("targetFactory")) or "any"),
+        ("Retry", f"up to {bodies.number(retry.get('maxAttempts')) or 3} attempts"),
+        ("Deadline", f"{bodies.number(spec.get('activeDeadlineSeconds'))} s" if spec.get("activeDeadlineSeconds") else "none"),
+        ("Created", bodies.text(meta.get("creationTimestamp"))),
     ]
     if spec.get("suspend"):
         fields.append(("Suspended", "yes"))
     if spec.get("cancel"):
         fields.append(("Cancel", "requested"))
-    prompt_from = _dict(_dict(task.get("promptFrom")).get("configMapKeyRef"))
-    prompt = _text(task.get("prompt")) if task.get("prompt") is not None else (
-        f"(from ConfigMap {_text(prompt_from.get('name'))}, key {_text(prompt_from.get('key'))})" if prompt_from else "")
+    prompt_from = bodies.mapping(bodies.mapping(task.get("promptFrom")).get("configMapKeyRef"))
+    prompt = bodies.text(task.get("prompt")) if task.get("prompt") is not None else (
+        f"(from ConfigMap {bodies.text(prompt_from.get('name'))}, key {bodies.text(prompt_from.get('key'))})" if prompt_from else "")
     conditions = tuple(
-        (_text(c.get("type")), _text(c.get("status")), _text(c.get("reason")), _text(c.get("message")),
-         age(leases.parse_time(_text(c.get("lastTransitionTime"))), now=now))
-        for c in map(_dict, _list(status.get("conditions"))))
-    attempts = [_attempt_row(_dict(record), now=now) for record in _list(status.get("attempts"))]
-    assignment = _dict(status.get("assignment"))
+        (bodies.text(c.get("type")), bodies.text(c.get("status")), bodies.text(c.get("reason")), bodies.text(c.get("message")),
+         bodies.age(leases.parse_time(bodies.text(c.get("lastTransitionTime"))), now=now))
+        for c in map(bodies.mapping, bodies.items(status.get("conditions"))))
+    attempts = [_attempt_row(bodies.mapping(record), now=now) for record in bodies.items(status.get("attempts"))]
+    assignment = bodies.mapping(status.get("assignment"))
     if assignment:
-        bound = leases.parse_time(_text(assignment.get("boundAt")))
+        bound = leases.parse_time(bodies.text(assignment.get("boundAt")))
         attempts.append(AttemptRow(
-            attempt=_int(assignment.get("attempt")), outcome=phase_of(job), reason=reason_of(job), message="",
-            factory=_text(assignment.get("factory")), pod=_text(assignment.get("pod")), started=_text(assignment.get("boundAt")),
-            finished="", duration=age(bound, now=now) if bound else "", score=_text(assignment.get("score")),
+            attempt=bodies.number(assignment.get("attempt")), outcome=bodies.phase_of(job), reason=reason_of(job), message="",
+            factory=bodies.text(assignment.get("factory")), pod=bodies.text(assignment.get("pod")), started=bodies.text(assignment.get("boundAt")),
+            finished="", duration=bodies.age(bound, now=now) if bound else "", score=bodies.text(assignment.get("score")),
             scores=_scores(assignment.get("scores")), exit_code="", current=True))
     explanation, position = _explanation(job, pending, now=now, aging_seconds_per_point=aging_seconds_per_point)
-    records = [_dict(r) for r in _list(status.get("attempts"))]
+    records = [bodies.mapping(r) for r in bodies.items(status.get("attempts"))]
     if status.get("report"):
-        records.append(_dict(status.get("report")))
+        records.append(bodies.mapping(status.get("report")))
     refs = [(r.get("logRef"), r.get("pod"), r.get("attempt")) for r in records if r.get("logRef")]
-    log_ref = (_text(refs[-1][0]), _text(refs[-1][1]), _int(refs[-1][2])) if refs else None
-    result = _dict(status.get("result")) or None
-    return JobDetail(namespace=_text(meta.get("namespace")), name=name, phase=phase_of(job), reason=reason_of(job),
+    log_ref = (bodies.text(refs[-1][0]), bodies.text(refs[-1][1]), bodies.number(refs[-1][2])) if refs else None
+    result = bodies.mapping(status.get("result")) or None
+    return JobDetail(namespace=bodies.text(meta.get("namespace")), name=name, phase=bodies.phase_of(job), reason=reason_of(job),
                      spec=tuple(fields), prompt=prompt, conditions=conditions, attempts=tuple(attempts), explanation=explanation,
-                     position=position, queue=_text(spec.get("queue")) or "default", result=result, log_ref=log_ref)
+                     position=position, queue=bodies.text(spec.get("queue")) or "default", result=result, log_ref=log_ref)
 
 
 def _attempt_row(record: Mapping[str, Any], *, now: datetime.datetime) -> AttemptRow:
-    started = leases.parse_time(_text(record.get("startedAt")))
-    finished = leases.parse_time(_text(record.get("finishedAt")))
-    took = duration((finished - started).total_seconds()) if started and finished else ""
-    return AttemptRow(attempt=_int(record.get("attempt")), outcome=_text(record.get("outcome")), reason=_text(record.get("reason")),
-                      message=_text(record.get("message")), factory=_text(record.get("factory")), pod=_text(record.get("pod")),
-                      started=_text(record.get("startedAt")), finished=_text(record.get("finishedAt")), duration=took,
-                      score="" if record.get("score") is None else _text(record.get("score")), scores=_scores(record.get("scores")),
-                      exit_code="" if record.get("exitCode") is None else _text(record.get("exitCode")))
+    started = leases.parse_time(bodies.text(record.get("startedAt")))
+    finished = leases.parse_time(bodies.text(record.get("finishedAt")))
+    took = bodies.duration((finished - started).total_seconds()) if started and finished else ""
+    return AttemptRow(attempt=bodies.number(record.get("attempt")), outcome=bodies.text(record.get("outcome")), reason=bodies.text(record.get("reason")),
+                      message=bodies.text(record.get("message")), factory=bodies.text(record.get("factory")), pod=bodies.text(record.get("pod")),
+                      started=bodies.text(record.get("startedAt")), finished=bodies.text(record.get("finishedAt")), duration=took,
+                      score="" if record.get("score") is None else bodies.text(record.get("score")), scores=_scores(record.get("scores")),
+                      exit_code="" if record.get("exitCode") is None else bodies.text(record.get("exitCode")))
 
 
 def _explanation(job: Body, pending: Iterable[Body], *, now: datetime.datetime,
                  aging_seconds_per_point: float) -> tuple[str, tuple[int, int] | None]:
     """What `gigafactory explain` says of the job's wait (the scheduler's condition and its queue
     position, from scheduling.queues.position), or where it is bound."""
-    status, spec = _dict(job.get("status")), _dict(job.get("spec"))
-    phase = phase_of(job)
-    assignment = _dict(status.get("assignment"))
+    status, spec = bodies.mapping(job.get("status")), bodies.mapping(job.get("spec"))
+    phase = bodies.phase_of(job)
+    assignment = bodies.mapping(status.get("assignment"))
     if assignment:
-        return (f"{phase} on {_text(assignment.get('factory'))}/{_text(assignment.get('pod'))} "
-                f"with score {_int(assignment.get('score'))}/100"), None
+        return (f"{phase} on {bodies.text(assignment.get('factory'))}/{bodies.text(assignment.get('pod'))} "
+                f"with score {bodies.number(assignment.get('score'))}/100"), None
     if phase in TERMINAL:  # as `gigafactory explain` says it: how the last attempt ended, and where it ran
-        attempts = _list(status.get("attempts"))
-        last = _dict(attempts[-1]) if attempts else {}
+        attempts = bodies.items(status.get("attempts"))
+        last = bodies.mapping(attempts[-1]) if attempts else {}
         if not last:
             return (f"{phase}: {reason_of(job)}" if reason_of(job) and reason_of(job) != phase else phase), None
-        ended = " ".join(_text(part) for part in (last.get("outcome"), last.get("reason"), last.get("message")) if part)
-        where = f"; it ran on {_text(last.get('factory'))}/{_text(last.get('pod')) or '-'}" if last.get("factory") else ""
-        score = f" with score {_int(last.get('score'))}/100" if where and last.get("score") is not None else ""
+        ended = " ".join(bodies.text(part) for part in (last.get("outcome"), last.get("reason"), last.get("message")) if part)
+        where = f"; it ran on {bodies.text(last.get('factory'))}/{bodies.text(last.get('pod')) or '-'}" if last.get("factory") else ""
+        score = f" with score {bodies.number(last.get('score'))}/100" if where and last.get("score") is not None else ""
         return f"{phase}: last attempt {ended}{where}{score}", None
     if spec.get("suspend"):
         return "suspended (spec.suspend): it is not scheduled until resumed", None
     scheduled = condition(job, constants.ConditionType.SCHEDULED.value)
-    text = (f"{phase}: {_text(scheduled.get('reason'))}: {_text(scheduled.get('message'))}" if scheduled
+    text = (f"{phase}: {bodies.text(scheduled.get('reason'))}: {bodies.text(scheduled.get('message'))}" if scheduled
             else f"{phase}: the operator has not considered it yet")
     return text, queues.position(job, pending, now=now, aging_seconds_per_point=aging_seconds_per_point)

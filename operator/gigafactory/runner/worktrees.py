@@ -1,7 +1,7 @@
 """Git on the runner: a bare mirror per repository, a worktree and branch per attempt, push, sweep.
 
 Same-repo jobs on one pod never share a worktree path or a local branch (both carry the job's uid
-and the attempt), and every mirror fetch holds that mirror's lock. Credentials reach git only
+and the attempt), and every mirror fetch holds that mirror's lock. remotes.Credentials reach git only
 through the environment of the git child (an askpass helper or an ssh key file), never argv,
 config or logs. Git runs in threads so the runner's event loop stays free.
 """
@@ -11,16 +11,12 @@ import contextlib
 import dataclasses
 import os
 import pathlib
-import re
-import shlex
 import shutil
 import stat
-import tempfile
-from collections.abc import Iterator, Mapping
 
 import git
 
-from gigafactory import leases
+from gigafactory import leases, remotes
 
 BRANCH_PREFIX = "gf/"
 # In a mirror: one ref per running attempt, holding its base commit (the mirror has no worktrees).
@@ -37,130 +33,6 @@ _AGENT_GIT_REDIRECTS = ("commondir", "gitdir", "shallow", "info/grafts", "object
                         "config.worktree", "info/alternates")
 _AGENT_GIT_TREES = ("hooks", "worktrees", "modules")
 CHANGED_FILES_CHARS = 64 * 1024
-_ASKPASS = """#!/bin/sh
-case "$1" in
-  Username*) printf '%s\\n' "$GIGAFACTORY_GIT_USERNAME" ;;
-  *) printf '%s\\n' "$GIGAFACTORY_GIT_PASSWORD" ;;
-esac
-"""
-_REMOTE_HELPER = re.compile(r"^[A-Za-z0-9+.-]+::")
-# Settings of every git call that no config file may change: what an agent writes into the worktree's
-# or the shared mirror's config, or into $HOME/.gitconfig, must not run code or redirect credentials.
-# (GIT_CONFIG_COUNT/KEY/VALUE, git >= 2.31: above every config file; GIT_CONFIG_GLOBAL and
-# GIT_CONFIG_NOSYSTEM leave out the global and system files altogether.)
-_PINNED_CONFIG = (
-    ("core.hooksPath", "/dev/null"),   # no hook runs: not the repository's, not one planted in the mirror
-    ("core.fsmonitor", "false"),       # an fsmonitor is a program git would start
-    ("credential.helper", ""),         # credentials come from our askpass only, and go nowhere else
-    ("core.askPass", ""),
-    ("protocol.allow", "never"),       # transports: only those _PROTOCOLS names
-    ("uploadpack.packObjectsHook", ""),
-    ("core.gitProxy", ""),
-    ("http.proxy", ""),
-    ("diff.external", ""),
-)
-_PROTOCOLS = ("https", "ssh", "git", "http")
-# scheme://-host or scheme://-user@host: ssh would take it for an option (git refuses it too; so do we, first).
-_OPTION_HOST = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/@]*@)?-")
-_SAFE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
-# scheme://user:password@host — a token inline in the URL.
-_USERINFO_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@")
-# What git (over HTTP, SSH or locally) prints when the remote refuses who we are...
-_AUTH_SIGNS = ("authentication failed", "could not read username", "could not read password",
-               "permission denied", "the requested url returned error: 401", "the requested url returned error: 403",
-               "invalid username or password", "terminal prompts disabled", "host key verification failed")
-# ...and when there is no such repository. Anything else (DNS, refused connection, timeout) may pass.
-_NOT_FOUND_SIGNS = ("not found", "does not appear to be a git repository", "no such file or directory",
-                    "the requested url returned error: 404", "does not exist")
-
-
-class GitFailure(Exception):
-    """A git step failed; `outcome`/`reason` classify it for the report. Messages never hold secrets."""
-
-    def __init__(self, outcome: str, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.outcome = outcome
-        self.reason = reason
-        self.message = message
-
-
-def _output(exc: git.GitCommandError) -> str:
-    """What git said (stderr, then stdout), without gitpython's wrapping."""
-    parts = []
-    for wrapped, label in ((exc.stderr, "stderr"), (exc.stdout, "stdout")):
-        text = str(wrapped or "").strip()
-        prefix = f"{label}: '"
-        if text.startswith(prefix):
-            text = text[len(prefix):].removesuffix("'")
-        if text:
-            parts.append(text.strip())
-    return "\n".join(parts) or str(exc)
-
-
-def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text[-2000:]
-
-
-def check_url(url: str, *, allow_local: bool, credentials: "Credentials | None" = None) -> None:
-    """Refuse remote helpers always, local repositories unless allowed (dev mode, tests), and a token
-    over plain http:// (anyone on the path would read it)."""
-    if url.startswith("-") or _REMOTE_HELPER.match(url) or _OPTION_HOST.match(url):
-        raise GitFailure("Rejected", "RepoNotAllowed", f"repository URL {url!r} names a git remote helper or an option")
-    local = url.startswith("file://") or url.startswith("/")
-    if local and not allow_local:
-        raise GitFailure("Rejected", "RepoNotAllowed", f"local repositories are not allowed on this runner: {url!r}")
-    if not local and not re.match(r"^(https?|ssh|git)://|^[A-Za-z0-9._-]+@[^:/]+:", url):
-        raise GitFailure("Rejected", "RepoNotAllowed", f"unsupported repository URL {url!r}")
-    if url.startswith("http://") and credentials is not None and credentials.token:
-        raise GitFailure("Rejected", "InsecureTransport",
-                         "credentials are never sent over plain http://: use an https:// URL")
-    if _USERINFO_PASSWORD.match(url):
-        # It would sit in the mirror's config and in every message that names the URL.
-        raise GitFailure("Rejected", "RepoNotAllowed",
-                         "the repository URL carries a password or token; put it in the credentials Secret")
-
-
-def check_ref(ref: str, *, what: str) -> None:
-    """A name git itself accepts as a branch (git check-ref-format), so nothing fails after the agent ran."""
-    reason = "InvalidBranch" if what == "branch" else "BaseRefNotFound"
-    try:
-        git.Git().execute(["git", "check-ref-format", "--branch", ref])
-    except git.GitCommandError:
-        raise GitFailure("Rejected", reason, f"{what} {ref!r} is not a valid git ref name") from None
-    if not _SAFE_REF.match(ref):
-        raise GitFailure("Rejected", reason, f"{what} {ref!r} is not a valid git ref name")
-
-
-def classify_remote_error(text: str, *, url: str) -> GitFailure:
-    """A failed fetch → what the job's owner can do about it. Only faults a retry may cure stay InfraError."""
-    lowered = text.lower()
-    if any(sign in lowered for sign in _AUTH_SIGNS):
-        return GitFailure("Rejected", "BadCredentials", f"authentication to {url} failed: {_last_line(text)}")
-    if any(sign in lowered for sign in _NOT_FOUND_SIGNS):
-        return GitFailure("Rejected", "RepoNotFound", f"repository {url} does not exist or is not readable: {_last_line(text)}")
-    return GitFailure("InfraError", "FetchFailed", f"cannot fetch {url}: {_last_line(text)}")
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Please make sure")]
-    return lines[-1][:500] if lines else "no error text"
-
-
-@dataclasses.dataclass(frozen=True)
-class Credentials:
-    """What the job's Secret holds: an HTTPS token (and user name) or an SSH key."""
-
-    username: str = "x-access-token"
-    token: str = ""
-    ssh_key: str = ""
-    known_hosts: str = ""
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return (self.token, self.ssh_key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,27 +62,14 @@ class Checkout:
 
 
 @dataclasses.dataclass
-class Workspace:
-    """Mirrors and worktrees under one directory."""
-
-    root: pathlib.Path
-    # Network git calls (fetch, ls-remote, push) are killed after this long: a remote that accepts a
-    # connection and then says nothing must not hold a mirror's lock (and every job of that repo) forever.
-    network_timeout: float = 600.0
-    # file:// and local paths as remotes (dev mode, tests); otherwise git may not use the file transport.
-    allow_local: bool = False
-    # SSH without known_hosts in the credentials Secret: refused (the host could be anyone's), unless the
-    # pool opts out, then the first key seen is trusted (accept-new) for that one call.
-    accept_new_host_keys: bool = False
+class Workspace(remotes.Git):
+    """Mirrors and worktrees under one directory, on the git calls of remotes.Git."""
 
     def __post_init__(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        super().__post_init__()
         (self.root / "mirrors").mkdir(exist_ok=True)
         (self.root / "worktrees").mkdir(exist_ok=True)
         self._locks: dict[str, asyncio.Lock] = {}
-        self.askpass = self.root / "askpass.sh"
-        self.askpass.write_text(_ASKPASS)
-        self.askpass.chmod(stat.S_IRWXU)
 
     def mirror_path(self, url: str) -> pathlib.Path:
         return self.root / "mirrors" / f"{leases.repo_key(url)}.git"
@@ -218,77 +77,18 @@ class Workspace:
     def warm_repos(self) -> list[str]:
         return sorted(p.name.removesuffix(".git") for p in (self.root / "mirrors").glob("*.git"))
 
-    @contextlib.contextmanager
-    def git_env(self, credentials: Credentials) -> Iterator[dict[str, str]]:
-        """Environment for one git child: no prompts, credentials only through askpass or a key file."""
-        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": str(self.askpass), "SSH_ASKPASS": str(self.askpass),
-               "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
-               "GIT_ALLOW_PROTOCOL": ":".join(_PROTOCOLS + (("file",) if self.allow_local else ())),
-               # Always ours, so that no core.sshCommand of a config file is ever run.
-               "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -F /dev/null",
-               "GIT_CONFIG_COUNT": str(len(_PINNED_CONFIG))}
-        for index, (key, value) in enumerate(_PINNED_CONFIG):
-            env[f"GIT_CONFIG_KEY_{index}"], env[f"GIT_CONFIG_VALUE_{index}"] = key, value
-        keydir = None
-        try:
-            if credentials.token:
-                env["GIGAFACTORY_GIT_USERNAME"] = credentials.username
-                env["GIGAFACTORY_GIT_PASSWORD"] = credentials.token
-            if credentials.ssh_key:
-                if not credentials.known_hosts and not self.accept_new_host_keys:
-                    raise GitFailure("Rejected", "NoKnownHosts",
-                                     "an SSH key without known_hosts in the credentials Secret: the host's key cannot be "
-                                     "verified (add known_hosts, or let the pool accept new host keys)")
-                keydir = tempfile.mkdtemp(prefix="gf-ssh-", dir=self.root)
-                key = pathlib.Path(keydir) / "key"
-                key.touch(mode=0o600)
-                key.write_text(credentials.ssh_key if credentials.ssh_key.endswith("\n") else credentials.ssh_key + "\n")
-                hosts = pathlib.Path(keydir) / "known_hosts"
-                hosts.write_text(credentials.known_hosts)
-                checking = "yes" if credentials.known_hosts else "accept-new"
-                # Paths quoted: git hands this string to a shell, and a work dir may hold spaces.
-                env["GIT_SSH_COMMAND"] = (f"ssh -F /dev/null -i {shlex.quote(str(key))} -o IdentitiesOnly=yes "
-                                          f"-o UserKnownHostsFile={shlex.quote(str(hosts))} "
-                                          f"-o StrictHostKeyChecking={checking} -o BatchMode=yes")
-            yield env
-        finally:
-            if keydir:
-                shutil.rmtree(keydir, ignore_errors=True)
-
-    async def _git(self, cwd: pathlib.Path | None, args: list[str], credentials: Credentials, *,
-                   failure: tuple[str, str], network: bool = False, git_dir: pathlib.Path | None = None,
-                   work_tree: pathlib.Path | None = None, extra_env: Mapping[str, str] | None = None) -> str:
-        """One git call. With git_dir (and work_tree), no repository discovery happens: no `.git` file
-        or directory of a worktree, nor anything it points at, is read."""
-        def call() -> str:
-            with self.git_env(credentials) as env:
-                if git_dir is not None:
-                    env["GIT_DIR"] = str(git_dir)
-                if work_tree is not None:
-                    env["GIT_WORK_TREE"] = str(work_tree)
-                env.update(extra_env or {})
-                where = cwd or work_tree or git_dir
-                try:
-                    return git.Git(str(where) if where else None).execute(
-                        ["git", *args], env=env, kill_after_timeout=self.network_timeout if network else None)
-                except git.GitCommandError as exc:
-                    detail = _scrub(_output(exc), credentials.secrets)
-                    raise GitFailure(failure[0], failure[1], detail) from None
-
-        return await asyncio.to_thread(call)
-
     def lock(self, mirror: pathlib.Path) -> asyncio.Lock:
         """One lock per mirror for everything that changes its refs or its worktree list: a fetch walks
         every worktree's HEAD, so a worktree half added or half removed would break it."""
         return self._locks.setdefault(str(mirror), asyncio.Lock())
 
-    async def sync_mirror(self, url: str, credentials: Credentials) -> pathlib.Path:
+    async def sync_mirror(self, url: str, credentials: remotes.Credentials) -> pathlib.Path:
         """A bare repository per URL whose remote branches live under refs/remotes/origin/, fetched on
         every attempt under the mirror's lock. Its refs/heads/ holds only the attempts' gf/* branches,
         so a fetch (with --prune) never touches a branch that a running worktree has checked out."""
-        check_url(url, allow_local=self.allow_local, credentials=credentials)
+        remotes.check_url(url, allow_local=self.allow_local, credentials=credentials)
         path = self.mirror_path(url)
-        none = Credentials()
+        none = remotes.Credentials()
         async with self.lock(path):
             fresh = not (path / "HEAD").exists()
             if fresh:
@@ -302,43 +102,43 @@ class Workspace:
                 # The URL itself, not the remote's name: nothing in a config file decides where credentials go.
                 await self._git(path, ["fetch", "-q", "--prune", "--tags", "--", url, "+refs/heads/*:refs/remotes/origin/*"],
                                 credentials, failure=("InfraError", "FetchFailed"), network=True)
-            except GitFailure as exc:
+            except remotes.GitFailure as exc:
                 if fresh:  # an empty mirror is no warm repo: the next attempt starts over
                     shutil.rmtree(path, ignore_errors=True)
                 # Also on a warm mirror: a revoked token or a deleted repository is no infrastructure fault.
-                raise classify_remote_error(exc.message, url=url) from None
+                raise remotes.classify_remote_error(exc.message, url=url) from None
         return path
 
     async def branch_exists(self, mirror: pathlib.Path, branch: str) -> bool:
         """Whether the remote had `branch` at the last fetch: checked before the agent runs, so an
         attempt that could never push does not run at all (the push itself is atomic on top)."""
         try:
-            await self._git(mirror, ["rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}"], Credentials(),
+            await self._git(mirror, ["rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}"], remotes.Credentials(),
                             failure=("InfraError", "GitFailed"))
-        except GitFailure:
+        except remotes.GitFailure:
             return False
         return True
 
     async def resolve_base(self, mirror: pathlib.Path, base_ref: str) -> str:
         """baseRef → a commit id: a branch of the remote, then a tag, then a commit id."""
-        if not _SAFE_REF.match(base_ref):
-            raise GitFailure("Rejected", "BaseRefNotFound", f"baseRef {base_ref!r} is not a valid ref")
+        if not remotes.SAFE_REF.match(base_ref):
+            raise remotes.GitFailure("Rejected", "BaseRefNotFound", f"baseRef {base_ref!r} is not a valid ref")
         for candidate in (f"refs/remotes/origin/{base_ref}", f"refs/tags/{base_ref}", base_ref):
             try:
-                base = (await self._git(mirror, ["rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"], Credentials(),
+                base = (await self._git(mirror, ["rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"], remotes.Credentials(),
                                         failure=("Rejected", "BaseRefNotFound"))).strip()
-            except GitFailure:
+            except remotes.GitFailure:
                 continue
             if base:
                 return base
-        raise GitFailure("Rejected", "BaseRefNotFound", f"baseRef {base_ref!r} does not exist in the repository")
+        raise remotes.GitFailure("Rejected", "BaseRefNotFound", f"baseRef {base_ref!r} does not exist in the repository")
 
     async def remote_tip(self, mirror: pathlib.Path, branch: str) -> str | None:
         """The commit the remote's `branch` pointed at in the last fetch, or None."""
         try:
             return (await self._git(mirror, ["rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}^{{commit}}"],
-                                    Credentials(), failure=("InfraError", "GitFailed"))).strip() or None
-        except GitFailure:
+                                    remotes.Credentials(), failure=("InfraError", "GitFailed"))).strip() or None
+        except remotes.GitFailure:
             return None
 
     async def add_worktree(self, mirror: pathlib.Path, *, name: str, base_ref: str, branch: str | None = None) -> "Checkout":
@@ -351,7 +151,7 @@ class Workspace:
         - the runner's, `trusted/<name>.git` outside the worktree (the agent never sees it), with HEAD
           on gf/<name>: every later git step of the runner runs with GIT_DIR pinned to it."""
         base = await self.resolve_base(mirror, base_ref)
-        none = Credentials()
+        none = remotes.Credentials()
         checkout = Checkout(name=name, path=self.root / "worktrees" / name, trusted=self.root / "trusted" / f"{name}.git",
                             mirror=mirror, base=base, branch=branch or f"{BRANCH_PREFIX}{name}")
         async with self.lock(mirror):
@@ -394,18 +194,18 @@ class Workspace:
             await self._git(None, ["-c", "fetch.fsckObjects=true", "-c", "transfer.fsckObjects=true", "fetch", "-q",
                                    "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head", "--",
                                    f"file://{checkout.agent_git}", f"+HEAD:{_AGENT_HEAD}"],
-                            Credentials(), failure=failure, git_dir=checkout.trusted, extra_env={"GIT_ALLOW_PROTOCOL": "file"})
-            head = (await self._git(None, ["rev-parse", "--verify", f"{_AGENT_HEAD}^{{commit}}"], Credentials(),
+                            remotes.Credentials(), failure=failure, git_dir=checkout.trusted, extra_env={"GIT_ALLOW_PROTOCOL": "file"})
+            head = (await self._git(None, ["rev-parse", "--verify", f"{_AGENT_HEAD}^{{commit}}"], remotes.Credentials(),
                                     failure=failure, git_dir=checkout.trusted)).strip()
             try:
-                await self._git(None, ["merge-base", "--is-ancestor", checkout.base, head], Credentials(),
+                await self._git(None, ["merge-base", "--is-ancestor", checkout.base, head], remotes.Credentials(),
                                 failure=failure, git_dir=checkout.trusted)
-            except GitFailure:
-                raise GitFailure("AgentFailed", "UnrelatedHistory",
+            except remotes.GitFailure:
+                raise remotes.GitFailure("AgentFailed", "UnrelatedHistory",
                                  f"the agent's HEAD {head[:12]} does not descend from the base commit {checkout.base[:12]}") from None
-        await self._git(None, ["update-ref", f"refs/heads/{checkout.trusted_branch}", head], Credentials(),
+        await self._git(None, ["update-ref", f"refs/heads/{checkout.trusted_branch}", head], remotes.Credentials(),
                         failure=("InfraError", "GitFailed"), git_dir=checkout.trusted)
-        await self._git(None, ["read-tree", head], Credentials(), failure=("InfraError", "GitFailed"),
+        await self._git(None, ["read-tree", head], remotes.Credentials(), failure=("InfraError", "GitFailed"),
                         git_dir=checkout.trusted, work_tree=checkout.path)
         return head
 
@@ -416,7 +216,7 @@ class Workspace:
         text = await asyncio.to_thread(read_summary, checkout.path)
         if not os.path.lexists(checkout.path / "SUMMARY.md"):
             return text
-        status = await self._git(None, ["status", "--porcelain", "--", "SUMMARY.md"], Credentials(),
+        status = await self._git(None, ["status", "--porcelain", "--", "SUMMARY.md"], remotes.Credentials(),
                                  failure=("InfraError", "GitFailed"), git_dir=checkout.trusted, work_tree=checkout.path)
         if status.startswith("??"):  # a symlink or fifo left for the runner goes too
             (checkout.path / "SUMMARY.md").unlink(missing_ok=True)
@@ -426,55 +226,30 @@ class Workspace:
         """Agents that edit without committing still get their work pushed. Committed with the trusted
         git dir: no config, hook, filter or fsmonitor the agent wrote takes part (a .gitattributes may
         name a filter, but only config defines one, and the only config is the runner's)."""
-        none = Credentials()
+        none = remotes.Credentials()
         where = {"git_dir": checkout.trusted, "work_tree": checkout.path}
         if (await self._git(None, ["status", "--porcelain"], none, failure=("InfraError", "GitFailed"), **where)).strip():
             await self._git(None, ["add", "-A"], none, failure=("InfraError", "GitFailed"), **where)
             await self._git(None, ["-c", "user.name=Gigafactory", "-c", "user.email=runner@gigafactory.invalid",
                                    "commit", "-q", "--no-verify", "-m", message], none, failure=("InfraError", "GitFailed"), **where)
 
-    async def push(self, checkout: "Checkout", *, url: str, branch: str, credentials: Credentials) -> None:
+    async def push(self, checkout: "Checkout", *, url: str, branch: str, credentials: remotes.Credentials) -> None:
         """Push HEAD to a new branch; an existing branch on the remote is never overwritten, not even
         one created while the agent ran: an empty --force-with-lease expectation means "must not exist",
         and the remote checks it atomically (a plain push would fast-forward such a branch)."""
-        check_ref(branch, what="branch")
-        check_url(url, allow_local=self.allow_local, credentials=credentials)
+        remotes.check_ref(branch, what="branch")
+        remotes.check_url(url, allow_local=self.allow_local, credentials=credentials)
         ref = f"refs/heads/{branch}"
         try:
             await self._git(None, ["push", "--no-verify", f"--force-with-lease={ref}:", "--", url, f"HEAD:{ref}"],
                             credentials, failure=("PushFailed", "PushRejected"), network=True, git_dir=checkout.trusted)
-        except GitFailure as exc:
-            if "stale info" in exc.message:
-                raise GitFailure("PushFailed", "BranchExists", f"branch {branch} already exists on the remote") from None
-            lowered = exc.message.lower()
-            if any(sign in lowered for sign in _AUTH_SIGNS):
-                raise GitFailure("PushFailed", "BadCredentials",
-                                 f"the remote refused the push credentials: {_last_line(exc.message)}") from None
-            raise GitFailure("PushFailed", "PushRejected", f"the remote refused the push: {_rejection(exc.message)}") from None
-
-    async def delete_branch(self, *, url: str, branch: str, commit: str, credentials: Credentials) -> bool:
-        """Delete a pushed branch from the remote, only while it still points at `commit` (the one the
-        job pushed): a branch someone has moved on since is kept. True when this call deleted it; False
-        when the remote had it elsewhere or not at all (git says "stale info" for both)."""
-        check_ref(branch, what="branch")
-        check_url(url, allow_local=self.allow_local, credentials=credentials)
-        scratch = self.root / "cleanup.git"
-        if not scratch.exists():
-            await asyncio.to_thread(git.Repo.init, str(scratch), bare=True)
-        ref = f"refs/heads/{branch}"
-        try:
-            await self._git(scratch, ["push", f"--force-with-lease={ref}:{commit}", "--", url, f":{ref}"],
-                            credentials, failure=("PushFailed", "DeleteRejected"), network=True)
-        except GitFailure as exc:
-            if "stale info" in exc.message:
-                return False  # moved since the job pushed it, or gone: nothing of ours to delete
-            raise
-        return True
+        except remotes.GitFailure as exc:
+            raise remotes.classify_push_error(exc.message, branch=branch) from None
 
     async def describe(self, git_dir: pathlib.Path, base: str, head: str = "HEAD") -> dict:
         """The change from `base` to `head` (in an attempt's trusted git dir, or in a mirror with a commit
         id) for a report."""
-        none = Credentials()
+        none = remotes.Credentials()
         where = {"git_dir": git_dir}
         head = (await self._git(None, ["rev-parse", head], none, failure=("InfraError", "GitFailed"), **where)).strip()
         names = await self._git(None, ["-c", "core.quotePath=false", "diff", "--no-ext-diff", "--no-textconv", "--name-only",
@@ -548,13 +323,6 @@ class Workspace:
         return removed
 
 
-def _rejection(text: str) -> str:
-    """The lines of a failed push that say why: the remote's own words (hooks) and the ref's verdict."""
-    lines = [line.strip() for line in text.splitlines()
-             if line.strip().startswith(("remote:", "!", "error:", "fatal:")) and "failed to push some refs" not in line]
-    return " | ".join(lines)[-1500:] or _last_line(text)
-
-
 def _write_mirror_config(mirror: pathlib.Path, url: str) -> None:
     """The mirror's whole config, as the runner wants it (git config --file writes it quoted right)."""
     fresh = mirror / "config.gigafactory"
@@ -614,7 +382,7 @@ def _disarm_agent_git(checkout: Checkout) -> bool:
             mode = os.lstat(path).st_mode
             if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
                 kind = "a symlink" if stat.S_ISLNK(mode) else "a special file"
-                raise GitFailure("AgentFailed", "AgentGitInvalid",
+                raise remotes.GitFailure("AgentFailed", "AgentGitInvalid",
                                  f"the agent's .git holds {kind} ({path.relative_to(git_dir)}): not fetching from it")
     for name in _AGENT_GIT_REDIRECTS:
         (git_dir / name).unlink(missing_ok=True)
@@ -642,16 +410,6 @@ def read_summary(worktree: pathlib.Path) -> str | None:
             return None
         data = handle.read(SUMMARY_BYTES)
     return data.decode("utf-8", errors="replace")[:8000]
-
-
-def credentials_from_secret(data: Mapping[str, str]) -> Credentials:
-    """Secret data (already base64-decoded) → Credentials; unknown keys are ignored."""
-    return Credentials(
-        username=data.get("username") or "x-access-token",
-        token=data.get("token") or data.get("password") or "",
-        ssh_key=data.get("ssh-privatekey") or "",
-        known_hosts=data.get("known_hosts") or "",
-    )
 
 
 def clean_env() -> dict[str, str]:

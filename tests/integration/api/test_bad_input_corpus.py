@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from gigafactory import constants, kubeclient
 from gigafactory.models import agentjobs
-from gigafactory.runner import profiles, worktrees
+from gigafactory import remotes
+from gigafactory.runner import profiles
 from gigafactory.scheduling import snapshots
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -102,12 +103,12 @@ def runner_decides(spec: dict) -> str | None:
         if profile is not None:  # what the job adds, against the profile the runner would run (Runner.execute)
             profile.check_args(parsed.agent.args)
             profile.check_env(env.name for env in parsed.agent.env)
-        worktrees.check_url(parsed.repo.url, allow_local=False)
-        worktrees.check_ref(parsed.repo.branch or "agent/job", what="branch")
+        remotes.check_url(parsed.repo.url, allow_local=False)
+        remotes.check_ref(parsed.repo.branch or "agent/job", what="branch")
     except profiles.NotAllowed as exc:
         assert exc.message.startswith("spec.agent."), exc.message
         return exc.reason
-    except worktrees.GitFailure as exc:
+    except remotes.GitFailure as exc:
         assert exc.outcome == "Rejected" and exc.message, exc
         return exc.reason
     return None

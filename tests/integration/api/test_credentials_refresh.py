@@ -20,7 +20,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from gigafactory import kubeclient, localcluster
+from gigafactory import kubeclient
+import localcluster
 from tests.unit.test_kubeauth import Plugin, kubeconfig as write_kubeconfig
 
 pytestmark = pytest.mark.timeout(60)

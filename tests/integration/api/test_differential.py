@@ -17,7 +17,7 @@ import kubernetes
 import pytest
 import yaml
 
-from gigafactory import localcluster
+import localcluster
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.real_only

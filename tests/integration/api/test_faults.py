@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from gigafactory import kubeclient
-from gigafactory.localcluster import faults
+from localcluster import faults
 
 # Fault injection is a switch of the embedded API server.
 pytestmark = pytest.mark.embedded_only

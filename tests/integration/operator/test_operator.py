@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from gigafactory import kubeclient, leases
-from gigafactory.localcluster import faults
+from localcluster import faults
 from tests.conftest import wait_for
 from tests.integration.operator import stubs
 

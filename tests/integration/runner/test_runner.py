@@ -13,7 +13,7 @@ import sys
 import git
 import pytest
 
-from gigafactory.localcluster import faults
+from localcluster import faults
 from gigafactory.runner import executing
 from tests import gitrepos
 from tests.conftest import wait_for

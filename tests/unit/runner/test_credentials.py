@@ -9,6 +9,7 @@ import stat
 import git
 import pytest
 
+from gigafactory import remotes
 from gigafactory.runner import worktrees
 from tests import gitrepos
 from tests.unit.runner import gitserver
@@ -32,7 +33,7 @@ def _files_holding(root: pathlib.Path, secret: str) -> list[pathlib.Path]:
 
 async def test_right_token_clones_and_pushes(tmp_path, https_like_remote) -> None:
     workspace = worktrees.Workspace(tmp_path / "work")
-    credentials = worktrees.Credentials(token=TOKEN)
+    credentials = remotes.Credentials(token=TOKEN)
     mirror = await workspace.sync_mirror(https_like_remote, credentials)
     checkout = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
     (checkout.path / "x.txt").write_text("x\n")
@@ -44,8 +45,8 @@ async def test_right_token_clones_and_pushes(tmp_path, https_like_remote) -> Non
 
 async def test_wrong_token_is_a_clear_error_without_the_secret(tmp_path, https_like_remote) -> None:
     workspace = worktrees.Workspace(tmp_path / "work")
-    with pytest.raises(worktrees.GitFailure) as info:
-        await workspace.sync_mirror(https_like_remote, worktrees.Credentials(token=WRONG))
+    with pytest.raises(remotes.GitFailure) as info:
+        await workspace.sync_mirror(https_like_remote, remotes.Credentials(token=WRONG))
     assert (info.value.outcome, info.value.reason) == ("Rejected", "BadCredentials")
     assert "authentication" in info.value.message and WRONG not in info.value.message
     assert _files_holding(tmp_path / "work", WRONG) == []
@@ -54,15 +55,15 @@ async def test_wrong_token_is_a_clear_error_without_the_secret(tmp_path, https_l
 async def test_no_token_for_a_private_repo_fails_at_once(tmp_path, https_like_remote) -> None:
     # GIT_TERMINAL_PROMPT=0 and askpass with nothing to say: git gives up instead of waiting for a person.
     workspace = worktrees.Workspace(tmp_path / "work")
-    with pytest.raises(worktrees.GitFailure) as info:
-        await workspace.sync_mirror(https_like_remote, worktrees.Credentials())
+    with pytest.raises(remotes.GitFailure) as info:
+        await workspace.sync_mirror(https_like_remote, remotes.Credentials())
     assert info.value.reason == "BadCredentials"
 
 
 async def test_a_repository_the_server_does_not_have(tmp_path, https_like_remote) -> None:
     workspace = worktrees.Workspace(tmp_path / "work")
-    with pytest.raises(worktrees.GitFailure) as info:
-        await workspace.sync_mirror(https_like_remote.replace("repo.git", "nope.git"), worktrees.Credentials(token=TOKEN))
+    with pytest.raises(remotes.GitFailure) as info:
+        await workspace.sync_mirror(https_like_remote.replace("repo.git", "nope.git"), remotes.Credentials(token=TOKEN))
     assert (info.value.outcome, info.value.reason) == ("Rejected", "RepoNotFound")
 
 
@@ -70,7 +71,7 @@ def test_ssh_key_is_a_private_file_only_for_the_call(tmp_path) -> None:
     # A space: the command line quotes its paths. Accepting new host keys: this pool opted out of known_hosts.
     workspace = worktrees.Workspace(tmp_path / "work space", accept_new_host_keys=True)
     key_text = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-key-material\n-----END OPENSSH PRIVATE KEY-----"
-    with workspace.git_env(worktrees.Credentials(ssh_key=key_text)) as env:
+    with workspace.git_env(remotes.Credentials(ssh_key=key_text)) as env:
         command = env["GIT_SSH_COMMAND"]
         assert "secret-key-material" not in "".join(env.values())  # the key is a file, never a value
         key = pathlib.Path(command.split("-i ")[1].split(" -o")[0].strip("'"))
@@ -82,5 +83,5 @@ def test_ssh_key_is_a_private_file_only_for_the_call(tmp_path) -> None:
 
 def test_known_hosts_make_host_checking_strict(tmp_path) -> None:
     workspace = worktrees.Workspace(tmp_path / "work")
-    with workspace.git_env(worktrees.Credentials(ssh_key="k", known_hosts="git.example.com ssh-ed25519 AAAA")) as env:
+    with workspace.git_env(remotes.Credentials(ssh_key="k", known_hosts="git.example.com ssh-ed25519 AAAA")) as env:
         assert "StrictHostKeyChecking=yes" in env["GIT_SSH_COMMAND"]

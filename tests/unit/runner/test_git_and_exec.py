@@ -8,7 +8,8 @@ import time
 import git
 import pytest
 
-from gigafactory.runner import executing, profiles, worktrees
+from gigafactory import remotes
+from gigafactory.runner import executing, profiles
 from tests import gitrepos
 
 
@@ -19,7 +20,7 @@ def _attempt_refs(mirror) -> set[str]:
 
 
 async def test_two_same_repo_attempts_work_side_by_side(workspace, remote) -> None:
-    none = worktrees.Credentials()
+    none = remotes.Credentials()
     mirror_a, mirror_b = await asyncio.gather(workspace.sync_mirror(str(remote), none), workspace.sync_mirror(str(remote), none))
     assert mirror_a == mirror_b  # one mirror per repository
     ca, cb = await asyncio.gather(
@@ -47,29 +48,29 @@ async def test_two_same_repo_attempts_work_side_by_side(workspace, remote) -> No
 
 
 async def test_existing_branch_is_never_overwritten(workspace, remote) -> None:
-    none = worktrees.Credentials()
+    none = remotes.Credentials()
     mirror = await workspace.sync_mirror(str(remote), none)
     checkout = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
     gitrepos.commit_file(checkout.path, "x")
     await workspace.take_agent_work(checkout)
-    with pytest.raises(worktrees.GitFailure) as info:
+    with pytest.raises(remotes.GitFailure) as info:
         await workspace.push(checkout, url=str(remote), branch="main", credentials=none)
     assert (info.value.outcome, info.value.reason) == ("PushFailed", "BranchExists")
 
 
 async def test_missing_base_ref_and_repo_are_rejected(workspace, remote, tmp_path) -> None:
-    none = worktrees.Credentials()
+    none = remotes.Credentials()
     mirror = await workspace.sync_mirror(str(remote), none)
-    with pytest.raises(worktrees.GitFailure) as info:
+    with pytest.raises(remotes.GitFailure) as info:
         await workspace.add_worktree(mirror, name="u-2", base_ref="no-such-branch")
     assert (info.value.outcome, info.value.reason) == ("Rejected", "BaseRefNotFound")
-    with pytest.raises(worktrees.GitFailure) as info:
+    with pytest.raises(remotes.GitFailure) as info:
         await workspace.sync_mirror(str(tmp_path / "nothing-here.git"), none)
     assert info.value.reason == "RepoNotFound"
 
 
 async def test_sweep_removes_what_no_live_attempt_owns(workspace, remote) -> None:
-    none = worktrees.Credentials()
+    none = remotes.Credentials()
     mirror = await workspace.sync_mirror(str(remote), none)
     keep = await workspace.add_worktree(mirror, name="live-1", base_ref="main")
     stray = await workspace.add_worktree(mirror, name="dead-1", base_ref="main")
@@ -81,8 +82,8 @@ async def test_sweep_removes_what_no_live_attempt_owns(workspace, remote) -> Non
 
 async def test_bad_token_fails_without_leaking_it(workspace) -> None:
     # Nothing listens on this port: git fails, and the message must not carry the token.
-    creds = worktrees.Credentials(token="s3cr3t-t0ken-value")
-    with pytest.raises(worktrees.GitFailure) as info:
+    creds = remotes.Credentials(token="s3cr3t-t0ken-value")
+    with pytest.raises(remotes.GitFailure) as info:
         await workspace.sync_mirror("http://127.0.0.1:9/none.git", creds)
     assert "s3cr3t-t0ken-value" not in info.value.message
     assert not any("s3cr3t" in p.read_text(errors="ignore") for p in workspace.root.rglob("*") if p.is_file())
@@ -161,7 +162,7 @@ def test_bad_profiles_file_is_a_clear_error(tmp_path) -> None:
 
 async def test_fetch_while_attempts_run_keeps_their_branches(workspace, remote, tmp_path) -> None:
     # A later attempt's fetch (with --prune) must not touch branches that running worktrees have checked out.
-    none = worktrees.Credentials()
+    none = remotes.Credentials()
     mirror = await workspace.sync_mirror(str(remote), none)
     first = (await workspace.add_worktree(mirror, name="a-1", base_ref="main")).path
     gitrepos.commit_file(first, "work-in-progress")

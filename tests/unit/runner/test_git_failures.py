@@ -13,10 +13,11 @@ import time
 import git
 import pytest
 
+from gigafactory import remotes
 from gigafactory.runner import executing, running, worktrees
 from tests import gitrepos
 
-NONE = worktrees.Credentials()
+NONE = remotes.Credentials()
 
 
 @pytest.mark.parametrize(
@@ -39,13 +40,13 @@ NONE = worktrees.Credentials()
     ],
 )
 def test_fetch_failures_are_classified(text: str, outcome: str, reason: str) -> None:
-    failure = worktrees.classify_remote_error(text, url="https://h/a.git")
+    failure = remotes.classify_remote_error(text, url="https://h/a.git")
     assert (failure.outcome, failure.reason) == (outcome, reason)
 
 
 async def test_unreachable_remote_is_an_infrastructure_fault(workspace) -> None:
     # Nothing listens on port 9: a retry may well succeed, so the job is not failed for good.
-    with pytest.raises(worktrees.GitFailure) as info:
+    with pytest.raises(remotes.GitFailure) as info:
         await workspace.sync_mirror("http://127.0.0.1:9/none.git", NONE)
     assert (info.value.outcome, info.value.reason) == ("InfraError", "FetchFailed")
     assert workspace.warm_repos() == []  # a failed first fetch leaves no half mirror behind
@@ -61,7 +62,7 @@ async def test_a_remote_that_never_answers_is_cut_off(tmp_path) -> None:
     workspace = worktrees.Workspace(tmp_path / "work", network_timeout=1.0, allow_local=True)
     started = time.monotonic()
     try:
-        with pytest.raises(worktrees.GitFailure) as info:
+        with pytest.raises(remotes.GitFailure) as info:
             await workspace.sync_mirror(f"http://127.0.0.1:{listener.getsockname()[1]}/slow.git", NONE)
     finally:
         listener.close()
@@ -79,7 +80,7 @@ async def test_a_push_the_remote_refuses_says_why(workspace, remote) -> None:
     checkout = await workspace.add_worktree(mirror, name="u-1", base_ref="main")
     gitrepos.commit_file(checkout.path, "x")
     await workspace.take_agent_work(checkout)
-    with pytest.raises(worktrees.GitFailure) as info:
+    with pytest.raises(remotes.GitFailure) as info:
         await workspace.push(checkout, url=str(remote), branch="agent/x", credentials=NONE)
     assert (info.value.outcome, info.value.reason) == ("PushFailed", "PushRejected")
     assert "branch protection: agents may not push here" in info.value.message
@@ -95,7 +96,7 @@ async def test_a_branch_created_while_the_agent_ran_is_not_overwritten(workspace
     # Someone else creates the branch at the base commit meanwhile: a plain push would fast-forward it.
     theirs = git.Repo(remote).heads.main.commit.hexsha
     subprocess.run(["git", "-C", str(remote), "branch", "agent/race", theirs], check=True)
-    with pytest.raises(worktrees.GitFailure) as info:
+    with pytest.raises(remotes.GitFailure) as info:
         await workspace.push(checkout, url=str(remote), branch="agent/race", credentials=NONE)
     assert (info.value.outcome, info.value.reason) == ("PushFailed", "BranchExists")
     assert git.Repo(remote).heads["agent/race"].commit.hexsha == theirs
@@ -123,10 +124,10 @@ async def test_a_branch_created_while_the_agent_ran_is_not_overwritten(workspace
 )
 def test_url_policy(url: str, allow_local: bool, reason: str | None) -> None:
     if reason is None:
-        worktrees.check_url(url, allow_local=allow_local)
+        remotes.check_url(url, allow_local=allow_local)
     else:
-        with pytest.raises(worktrees.GitFailure) as info:
-            worktrees.check_url(url, allow_local=allow_local)
+        with pytest.raises(remotes.GitFailure) as info:
+            remotes.check_url(url, allow_local=allow_local)
         assert (info.value.outcome, info.value.reason) == ("Rejected", reason)
         assert "s3cret" not in info.value.message
 
@@ -144,10 +145,10 @@ def test_url_policy(url: str, allow_local: bool, reason: str | None) -> None:
 )
 def test_branch_names_are_checked_before_anything_runs(ref: str, ok: bool) -> None:
     if ok:
-        worktrees.check_ref(ref, what="branch")
+        remotes.check_ref(ref, what="branch")
     else:
-        with pytest.raises(worktrees.GitFailure) as info:
-            worktrees.check_ref(ref, what="branch")
+        with pytest.raises(remotes.GitFailure) as info:
+            remotes.check_ref(ref, what="branch")
         assert (info.value.outcome, info.value.reason) == ("Rejected", "InvalidBranch")
 
 

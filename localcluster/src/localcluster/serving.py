@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator
 import yaml
 from aiohttp import web
 
-from gigafactory.localcluster import guarding, handling, resources, server
+from localcluster import guarding, handling, resources, server
 
 CONTEXT = "gigafactory-local"
 

@@ -1,4 +1,4 @@
-"""`python -m gigafactory.localcluster`: serve the embedded API server until SIGTERM/SIGINT."""
+"""`python -m localcluster`: serve the embedded API server until SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +8,11 @@ import os
 import signal
 import sys
 
-from gigafactory.localcluster import faults, serving
+from localcluster import faults, serving
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m gigafactory.localcluster", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m localcluster", description=__doc__)
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--kubeconfig", required=True, help="kubeconfig to write once the server is ready")
     parser.add_argument("--crds", action="append", default=None, metavar="DIR",

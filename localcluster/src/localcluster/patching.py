@@ -9,7 +9,7 @@ from typing import Any
 
 import jsonpatch
 
-from gigafactory.localcluster import errors
+from localcluster import errors
 
 MERGE = "application/merge-patch+json"
 JSON = "application/json-patch+json"

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from gigafactory.localcluster import errors
+from localcluster import errors
 
 # kube-apiserver: --max-request-body-bytes defaults to 3 MiB (DefaultMaxRequestSizeBytes).
 MAX_REQUEST_BYTES = 3 * 1024 * 1024

@@ -12,6 +12,6 @@ talk to it as to a cluster. See docs/testing.md for what is and is not emulated.
     with localcluster.running(crd_dirs=["crds"]) as srv:   # from synchronous code
         srv.write_kubeconfig(path)
 """
-from gigafactory.localcluster.serving import LocalCluster, ThreadedCluster, new_token, running, start, start_in_thread
+from localcluster.serving import LocalCluster, ThreadedCluster, new_token, running, start, start_in_thread
 
 __all__ = ["LocalCluster", "ThreadedCluster", "new_token", "running", "start", "start_in_thread"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import cel
 
-from gigafactory.localcluster import errors, patching
+from localcluster import errors, patching
 
 _ROOT_KEEP = ("apiVersion", "kind", "metadata")
 _PROGRAMS: dict[str, Any] = {}

@@ -8,7 +8,7 @@ import dataclasses
 import re
 from typing import Any, Callable
 
-from gigafactory.localcluster import errors
+from localcluster import errors
 
 _REQUIREMENT = re.compile(
     r"""\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9][-A-Za-z0-9_./]*)\s*

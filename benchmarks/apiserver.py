@@ -1,4 +1,4 @@
-"""`python -m gigafactory.localcluster.bench`: sustained create + merge-patch rate of the embedded server.
+"""The embedded API server's sustained create + merge-patch rate: .venv/bin/python benchmarks/apiserver.py
 
 Starts a server in-process (its own thread), then from one client creates N ConfigMaps and
 merge-patches each once, reporting pairs per second — with aiohttp (concurrent, one session)
@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import pathlib
+import sys
 import tempfile
 import time
 
 import aiohttp
 import kubernetes
 
-from gigafactory.localcluster import serving
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "localcluster" / "src"))  # also when not installed
+from localcluster import serving  # noqa: E402
 
 
 async def _aiohttp_pairs(url: str, count: int, namespace: str, concurrency: int) -> float:

@@ -10,7 +10,7 @@ import datetime
 import re
 from typing import Any
 
-from gigafactory.localcluster import resources
+from localcluster import resources
 
 _NAME = {"name": "Name", "type": "string", "format": "name", "priority": 0,
          "description": "Name must be unique within a namespace."}
@@ -59,7 +59,7 @@ def _ports(service: Any) -> str:
 def _event_cells(event: Any) -> dict[str, Any]:
     """printEvent: ages of first/last seen (eventTime and series for the new API), target, source."""
     if event.get("apiVersion") == "events.k8s.io/v1":
-        from gigafactory.localcluster import conversions
+        from localcluster import conversions
         event = conversions.events_to_core(event)
     first = _since(event.get("firstTimestamp") or event.get("eventTime"))
     last = _since(event.get("lastTimestamp")) if event.get("lastTimestamp") else first

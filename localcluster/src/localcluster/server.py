@@ -10,35 +10,23 @@ import asyncio
 import collections
 import json
 import logging
-import time
 from typing import Any
 
 import yaml
 from aiohttp import web
 
-from gigafactory.localcluster import (discovery, errors, faults, guarding, handling, protobufs, resources, selectors,
-                                     tables)
+from localcluster import (discovery, documents, errors, faults, guarding, handling, protobufs, resources, responses,
+                          streaming, tables)
 
 logger = logging.getLogger(__name__)
 Obj = dict[str, Any]
-_JSON = "application/json"
+_JSON = responses.JSON
 _READ_VERBS = {"get", "list", "watch"}
 
 
-OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"  # as kube-apiserver labels it
-OPENAPI_V2_EMPTY_PROTOBUF = b"\x0a\x032.0"  # gnostic openapi_v2.Document{swagger: "2.0"}
+class Server(documents.Documents, streaming.Streaming):
+    """Routes, guards and the verbs on resources; discovery/OpenAPI documents and watch streams are its mixins."""
 
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def respond(obj: Any, status: int = 200, headers: dict[str, str] | None = None,
-            content_type: str = _JSON) -> web.Response:
-    return web.Response(body=_dumps(obj), status=status, headers={"Content-Type": content_type, **(headers or {})})
-
-
-class Server:
     def __init__(self, cluster: handling.Cluster | None = None, *, bookmark_interval: float = 5.0,
                  default_watch_timeout: float = 1800.0, token: str | None = None,
                  body_timeout: float = guarding.BODY_TIMEOUT_SECONDS) -> None:
@@ -66,7 +54,7 @@ class Server:
                 guarding.check_host(request.headers.get("Host"), self.hosts)
             guarding.check_token(request.path, request.headers.get("Authorization"), self.token)
         except errors.ApiError as e:
-            return respond(e.status, status=e.code)
+            return responses.respond(e.status, status=e.code)
         return await handler(request)
 
     @web.middleware
@@ -74,12 +62,12 @@ class Server:
         try:
             return await handler(request)
         except errors.ApiError as e:
-            response = respond(e.status, status=e.code, headers=e.headers)
+            response = responses.respond(e.status, status=e.code, headers=e.headers)
             if e.close_connection:
                 response.force_close()
             return response
         except web.HTTPRequestEntityTooLarge:
-            return respond(guarding.too_large().status, status=413)
+            return responses.respond(guarding.too_large().status, status=413)
         except errors.PageNotFound:
             return web.Response(status=404, text="404 page not found\n", charset="utf-8")
         except asyncio.CancelledError:
@@ -93,7 +81,7 @@ class Server:
             self.internal_errors += 1
             logger.exception("internal error serving %s %s", request.method, request.path_qs)
             error = errors.internal(f"{type(e).__name__}: {e}")
-            return respond(error.status, status=500)
+            return responses.respond(error.status, status=500)
 
     # --- routing ------------------------------------------------------------------------------
 
@@ -111,7 +99,7 @@ class Server:
     async def _route(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
         if not parts:
-            return respond({"paths": ["/api", "/api/v1", "/apis", "/openapi/v2", "/openapi/v3", "/version"]})
+            return responses.respond({"paths": ["/api", "/api/v1", "/apis", "/openapi/v2", "/openapi/v3", "/version"]})
         head = parts[0]
         if head in ("healthz", "livez", "readyz"):
             return web.Response(text="ok")
@@ -120,7 +108,7 @@ class Server:
                 return await self._faults(request)
             return self._meta(request, parts)
         if parts == ["version"]:
-            return respond(discovery.VERSION)
+            return responses.respond(discovery.VERSION)
         if head == "version":
             raise errors.not_found_path()
         if head == "openapi":
@@ -139,7 +127,7 @@ class Server:
             found = discovery.api_resource_list(self.cluster.registry, group, version)
             if found is None:
                 raise errors.not_found_path()
-            return respond(found)
+            return responses.respond(found)
         return await self._resource_request(request, group, version, rest)
 
     async def _faults(self, request: web.Request) -> web.Response:
@@ -153,60 +141,7 @@ class Server:
                 raise errors.bad_request(f"bad fault policy: {exc}") from None
         elif request.method != "GET":
             raise errors.method_not_allowed()
-        return respond(self.faults.describe())
-
-    def _meta(self, request: web.Request, parts: list[str]) -> web.Response:
-        if parts[1:] != ["requests"]:
-            raise errors.not_found_path()
-        if request.method == "DELETE":
-            self.counts.clear()
-            return respond({"total": 0, "counts": []})
-        counts = [{"verb": verb, "resource": resource, "count": n}
-                  for (verb, resource), n in sorted(self.counts.items())]
-        return respond({"total": sum(self.counts.values()), "internalErrors": self.internal_errors,
-                        "counts": counts})
-
-    def _discovery(self, request: web.Request, parts: list[str]) -> web.Response:
-        self.counts[("discovery", request.path)] += 1
-        accept = request.headers.get("Accept", "")
-        if len(parts) == 1:
-            version = _aggregated_version(accept)
-            if version is not None:
-                body = discovery.aggregated(self.cluster.registry, legacy=parts[0] == "api", api_version=version)
-                return respond(body, content_type=discovery.AGGREGATED.format(version))
-            if parts[0] == "api":
-                return respond(discovery.api_versions(self.address))
-            return respond(discovery.api_group_list(self.cluster.registry))
-        if parts[0] == "apis" and len(parts) == 2:
-            found = discovery.api_group(self.cluster.registry, parts[1])
-            if found is not None:
-                return respond(found)
-        raise errors.not_found_path()
-
-    def _openapi(self, request: web.Request, parts: list[str]) -> web.Response:
-        self.counts[("openapi", "/".join(parts[:2]))] += 1
-        registry = self.cluster.registry
-        if parts[1:] == ["v2"]:
-            accept = request.headers.get("Accept", "")
-            if "protobuf" in accept and "json" not in accept:
-                # kubectl asks for v2 in protobuf only when v3 has no schema for a kind (a misspelt
-                # kind, say). An OpenAPI v2 Document that holds only `swagger: "2.0"` has no schema for
-                # it either, so kubectl goes on to say what kube-apiserver's answer makes it say:
-                # `no matches for kind "AgentJobb"` (with JSON it failed to parse the proto instead).
-                return web.Response(body=OPENAPI_V2_EMPTY_PROTOBUF, headers={"Content-Type": OPENAPI_V2_PROTOBUF})
-            return respond(discovery.openapi_v2(registry))
-        if parts[1:] == ["v3"]:
-            return respond(discovery.openapi_v3_root(registry, self.cluster.schema_version))
-        if len(parts) >= 4 and parts[1] == "v3":
-            if parts[2] == "api" and len(parts) == 4:
-                found = discovery.openapi_v3_group_version(registry, "", parts[3])
-            elif parts[2] == "apis" and len(parts) == 5:
-                found = discovery.openapi_v3_group_version(registry, parts[3], parts[4])
-            else:
-                found = None
-            if found is not None:
-                return respond(found)
-        raise errors.not_found_path()
+        return responses.respond(self.faults.describe())
 
     async def _resource_request(self, request: web.Request, group: str, version: str,
                                 rest: list[str]) -> web.StreamResponse:
@@ -295,30 +230,30 @@ class Server:
                 query = _with_name_selector(query, name)
             return await self._watch(request, resource, namespace, query, call, table)
         if verb == "list":
-            _int(query.get("timeoutSeconds"))
+            responses.int_param(query.get("timeoutSeconds"))
             listed = cluster.list(resource, namespace, label_selector=query.get("labelSelector"),
-                                  field_selector=query.get("fieldSelector"), limit=_int(query.get("limit")),
+                                  field_selector=query.get("fieldSelector"), limit=responses.int_param(query.get("limit")),
                                   continue_token=query.get("continue"))
             if table:
-                return respond(tables.table(resource, listed["items"], metadata=listed["metadata"],
+                return responses.respond(tables.table(resource, listed["items"], metadata=listed["metadata"],
                                             include=query.get("includeObject", "Metadata")))
-            return respond(_list_body(resource, listed))
+            return responses.respond(_list_body(resource, listed))
         if verb == "get":
             obj = cluster.get(resource, namespace, name or "")
             if table:
-                return respond(tables.table(resource, [obj], metadata={"resourceVersion": obj["metadata"].get(
+                return responses.respond(tables.table(resource, [obj], metadata={"resourceVersion": obj["metadata"].get(
                     "resourceVersion", "")}, include=query.get("includeObject", "Metadata")))
-            return respond(obj)
+            return responses.respond(obj)
         if verb == "create":
             body = await _read_body(request, self.body_timeout)
             obj = cluster.create(resource, namespace, body, field_validation=field_validation, dry_run=dry_run,
                                  warnings=warnings)
-            return respond(obj, status=201, headers=_warning_headers(warnings))
+            return responses.respond(obj, status=201, headers=_warning_headers(warnings))
         if verb == "update":
             body = await _read_body(request, self.body_timeout)
             obj = cluster.update(resource, namespace, name or "", body, subresource=subresource,
                                  field_validation=field_validation, dry_run=dry_run, warnings=warnings)
-            return respond(obj, headers=_warning_headers(warnings))
+            return responses.respond(obj, headers=_warning_headers(warnings))
         if verb == "patch":
             content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
             raw = await _read(request, self.body_timeout)
@@ -329,7 +264,7 @@ class Server:
                                 field_validation=field_validation, dry_run=dry_run,
                                 field_manager=query.get("fieldManager"), force=query.get("force") == "true",
                                 warnings=warnings)
-            return respond(obj, status=201 if created and not dry_run else 200, headers=_warning_headers(warnings))
+            return responses.respond(obj, status=201 if created and not dry_run else 200, headers=_warning_headers(warnings))
         options = await _delete_options(request, self.body_timeout)
         dry_run = dry_run or "All" in (options.get("dryRun") or [])
         if verb == "delete":
@@ -343,123 +278,12 @@ class Server:
                 # (pods and services return the object).
                 obj = errors.success(name=obj["metadata"]["name"], group=resource.group, kind=resource.plural,
                                      uid=obj["metadata"].get("uid"))
-            return respond(obj, status=status)
+            return responses.respond(obj, status=status)
         listed = cluster.delete_collection(resource, namespace, options, label_selector=query.get("labelSelector"),
                                            field_selector=query.get("fieldSelector"), dry_run=dry_run)
-        return respond(_list_body(resource, listed))
+        return responses.respond(_list_body(resource, listed))
 
     # --- watch --------------------------------------------------------------------------------
-
-    async def _watch(self, request: web.Request, resource: resources.Resource, namespace: str | None,
-                     query: Any, call: faults.Call, table: bool) -> web.StreamResponse:
-        cluster = self.cluster
-        labels = selectors.parse_labels(query.get("labelSelector"))
-        fields = selectors.parse_fields(query.get("fieldSelector"), storage=resources.storage_key(resource),
-                                        custom=resource.custom)
-        filtered = bool(labels or fields)
-        rv = query.get("resourceVersion") or ""
-        if rv not in ("", "0"):
-            try:
-                since: int | None = int(rv)
-            except ValueError:
-                raise errors.bad_request(f'invalid resource version "{rv}"')
-        else:
-            since = None
-        timeout = _int(query.get("timeoutSeconds"))
-        deadline = time.monotonic() + (timeout if timeout else self.default_watch_timeout)
-        bookmarks = query.get("allowWatchBookmarks", "").lower() in ("true", "1")
-        include = query.get("includeObject", "Metadata")
-        key = resources.storage_key(resource)
-
-        def matches(obj: Obj | None) -> bool:
-            return obj is not None and selectors.labels_match(labels, obj) and selectors.fields_match(fields, obj)
-
-        response = web.StreamResponse(headers={"Content-Type": _JSON})
-        response.enable_chunked_encoding()
-        try:
-            watcher, backlog = cluster.store.subscribe(key, namespace, since=since)
-        except errors.ApiError as e:
-            # Like the watch cache: HTTP 200, then a single ERROR event carrying the Status.
-            await response.prepare(request)
-            await response.write(_dumps({"type": "ERROR", "object": e.status}) + b"\n")
-            await response.write_eof()
-            return response
-        # Streaming lists (client-go's WatchListClient): the current state as ADDED events, then a
-        # bookmark annotated k8s.io/initial-events-end, then the changes.
-        send_initial = query.get("sendInitialEvents", "").lower() == "true"
-        initial = []
-        if since is None or send_initial:
-            initial = [o for o in cluster.store.iterate(key, namespace) if matches(o)]
-            if send_initial:
-                backlog = []
-        initial_rv = cluster.store.rv
-
-        def encode(kind: str, obj: Obj) -> bytes:
-            obj = cluster.present(resource, obj)
-            if table:
-                obj = tables.table(resource, [obj], metadata={"resourceVersion": obj["metadata"]["resourceVersion"]},
-                                   include=include)
-            return _dumps({"type": kind, "object": obj}) + b"\n"
-
-        def convert(event: Any) -> bytes | None:
-            if not filtered and not table and resource.api_version == event.obj.get("apiVersion"):
-                return event.encoded()
-            now_in, was_in = matches(event.obj), matches(event.old)
-            if event.type == "ADDED":
-                return encode("ADDED", event.obj) if now_in else None
-            if event.type == "DELETED":
-                return encode("DELETED", event.obj) if was_in or now_in else None
-            if now_in and was_in:
-                return encode("MODIFIED", event.obj)
-            if now_in:
-                return encode("ADDED", event.obj)  # it entered the selector's set
-            if was_in:
-                return encode("DELETED", event.obj)  # it left the selector's set
-            return None
-
-        try:
-            await response.prepare(request)
-            for obj in initial:
-                await response.write(encode("ADDED", obj))
-            if send_initial:
-                mark = {"kind": resource.kind, "apiVersion": resource.api_version,
-                        "metadata": {**_bookmark_meta(resource, initial_rv),
-                                     "annotations": {"k8s.io/initial-events-end": "true"}}}
-                await response.write(_dumps({"type": "BOOKMARK", "object": mark}) + b"\n")
-            for event in backlog:
-                line = convert(event)
-                if line is not None:
-                    await response.write(line)
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                wait = min(remaining, self.bookmark_interval) if bookmarks else remaining
-                try:
-                    event = await asyncio.wait_for(watcher.queue.get(), timeout=wait)
-                except asyncio.TimeoutError:
-                    if bookmarks and watcher.queue.empty() and deadline - time.monotonic() > 0:
-                        # Safe: every event up to the current resourceVersion has been delivered.
-                        mark = {"kind": resource.kind, "apiVersion": resource.api_version,
-                                "metadata": _bookmark_meta(resource, cluster.store.rv)}
-                        await response.write(_dumps({"type": "BOOKMARK", "object": mark}) + b"\n")
-                    continue
-                if event is None:
-                    break
-                if self.faults.drop_watch(call):
-                    # Cut, not ended: the client sees a broken stream, as when a load balancer drops it.
-                    if request.transport is not None:
-                        request.transport.abort()
-                    return response
-                line = convert(event)
-                if line is not None:
-                    await response.write(line)
-            await response.write_eof()
-        except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            cluster.store.unsubscribe(key, watcher)
-        return response
 
 
 def _invalid_option(kind: str, field: str, reason: str, message: str) -> errors.ApiError:
@@ -494,11 +318,6 @@ def _check_read_resource_version(query: Any, current: int, *, listing: bool) -> 
                      "retryAfterSeconds": 1}), headers={"Retry-After": "1"})
 
 
-def _bookmark_meta(resource: resources.Resource, rv: int) -> Obj:
-    # An empty object of the kind; a built-in one's ObjectMeta serialises its zero creationTimestamp as null.
-    return {"resourceVersion": str(rv)} if resource.custom else {"resourceVersion": str(rv), "creationTimestamp": None}
-
-
 def _list_body(resource: resources.Resource, listed: Obj) -> Obj:
     """kube-apiserver's lists of built-in kinds carry apiVersion/kind once, on the list, not on each
     item (custom resources are unstructured and keep theirs)."""
@@ -506,17 +325,6 @@ def _list_body(resource: resources.Resource, listed: Obj) -> Obj:
         return listed
     items = [{k: v for k, v in item.items() if k not in ("apiVersion", "kind")} for item in listed["items"]]
     return {**listed, "items": items}
-
-
-def _aggregated_version(accept: str) -> str | None:
-    """The first aggregated discovery version the client accepts that we serve: v2 as kube-apiserver
-    1.30+ does, v2beta1 as 1.26-1.32 do (v1.28.7, the reference, serves only v2beta1)."""
-    for offer in accept.split(","):
-        params = dict(p.strip().partition("=")[::2] for p in offer.split(";")[1:])
-        if (params.get("g"), params.get("as")) == ("apidiscovery.k8s.io", "APIGroupDiscoveryList") \
-                and params.get("v") in ("v2", "v2beta1"):
-            return params["v"]
-    return None
 
 
 def _wants_table(accept: str) -> bool:
@@ -527,15 +335,6 @@ def _check_accept(accept: str) -> None:
     if accept and "json" not in accept and "*/*" not in accept and "yaml" not in accept:
         raise errors.not_acceptable("only the following media types are accepted: application/json, "
                                     "application/yaml")
-
-
-def _int(value: str | None) -> int | None:
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except ValueError:
-        raise errors.bad_request(f'strconv.ParseInt: parsing {json.dumps(value)}: invalid syntax') from None
 
 
 def _with_name_selector(query: Any, name: str) -> dict[str, str]:

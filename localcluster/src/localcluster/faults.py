@@ -12,7 +12,7 @@ seeded RNG, with what a real API server and its load balancers do under stress:
 
 Switch it on in code (`server.faults = FaultPolicy(rate=0.05, seed=1)`), over HTTP
 (`PUT /_gigafactory/faults` with the same fields as JSON; `GET` shows the policy and what it injected;
-`{"rate": 0}` switches it off), or at start (`python -m gigafactory.localcluster --faults 0.05`).
+`{"rate": 0}` switches it off), or at start (`python -m localcluster --faults 0.05`).
 Discovery, OpenAPI and the /_gigafactory endpoints are never faulted.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gigafactory.localcluster import errors
+from localcluster import errors
 
 KINDS = ("error", "unavailable", "conflict", "throttle", "slow", "drop")
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})

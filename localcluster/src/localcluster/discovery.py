@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-from gigafactory.localcluster import resources
+from localcluster import resources
 
 VERSION = {
     "major": "1", "minor": "35", "gitVersion": "v1.35.0-gigafactory", "gitCommit": "0000000000000000000000000000000000000000",

@@ -13,7 +13,7 @@ import dataclasses
 import json
 from typing import Any, Iterable, Iterator
 
-from gigafactory.localcluster import errors
+from localcluster import errors
 
 Key = tuple[str, str]  # storage key: (group, plural)
 HISTORY = 10_000
