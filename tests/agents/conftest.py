@@ -6,22 +6,9 @@ import pytest
 
 from tests import gitrepos
 from tests.agents import install, modelserver
-from tests.integration.operator import stubs
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def crds(install_crds) -> None:
-    install_crds(ROOT / "crds")
-
-
-@pytest.fixture()
-def api(kubeconfig) -> stubs.Api:
-    return stubs.Api(kubeconfig)
-
-
-_forget_pods = stubs.forget_pods_after_test  # a test's runner pods go with it
+# The runner integration tests' own fixtures: the CRDs, a synchronous API, a test's runner pods gone with it.
+from tests.integration.runner.conftest import _forget_pods, api, crds  # noqa: F401
 
 
 @pytest.fixture(scope="session")
