@@ -12,12 +12,7 @@
 # ARGS="--upgrade-package kopf").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools=.venv-tools
-if [ ! -f "$tools/.installed" ] || [ requirements-tools.lock -nt "$tools/.installed" ]; then
-  python3 -m venv "$tools"
-  "$tools/bin/pip" install -q --disable-pip-version-check --require-hashes -r requirements-tools.lock
-  touch "$tools/.installed"
-fi
+source scripts/tools-venv.sh
 compile=("$tools/bin/uv" pip compile --quiet --universal --python-version 3.11 --generate-hashes
          --custom-compile-command "make lock" "$@")
 echo "setuptools>=68" | "${compile[@]}" pyproject.toml - -o requirements.lock

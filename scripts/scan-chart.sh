@@ -4,12 +4,7 @@
 # project's). Fails on any finding not skipped with a reason in .checkov.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools=.venv-tools
-if [ ! -f "$tools/.installed" ] || [ requirements-tools.lock -nt "$tools/.installed" ]; then
-  python3 -m venv "$tools"
-  "$tools/bin/pip" install -q --disable-pip-version-check --require-hashes -r requirements-tools.lock
-  touch "$tools/.installed"
-fi
+source scripts/tools-venv.sh
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 .venv/bin/helm template gf charts/gigafactory -n gigafactory-system > "$out/default.yaml"

@@ -185,8 +185,7 @@ def test_the_images_runtime_stage_installs_only_the_runtime_lock_with_hashes() -
 
 @pytest.mark.parametrize("path, lock", [
     ("Makefile", "requirements-test.lock"),
-    ("scripts/scan-chart.sh", "requirements-tools.lock"),
-    ("scripts/lock.sh", "requirements-tools.lock"),
+    ("scripts/tools-venv.sh", "requirements-tools.lock"),  # sourced by scan-chart.sh and lock.sh
 ])
 def test_every_install_of_a_lock_requires_hashes(path, lock) -> None:
     installs = [line for line in (ROOT / path).read_text().splitlines()
