@@ -41,7 +41,7 @@ AGENTS = [
 ]
 
 
-class RunnerProcess:
+class RunnerProcess(stubs.RunnerSubprocess):
     """`gigafactory runner` as a subprocess with the shipped profile of one agent."""
 
     def __init__(self, kubeconfig: str, tmp_path: pathlib.Path, *, namespace: str, factory: str, profile: str,
@@ -82,23 +82,9 @@ class RunnerProcess:
             "GIGAFACTORY_RUNNER_SHUTDOWN_GRACE_SECONDS": "1",
         }
         self.kubeconfig = kubeconfig
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "RunnerProcess":
-        with open(self.log, "ab") as handle:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gigafactory.cli.main", "runner", "--kubeconfig", self.kubeconfig],
-                env=self.env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        super().stop(sig)
         executing.kill_orphans(self.work_dir / "agents")
 
 

@@ -169,6 +169,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class RunnerSubprocess:
+    """`gigafactory runner` as a real subprocess; a subclass sets kubeconfig, env and log."""
+
+    kubeconfig: str
+    env: dict[str, str]
+    log: pathlib.Path
+    process: "subprocess.Popen[bytes] | None" = None
+
+    def start(self) -> "RunnerSubprocess":
+        with open(self.log, "ab") as handle:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gigafactory.cli.main", "runner", "--kubeconfig", self.kubeconfig],
+                env=self.env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
 class OperatorProcess:
     """`gigafactory operator` as a real subprocess."""
 

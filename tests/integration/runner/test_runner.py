@@ -7,7 +7,6 @@ import os
 import pathlib
 import signal
 import stat
-import subprocess
 import sys
 
 import git
@@ -48,7 +47,7 @@ def _alive(pid: int) -> bool:
         return handle.read().split(")")[-1].split()[0] != "Z"
 
 
-class RunnerProcess:
+class RunnerProcess(stubs.RunnerSubprocess):
     def __init__(self, kubeconfig: str, tmp_path: pathlib.Path, *, pod: str, namespace: str, factory: str, slots: int = 1) -> None:
         self.kubeconfig, self.pod = kubeconfig, pod
         self.work_dir = tmp_path / f"work-{pod}"
@@ -67,14 +66,6 @@ class RunnerProcess:
             "GIGAFACTORY_RUNNER_MAX_PROMPT_BYTES": "65536",
             "GIGAFACTORY_SCRIPT_MARKER": str(self.marker),
         }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> "RunnerProcess":
-        with open(self.log, "ab") as handle:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gigafactory.cli.main", "runner", "--kubeconfig", self.kubeconfig],
-                env=self.env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
-        return self
 
     def executions(self) -> int:
         """Agent executions started (the script agent also adds a "done" line when it commits)."""
@@ -84,14 +75,6 @@ class RunnerProcess:
         lines = self.marker.read_text().splitlines() if self.marker.exists() else []
         return [line for line in lines if not line.endswith(" done")]
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
 
 
 @pytest.fixture()
