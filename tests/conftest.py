@@ -29,6 +29,7 @@ Fixtures:
 """
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -40,6 +41,7 @@ from typing import Any, Callable, Iterator
 
 import kubernetes
 import pytest
+import yaml
 
 import localcluster
 
@@ -156,13 +158,51 @@ def kubectl(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> Callab
 
 
 @pytest.fixture(scope="session")
-def install_crds(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> Callable[..., None]:
+def install_crds(kubectl: Callable[..., subprocess.CompletedProcess[str]],
+                 api_client: kubernetes.client.ApiClient) -> Callable[..., None]:
     def install(*paths: str | os.PathLike[str]) -> None:
         for path in paths:
             kubectl("apply", "-f", str(path))
             kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(path))
+            files = sorted(pathlib.Path(path).glob("*.yaml")) if pathlib.Path(path).is_dir() else [pathlib.Path(path)]
+            for crd in (doc for file in files for doc in yaml.safe_load_all(file.read_text())):
+                if crd and crd.get("kind") == "CustomResourceDefinition":
+                    _wait_for_openapi(api_client, crd)
 
     return install
+
+
+def _wait_for_openapi(api_client: kubernetes.client.ApiClient, crd: dict[str, Any]) -> None:
+    """kube-apiserver publishes a CRD's schema in /openapi/v3 some time after Established (its
+    OpenAPI controller runs on its own queue); `kubectl explain` and server-side field validation
+    read it from there. Wait for that publication, not for a guessed delay."""
+    group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+
+    def published(version: str) -> bool:
+        index = _get_json(api_client, "/openapi/v3")
+        entry = (index.get("paths") or {}).get(f"apis/{group}/{version}")
+        if not entry:
+            return False
+        document = _get_json(api_client, entry["serverRelativeURL"])
+        for schema in ((document.get("components") or {}).get("schemas") or {}).values():
+            for gvk in schema.get("x-kubernetes-group-version-kind") or []:
+                if (gvk.get("group"), gvk.get("version"), gvk.get("kind")) == (group, version, kind):
+                    return True
+        return False
+
+    for version in crd["spec"]["versions"]:
+        if version.get("served", True):
+            wait_for(lambda: published(version["name"]), timeout=60, interval=0.2,
+                     message=f"{kind} {group}/{version['name']} in /openapi/v3")
+
+
+def _get_json(api_client: kubernetes.client.ApiClient, url: str) -> dict[str, Any]:
+    path, _, query = url.partition("?")
+    params = [tuple(pair.split("=", 1)) for pair in query.split("&") if "=" in pair]
+    request = api_client.param_serialize("GET", path, query_params=params, auth_settings=["BearerToken"])
+    response = api_client.call_api(*request)
+    response.read()
+    return json.loads(response.data)
 
 
 @pytest.fixture()
