@@ -43,6 +43,7 @@ test: $(STAMP) chromium agents
 	$(BIN)/python -m gigafactory.crdgen --check
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check operator localcluster tests benchmarks
+	$(BIN)/mypy --strict operator/gigafactory
 	$(PYTEST) $(ARGS)
 	$(MAKE) --no-print-directory test-real
 	scripts/scan-chart.sh

@@ -103,7 +103,7 @@ def structural_schema(model: type[pydantic.BaseModel]) -> Schema:
 
 
 def _column(name: str, json_path: str, type_: str, description: str, priority: int = 0) -> dict[str, Any]:
-    column = {"name": name, "type": type_, "jsonPath": json_path, "description": description}
+    column: dict[str, Any] = {"name": name, "type": type_, "jsonPath": json_path, "description": description}
     if priority:
         column["priority"] = priority
     return column

@@ -203,14 +203,14 @@ class Git:
                                      "an SSH key without known_hosts in the credentials Secret: the host's key cannot be "
                                      "verified (add known_hosts, or let the pool accept new host keys)")
                 keydir = tempfile.mkdtemp(prefix="gf-ssh-", dir=self.root)
-                key = pathlib.Path(keydir) / "key"
-                key.touch(mode=0o600)
-                key.write_text(credentials.ssh_key if credentials.ssh_key.endswith("\n") else credentials.ssh_key + "\n")
+                key_file = pathlib.Path(keydir) / "key"
+                key_file.touch(mode=0o600)
+                key_file.write_text(credentials.ssh_key if credentials.ssh_key.endswith("\n") else credentials.ssh_key + "\n")
                 hosts = pathlib.Path(keydir) / "known_hosts"
                 hosts.write_text(credentials.known_hosts)
                 checking = "yes" if credentials.known_hosts else "accept-new"
                 # Paths quoted: git hands this string to a shell, and a work dir may hold spaces.
-                env["GIT_SSH_COMMAND"] = (f"ssh -F /dev/null -i {shlex.quote(str(key))} -o IdentitiesOnly=yes "
+                env["GIT_SSH_COMMAND"] = (f"ssh -F /dev/null -i {shlex.quote(str(key_file))} -o IdentitiesOnly=yes "
                                           f"-o UserKnownHostsFile={shlex.quote(str(hosts))} "
                                           f"-o StrictHostKeyChecking={checking} -o BatchMode=yes")
             yield env

@@ -8,7 +8,7 @@ from typing import Any
 
 from gigafactory import constants, leases
 from gigafactory.binding import retries, trust
-from gigafactory.models import agentjobs, prices
+from gigafactory.models import agentjobs, objects, prices
 from gigafactory.scheduling import cycle
 
 Body = dict[str, Any]
@@ -56,13 +56,6 @@ def set_condition(
     return result
 
 
-def condition(body: Mapping[str, Any], type: str) -> Mapping[str, Any] | None:
-    for item in (body.get("status") or {}).get("conditions") or ():
-        if item.get("type") == type:
-            return item
-    return None
-
-
 def bind_patch(*, body: Mapping[str, Any], decision: cycle.Decision, now: datetime.datetime,
                model_prices: Sequence[Mapping[str, Any]] = ()) -> Body:
     """`model_prices`: the factory's spec.prices, copied into the binding so that the runner enforces
@@ -104,7 +97,7 @@ def unschedulable_patch(*, body: Mapping[str, Any], message: str, now: datetime.
                         reason: str = REASON_UNSCHEDULABLE) -> Body | None:
     """Scheduled=False with the reason counts (or WaitingForCapacity, while a scaled factory grows for
     the job), or None when the job already says exactly that (a cycle that changes nothing writes nothing)."""
-    current = condition(body, constants.ConditionType.SCHEDULED.value)
+    current = objects.condition(body, constants.ConditionType.SCHEDULED.value)
     if current is not None and current.get("status") == "False" and current.get("reason") == reason \
             and current.get("message") == message and (body.get("status") or {}).get("reason") == reason:
         return None

@@ -22,7 +22,7 @@ import yaml
 
 from gigafactory import config, consent, constants, kubeclient, leases
 from gigafactory.cli import terminal
-from gigafactory.models import agentjobs, factories
+from gigafactory.models import agentjobs, factories, objects
 from gigafactory.scheduling import queues
 
 T = TypeVar("T")
@@ -103,11 +103,8 @@ def _age(timestamp: str | None) -> str:
     return f"{max(seconds, 0)}s"
 
 
-def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == kind:
-            return condition
-    return {}
+def _condition(obj: dict[str, Any], kind: str) -> objects.Condition:
+    return objects.condition(obj, kind) or {}
 
 
 def _reason(item: dict[str, Any]) -> str:
@@ -450,7 +447,7 @@ def register(app: typer.Typer) -> None:
             if not consent.log_belongs(cm, pod=str(pod), job_uid=str(job["metadata"].get("uid"))):
                 fail(f"log {ref['namespace']}/{ref['name']} of attempt {number} of {ns}/{name} is not labelled as this job's "
                      f"on pod {str(pod)[:100]!r}: not shown")
-            return (cm.get("data") or {}).get("output", "")
+            return objects.text(objects.data(cm), "output")
 
         terminal.stdout.write(_run(kubeconfig, fetch))
 

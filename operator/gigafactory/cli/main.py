@@ -2,7 +2,7 @@
 
 import asyncio
 import pathlib
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -78,7 +78,7 @@ def runner(
 
     flags = {"kubeconfig": kubeconfig, "pod_name": pod_name, "namespace": namespace, "factory": factory, "slots": slots,
              "work_dir": work_dir, "profiles_file": profiles_file, "allow_local_repos": allow_local_repos}
-    overrides = {key: str(value) if isinstance(value, pathlib.Path) else value
+    overrides: dict[str, Any] = {key: str(value) if isinstance(value, pathlib.Path) else value
                  for key, value in flags.items() if value is not None}
     try:
         settings = config.RunnerSettings(**overrides)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import re
 import sys
-from typing import TextIO
+from typing import TextIO, cast
 
 # C0 controls but \t and \n, DEL, C1 controls, and the bidi embeddings, overrides and isolates.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -50,5 +50,6 @@ class EscapingWriter(io.TextIOBase):
         return self.target.isatty()
 
 
-stdout = EscapingWriter("stdout")
-stderr = EscapingWriter("stderr")
+# Typed as the text files they stand in for (rich's Console and print() take them as such).
+stdout = cast(TextIO, EscapingWriter("stdout"))
+stderr = cast(TextIO, EscapingWriter("stderr"))

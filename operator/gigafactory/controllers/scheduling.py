@@ -20,7 +20,7 @@ from typing import Any
 from gigafactory import constants, kubeclient, leases
 from gigafactory.binding import binder, cleanup, lifecycle, patches, trust
 from gigafactory.controllers import base, statuses
-from gigafactory.models import agentjobs
+from gigafactory.models import agentjobs, objects
 from gigafactory.scheduling import cycle, snapshots
 
 logger = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class Scheduling(statuses.FactoryStatuses):
         next_due: float | None = None
         for explanation in explanations:
             body = bodies[explanation.job.uid]
-            current = patches.condition(body, constants.ConditionType.SCHEDULED.value)
+            current = objects.condition(body, constants.ConditionType.SCHEDULED.value)
             waiting = self.waiting_for.get(explanation.job.uid)
             if waiting is not None:
                 # Not unschedulable: a scaled factory is growing for it. Written when the words change.

@@ -206,8 +206,9 @@ def job(detail: views.JobDetail, *, log: str | None, log_note: str) -> Markup:
     result = Markup("")
     if detail.result:
         r = detail.result
-        stat = r.get("diffstat") if isinstance(r.get("diffstat"), Mapping) else {}
-        files = r.get("changedFiles") if isinstance(r.get("changedFiles"), list) else []
+        diffstat, changed = r.get("diffstat"), r.get("changedFiles")
+        stat: Mapping[str, Any] = diffstat if isinstance(diffstat, Mapping) else {}
+        files: list[Any] = changed if isinstance(changed, list) else []
         result = fmt('<section><h2>Result</h2>{}<h3>Changed files</h3><pre>{}</pre><h3>Summary</h3><pre class="summary">{}</pre></section>',
                      _dl([("Branch", r.get("branch", "")), ("Commit", r.get("commit", "")),
                           ("Diffstat", f"{stat.get('filesChanged', 0)} files, +{stat.get('insertions', 0)} "

@@ -14,7 +14,8 @@ import pydantic
 from gigafactory import constants
 from gigafactory.models import common, factories
 from gigafactory.models.common import X_LIST_MAP_KEYS, X_LIST_TYPE, X_VALIDATIONS, rule
-from gigafactory.models.spending import AgentLimits, TokensPerModel
+from gigafactory.models.spending import AgentLimits as AgentLimits  # re-exported: agentjobs.AgentLimits
+from gigafactory.models.spending import TokensPerModel
 from gigafactory.models.spending import ModelTokens as ModelTokens  # re-exported: agentjobs.ModelTokens
 
 # Characters a branch or ref may hold here: a safe subset of what `git check-ref-format` allows,
@@ -22,7 +23,7 @@ from gigafactory.models.spending import ModelTokens as ModelTokens  # re-exporte
 GIT_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
 
 
-def git_ref_rules(what: str) -> list[dict[str, str]]:
+def git_ref_rules(what: str) -> list[pydantic.JsonValue]:
     """CEL rules for the parts of git's ref-name rules that a character class cannot express."""
     return [
         rule("!self.startsWith('-')", f"{what} must not start with '-': git would read it as an option"),
@@ -186,7 +187,7 @@ def reserved_env_name(name: str) -> bool:
     return name.startswith(constants.RESERVED_ENV_PREFIXES) or name in constants.RESERVED_ENV_NAMES
 
 
-def _env_name_rule() -> dict[str, str]:
+def _env_name_rule() -> pydantic.JsonValue:
     prefixes = " && ".join(f"!self.name.startsWith('{p}')" for p in constants.RESERVED_ENV_PREFIXES)
     names = ", ".join(f"'{n}'" for n in constants.RESERVED_ENV_NAMES)
     return rule(f"{prefixes} && !(self.name in [{names}])",

@@ -23,9 +23,9 @@ X_LIST_MAP_KEYS = "x-kubernetes-list-map-keys"
 X_PRESERVE_UNKNOWN = "x-kubernetes-preserve-unknown-fields"
 
 
-def rule(expression: str, message: str, *, field_path: str | None = None) -> dict[str, str]:
-    """A CEL validation rule as the CRD schema spells it."""
-    result = {"rule": expression, "message": message}
+def rule(expression: str, message: str, *, field_path: str | None = None) -> "pydantic.JsonValue":
+    """A CEL validation rule as the CRD schema spells it (a JSON value, as json_schema_extra takes)."""
+    result: dict[str, pydantic.JsonValue] = {"rule": expression, "message": message}
     if field_path is not None:
         result["fieldPath"] = field_path
     return result

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 MODES = ("namespaces", "none")
 
@@ -129,7 +130,7 @@ class Sandbox:
         home = env.get("HOME") or DEFAULT_HOME
         if home in ("/", "") or not home.startswith("/"):
             home = DEFAULT_HOME
-        spec = {
+        spec: dict[str, Any] = {
             "argv": list(argv), "env": {**env, "HOME": home, "TMPDIR": "/tmp"}, "cwd": cwd, "home": home,
             "network": self.network, "uid": os.getuid(), "gid": os.getgid(),
             "ro": _readable_paths(self.read_only, hidden=hidden) + [os.path.abspath(p) for p in readable],
@@ -197,7 +198,7 @@ def _within(path: str, root: str) -> bool:
 # --- the launcher (runs in its own process, stdlib only) ---
 
 
-def _say(spec: dict, text: str) -> None:
+def _say(spec: dict[str, Any], text: str) -> None:
     print(f"sandbox[{spec.get('nonce', '')}]: {text}", file=sys.stderr, flush=True)
 
 
@@ -248,7 +249,7 @@ def _bind(libc: ctypes.CDLL, source: str, target: str, *, writable: bool) -> Non
     _mount(libc, None, target, None, flags)
 
 
-def _build_root(libc: ctypes.CDLL, spec: dict) -> None:
+def _build_root(libc: ctypes.CDLL, spec: dict[str, Any]) -> None:
     """In the new mount namespace (as pid 1 of the new pid namespace): the agent's whole filesystem."""
     _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
     # A base tmpfs to pivot into, so that the host's root stays reachable (as /oldroot) while the
@@ -324,7 +325,7 @@ def _drop_privileges(libc: ctypes.CDLL) -> None:
     libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-def _init(libc: ctypes.CDLL, spec: dict) -> int:
+def _init(libc: ctypes.CDLL, spec: dict[str, Any]) -> int:
     """pid 1 of the agent's pid namespace: build the root, drop privileges, run the agent, reap, and
     exit with the agent's status (which ends every process still in the namespace)."""
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -364,7 +365,7 @@ def _init(libc: ctypes.CDLL, spec: dict) -> int:
             return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
-def launch(spec: dict) -> int:
+def launch(spec: dict[str, Any]) -> int:
     """The launcher: a user namespace mapping only our own uid and gid, the other namespaces, then
     init inside them. Returns the agent's exit code (126 when the sandbox could not be built)."""
     libc = _libc()

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + 30
         # A barrier: whoever sees N alive at once leaves a flag, so a peer that has already finished
         # still counts for those that looked a moment too early.
+        assert marker is not None  # (--await-peers without a marker returned above)
         peers = pathlib.Path(f"{marker}.d")
         peers.mkdir(exist_ok=True)
         alive = open(peers / f"alive-{pid}-{time.time_ns()}", "a")  # held (locked) until this process ends
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(3600)
     if args.exit_code is not None:
         print(f"script agent: exiting with {args.exit_code}", flush=True)
-        return args.exit_code
+        return int(args.exit_code)
     target = pathlib.Path(".gigafactory") / "task.md"
     target.parent.mkdir(exist_ok=True)
     target.write_text(prompt if prompt.endswith("\n") else prompt + "\n")

@@ -15,7 +15,7 @@ from typing import Any
 import pydantic
 
 from gigafactory import config, consent, constants, kubeclient, remotes
-from gigafactory.models import agentjobs
+from gigafactory.models import agentjobs, objects
 from gigafactory.runner import attempts, executing, gateway, profiles, sandbox, worktrees
 
 logger = logging.getLogger(__name__)
@@ -81,8 +81,8 @@ class Working(attempts.Claims):
             cm = await self.client.get(kubeclient.CONFIGMAPS, ref.name, namespace=job["metadata"]["namespace"])
         except kubeclient.NotFound:
             raise attempts.AttemptFailed("Rejected", "PromptNotFound", f"ConfigMap {ref.name} not found") from None
-        text = (cm.get("data") or {}).get(ref.key)
-        if text is None:
+        text = objects.data(cm).get(ref.key)
+        if not isinstance(text, str):
             raise attempts.AttemptFailed("Rejected", "PromptNotFound", f"ConfigMap {ref.name} has no key {ref.key}")
         return text
 

@@ -9,10 +9,13 @@ config or logs. Git runs in threads so the runner's event loop stays free.
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import pathlib
 import shutil
 import stat
+from collections.abc import Set as AbstractSet
+from typing import Any
 
 import git
 
@@ -227,11 +230,12 @@ class Workspace(remotes.Git):
         git dir: no config, hook, filter or fsmonitor the agent wrote takes part (a .gitattributes may
         name a filter, but only config defines one, and the only config is the runner's)."""
         none = remotes.Credentials()
-        where = {"git_dir": checkout.trusted, "work_tree": checkout.path}
-        if (await self._git(None, ["status", "--porcelain"], none, failure=("InfraError", "GitFailed"), **where)).strip():
-            await self._git(None, ["add", "-A"], none, failure=("InfraError", "GitFailed"), **where)
-            await self._git(None, ["-c", "user.name=Gigafactory", "-c", "user.email=runner@gigafactory.invalid",
-                                   "commit", "-q", "--no-verify", "-m", message], none, failure=("InfraError", "GitFailed"), **where)
+        trusted = functools.partial(self._git, None, credentials=none, failure=("InfraError", "GitFailed"),
+                                    git_dir=checkout.trusted, work_tree=checkout.path)
+        if (await trusted(["status", "--porcelain"])).strip():
+            await trusted(["add", "-A"])
+            await trusted(["-c", "user.name=Gigafactory", "-c", "user.email=runner@gigafactory.invalid",
+                           "commit", "-q", "--no-verify", "-m", message])
 
     async def push(self, checkout: "Checkout", *, url: str, branch: str, credentials: remotes.Credentials) -> None:
         """Push HEAD to a new branch; an existing branch on the remote is never overwritten, not even
@@ -246,16 +250,14 @@ class Workspace(remotes.Git):
         except remotes.GitFailure as exc:
             raise remotes.classify_push_error(exc.message, branch=branch) from None
 
-    async def describe(self, git_dir: pathlib.Path, base: str, head: str = "HEAD") -> dict:
+    async def describe(self, git_dir: pathlib.Path, base: str, head: str = "HEAD") -> dict[str, Any]:
         """The change from `base` to `head` (in an attempt's trusted git dir, or in a mirror with a commit
         id) for a report."""
-        none = remotes.Credentials()
-        where = {"git_dir": git_dir}
-        head = (await self._git(None, ["rev-parse", head], none, failure=("InfraError", "GitFailed"), **where)).strip()
-        names = await self._git(None, ["-c", "core.quotePath=false", "diff", "--no-ext-diff", "--no-textconv", "--name-only",
-                                       base, head], none, failure=("InfraError", "GitFailed"), **where)
-        numstat = await self._git(None, ["diff", "--no-ext-diff", "--no-textconv", "--numstat", base, head], none,
-                                  failure=("InfraError", "GitFailed"), **where)
+        git = functools.partial(self._git, None, credentials=remotes.Credentials(), failure=("InfraError", "GitFailed"),
+                                git_dir=git_dir)
+        head = (await git(["rev-parse", head])).strip()
+        names = await git(["-c", "core.quotePath=false", "diff", "--no-ext-diff", "--no-textconv", "--name-only", base, head])
+        numstat = await git(["diff", "--no-ext-diff", "--no-textconv", "--numstat", base, head])
         insertions = deletions = 0
         for line in numstat.splitlines():
             added, removed, _ = (line.split("\t", 2) + ["", ""])[:3]
@@ -285,7 +287,7 @@ class Workspace(remotes.Git):
         async with self.lock(mirror):
             await asyncio.to_thread(call)
 
-    def sweep(self, live: set[str] = frozenset()) -> list[str]:
+    def sweep(self, live: AbstractSet[str] = frozenset()) -> list[str]:
         """Remove every worktree, trusted git dir and attempt ref that belongs to no live attempt (and
         the gf/* branches and worktree entries mirrors had before attempts got git dirs of their own);
         returns what went."""

@@ -290,7 +290,7 @@ def factory_from_body(body: Mapping[str, Any]) -> FactoryInfo:
         subscriptions=_names(spec.get("subscriptions") or ["*"]),
         namespaces=_names(spec.get("namespaces") or ["*"]),
         slots_per_pod=int(spec.get("slotsPerPod") or 1),
-        cost_weight=float(spec.get("costWeight") if spec.get("costWeight") is not None else 1.0),
+        cost_weight=float(spec["costWeight"]) if spec.get("costWeight") is not None else 1.0,
         unschedulable=bool(spec.get("unschedulable")),
         deleting=bool(meta.get("deletionTimestamp")),
     )
