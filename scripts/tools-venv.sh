@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts that need the pinned tools (checkov, uv): .venv-tools, installed from the hashed
 # requirements-tools.lock when missing or older than the lock; sets $tools to its directory.
 tools=.venv-tools
