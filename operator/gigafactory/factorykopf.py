@@ -9,7 +9,8 @@ handler waits for the operator's drain before kopf lets the Factory go.
   writes): the handler asks the running Operator (kopf's memo, put there by kopfmain) to let the
   Factory's bindings go and awaits `Operator.drain`, which returns once none is left. Not polling:
   an asyncio event the controllers set; the wait is bounded by the drain's end (its deadline plus
-  the stop grace, plus a slack) and then kopf is told to call again (TemporaryError).
+  the stop grace), and one stop grace more for the last undo writes to land, and then kopf is told
+  to call again (TemporaryError).
 - **Leadership**: every replica runs kopf, but only the leader's Operator works. A standby's handler
   waits in `drain` for its Operator to work (it never will while another leads) and raises
   TemporaryError when the wait ends: it never returns, so its kopf never removes the finalizer. The
@@ -31,6 +32,7 @@ writer of `status.conditions` here would race its merge patches.
 """
 
 import datetime
+import logging
 from typing import Any
 
 import kopf
@@ -39,8 +41,9 @@ from gigafactory import constants, operating
 from gigafactory.binding import lifecycle
 
 PROGRESS_PREFIX = f"kopf.{constants.GROUP}"  # kopf.gigafactory.dev/<handler id>
-WAIT_SLACK_SECONDS = 60.0  # how much longer than the drain's end the handler waits before it is called again
-RETRY_SECONDS = 1.0  # the delay of that call (kopf writes the progress, then calls again)
+RETRY_SECONDS = 1.0  # when a wait ended undrained: kopf writes the progress, and calls again this much later
+
+logger = logging.getLogger(__name__)
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -69,10 +72,10 @@ async def configure_persistence(settings: kopf.OperatorSettings, **_: Any) -> No
 
 def wait_seconds(factory: kopf.Body, *, now: datetime.datetime, stop_grace_seconds: float) -> float:
     """How long the handler waits for the drain: until the drain ends at the latest (every binding
-    left is undone then), and a slack beyond it."""
+    left is undone then), and one stop grace more for those undo writes (and their retries) to land."""
     ends = lifecycle.drain_ends(factory, stop_grace_seconds=stop_grace_seconds)
     left = 0.0 if ends is None else max((ends - now).total_seconds(), 0.0)
-    return left + WAIT_SLACK_SECONDS
+    return left + stop_grace_seconds
 
 
 @kopf.on.delete(constants.GROUP, constants.VERSION, constants.FACTORY_PLURAL, id="drain", errors=kopf.ErrorsMode.TEMPORARY)
@@ -82,6 +85,9 @@ async def drain(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if not isinstance(operator, operating.Operator):
         raise kopf.TemporaryError("the operator's work is not running", delay=RETRY_SECONDS)
     timeout = wait_seconds(body, now=operator.now(), stop_grace_seconds=operator.settings.stop_grace_seconds)
+    if not operator.started:
+        logger.info("factory deleted: standing by, the leader drains it", extra={"factory": name})
     if not await operator.drain(name, timeout=timeout):
         raise kopf.TemporaryError(("bindings are still held" if operator.started else "standing by: the leader drains")
                                   + f" after {timeout:.0f}s", delay=RETRY_SECONDS)
+    logger.info("factory drained", extra={"factory": name})

@@ -92,11 +92,11 @@ async def test_a_standby_that_takes_over_drains_at_once(monkeypatch) -> None:
     await asyncio.wait_for(handler, 1)
 
 
-def test_the_handler_waits_until_the_drain_ends_and_a_slack_beyond() -> None:
+def test_the_handler_waits_until_the_drain_ends_and_one_stop_grace_beyond() -> None:
     # deletionTimestamp T0, drainGraceSeconds 600, stop grace 20: every binding is undone by T0 + 620 s.
-    assert factorykopf.wait_seconds(kopf.Body(FACTORY), now=T0, stop_grace_seconds=20) == 620 + factorykopf.WAIT_SLACK_SECONDS
+    assert factorykopf.wait_seconds(kopf.Body(FACTORY), now=T0, stop_grace_seconds=20) == 620 + 20
     late = T0 + datetime.timedelta(seconds=900)
-    assert factorykopf.wait_seconds(kopf.Body(FACTORY), now=late, stop_grace_seconds=20) == factorykopf.WAIT_SLACK_SECONDS
+    assert factorykopf.wait_seconds(kopf.Body(FACTORY), now=late, stop_grace_seconds=20) == 20
 
 
 def test_kopfs_finalizer_is_the_drain_finalizer_and_its_state_stays_off_kopf_zalando_org() -> None:
