@@ -259,8 +259,8 @@ def test_a_factory_enrolled_before_kopf_owned_its_finalizer_drains_and_goes(api,
 def test_a_standby_replica_never_lets_a_deleted_factory_go(api, kubeconfig, namespace, tmp_path) -> None:
     """Every replica runs kopf; only the leader drains. A standby's delete handler waits for leadership
     (bounded: the drain's end and a stop grace) and asks kopf to call again: the finalizer stays, also
-    for a Factory without any binding, which a leader would let go at once. When the standby comes to
-    lead, the handler that waits drains at once."""
+    for a Factory without any binding, which a leader would let go at once, and also when the standby
+    stops meanwhile (a rolling update). When a standby comes to lead, its waiting handler drains at once."""
     leader_lease = stubs.unique("leader")
     api.call("create", kubeclient.LEASES, {
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": leader_lease, "namespace": namespace},
@@ -268,8 +268,9 @@ def test_a_standby_replica_never_lets_a_deleted_factory_go(api, kubeconfig, name
     }, namespace=namespace)
     pool = stubs.unique("standby")
     api.create_factory(pool, namespace, drainGraceSeconds=0)
-    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_LEADER_ELECTION="true", GIGAFACTORY_NAMESPACE=namespace,
-                         GIGAFACTORY_LEADER_LEASE_NAME=leader_lease, GIGAFACTORY_STOP_GRACE_SECONDS="1") as (standby,):
+    elected = {"GIGAFACTORY_LEADER_ELECTION": "true", "GIGAFACTORY_NAMESPACE": namespace, "GIGAFACTORY_LEADER_LEASE_NAME": leader_lease,
+               "GIGAFACTORY_STOP_GRACE_SECONDS": "1"}
+    with stubs.operators(kubeconfig, tmp_path, **elected) as (standby,):
         wait_for(lambda: DRAIN in ((factory_meta(api, pool) or {}).get("finalizers") or []), timeout=10,
                  message="the standby's kopf enrols the factory too")
         api.call("delete", kubeclient.FACTORIES, pool)
@@ -278,7 +279,14 @@ def test_a_standby_replica_never_lets_a_deleted_factory_go(api, kubeconfig, name
         meta = factory_meta(api, pool)
         assert meta is not None and DRAIN in meta["finalizers"]
         assert json.loads(meta["annotations"]["kopf.gigafactory.dev/drain"])["retries"] >= 1
-        assert "factory drained" not in standby.logs()
+        # Stopped while its handler waits: kopf cancels the handler, and the finalizer stays.
+        standby.stop()
+        assert standby.process is not None and standby.process.returncode == 0
+    meta = factory_meta(api, pool)
+    assert meta is not None and DRAIN in meta["finalizers"]
+    assert "factory drained" not in standby.logs()
+    with stubs.operators(kubeconfig, tmp_path, **elected) as (standby,):
+        wait_for(lambda: "standing by, the leader drains it" in standby.logs(), timeout=10, message="the handler waits")
         # The other replica hands the Lease back: this one leads, and its waiting handler drains.
         api.call("patch", kubeclient.LEASES, leader_lease, {"spec": {"holderIdentity": None}}, namespace=namespace)
         wait_for(lambda: factory_meta(api, pool) is None, timeout=20, message="the new leader let the factory go")
