@@ -279,7 +279,8 @@ def test_a_standby_replica_never_lets_a_deleted_factory_go(api, kubeconfig, name
         meta = factory_meta(api, pool)
         assert meta is not None and DRAIN in meta["finalizers"]
         assert json.loads(meta["annotations"]["kopf.gigafactory.dev/drain"])["retries"] >= 1
-        # Stopped while its handler waits: kopf cancels the handler, and the finalizer stays.
+        # Stopped while its handler waits (called a third time): kopf cancels it; the finalizer stays.
+        wait_for(lambda: standby.logs().count("standing by, the leader drains it") >= 3, timeout=30, message="a third call")
         standby.stop()
         assert standby.process is not None and standby.process.returncode == 0
     meta = factory_meta(api, pool)
