@@ -1,7 +1,8 @@
 """The operator's work, the same for every entry point (kopfmain hosts it for `gigafactory operator`
 and `kopf run -m gigafactory.kopfmain`): the Operator, with the leader elector when
 GIGAFACTORY_LEADER_ELECTION is on. It runs until cancelled; it ends by itself only with an error
-(lost leadership, a loop that died), and then the process ends."""
+(lost leadership, a loop that died), and then the process ends. kopfmain keeps the Operator in
+kopf's memo, where kopf's Factory delete handler (factorykopf.py) finds it."""
 
 import logging
 
@@ -22,6 +23,10 @@ def build_elector(settings: config.OperatorSettings, client: kubeclient.Client) 
                                   retry_seconds=max(0.5, settings.leader_lease_seconds / 4))
 
 
-async def work(settings: config.OperatorSettings, client: kubeclient.Client) -> None:
-    """The operator's work with the elector the settings ask for, until cancelled or it fails."""
-    await operating.Operator(settings, client).run(build_elector(settings, client))
+def build(settings: config.OperatorSettings, client: kubeclient.Client) -> operating.Operator:
+    return operating.Operator(settings, client)
+
+
+async def work(operator: operating.Operator) -> None:
+    """The operator's work with the elector its settings ask for, until cancelled or it fails."""
+    await operator.run(build_elector(operator.settings, operator.client))

@@ -5,11 +5,13 @@ kopf hosts the process: its login (ours points it at GIGAFACTORY_KUBECONFIG, els
 service account; kopf logs in again when its credentials stop working), logging, signal handling,
 its startup and cleanup phases. The operator's work (app.work: the informers, the scheduling loop,
 the lifecycle controllers, and the leader elector when GIGAFACTORY_LEADER_ELECTION is on) is one task
-started at kopf's startup and stopped at its cleanup. When that task ends by itself — lost
-leadership, a loop that died — the process ends too, through kopf's shutdown, so that the Deployment
-restarts it instead of kopf running on and looking healthy with nothing working.
-AgentJob events stay off kopf's per-object machinery: docs/architecture.md says what kopf does here,
-what it does not, and why.
+started at kopf's startup and stopped at its cleanup; its Operator is in kopf's memo (`memo.operator`).
+When that task ends by itself — lost leadership, a loop that died — the process ends too, through
+kopf's shutdown, so that the Deployment restarts it instead of kopf running on and looking healthy
+with nothing working.
+kopf watches Factories, and only them: their finalizer and the wait for a deleted one's drain are
+kopf handlers (factorykopf.py, registered by importing it here). AgentJob events stay off kopf's
+per-object machinery: docs/architecture.md says what kopf does here, what it does not, and why.
 """
 
 import asyncio
@@ -23,7 +25,9 @@ from typing import Any
 
 import kopf
 
-from gigafactory import app, config, electing, kubeauth, kubeclient, observing
+from gigafactory import app, config, electing, factorykopf, kubeauth, kubeclient, observing
+
+HANDLERS = (factorykopf.drain,)  # kopf's resource handlers: registered with kopf on import
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +70,12 @@ def connection_info(credentials: kubeauth.Credentials, auth: kubeauth.Auth) -> k
 @kopf.on.startup()
 async def start_operator(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     # No handler of ours needs kopf to follow CRDs being added or removed (and the chart's ClusterRole
-    # grants nothing on CustomResourceDefinitions).
+    # grants nothing on CustomResourceDefinitions): the Factory CRD is found once, at start.
     settings.scanning.disabled = True
     ours = settings_of(memo)
     memo.client = kubeclient.Client.from_kubeconfig(ours.kubeconfig, user_agent=app.USER_AGENT)
-    memo.task = asyncio.create_task(app.work(ours, memo.client), name="gigafactory-operator")
+    memo.operator = app.build(ours, memo.client)  # what kopf's Factory handlers ask (factorykopf.py)
+    memo.task = asyncio.create_task(app.work(memo.operator), name="gigafactory-operator")
     end = getattr(memo, "end", None)
 
     def ended(task: "asyncio.Task[None]") -> None:
@@ -106,8 +111,8 @@ async def stop_operator(memo: kopf.Memo, **_: Any) -> None:
 
 async def main(settings: config.OperatorSettings) -> None:
     """kopf in this process: standalone (the leader election is ours, by a Lease), cluster-wide (it
-    watches nothing itself; the informers are the operator's). Ends with status 1 when the work ended
-    by itself, so that the Deployment restarts it."""
+    watches the cluster-scoped Factories; every other informer is the operator's). Ends with status 1
+    when the work ended by itself, so that the Deployment restarts it."""
     stop = asyncio.Event()
     failures: list[BaseException | None] = []
 

@@ -5,11 +5,12 @@ Why the scheduler is not a set of kopf handlers: it must see *all* jobs, pods an
 (a snapshot), not one object per handler call, and it must stay quiet while nothing changes. kopf's
 per-object machinery (progress annotations, per-object patches, periodic re-checks) would put writes
 and CPU on the hot path (docs/architecture.md gives the measurement). The per-object lifecycle work
-(stops, deadlines, TTL, finalizers, drain) runs here too, as tasks one per object at a time — the
-finalizers are this operator's own (binding/cleanup.py), not kopf's.
+(stops, deadlines, TTL, the AgentJob finalizer, drains) runs here too, as tasks one per object at a
+time. The one per-object thing kopf does is the Factory's finalizer: kopf's delete handler
+(factorykopf.py) awaits `drain` here and kopf removes `gigafactory.dev/drain` once it returns.
 
   controllers/jobs.py        a job's events: fold, stop, deadline, TTL, retry; binding expiry; heartbeats
-  controllers/finalizing.py  a deleted job's cleanup and finalizer; a deleted factory's drain
+  controllers/finalizing.py  a deleted job's cleanup and finalizer; a deleted factory's drain (`drain`)
   controllers/scheduling.py  the loop: snapshot ─► cycle ─► bind / scale / explain / factory status
   controllers/caches.py      one record per job, the timers
   app.py                     the process: probes, leader election, signals (every entry point)
@@ -55,6 +56,7 @@ class Operator(scheduling.Scheduling, jobs.JobLifecycle, finalizing.Finalizing):
                 for informer in self.informers:
                     await stack.enter_async_context(informer.running())
                 await self.recover()
+                self.working.set()  # a drain awaited by kopf's delete handler may go on (drain)
                 self.started_at = asyncio.get_running_loop().time()
                 self.wake()
                 logger.info("operator started")
@@ -67,6 +69,7 @@ class Operator(scheduling.Scheduling, jobs.JobLifecycle, finalizing.Finalizing):
                 for task in done:
                     task.result()  # LostLeadership (or a loop that died) ends the process
         finally:
+            self.working.clear()
             self.metrics.leader.set(0)
             self.timers.cancel_all()
             for task in list(self.tasks):

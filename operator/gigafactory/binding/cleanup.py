@@ -6,10 +6,11 @@ write. On deletion the operator stops a running attempt and waits (bounded) for 
 acknowledgement, releases the binding Lease, deletes the pushed branch per `cleanup.deleteBranch`
 with the job's own credentials, then removes the finalizer — also when the factory or runner is gone.
 
-Factory (`gigafactory.dev/drain`): added when the operator first sees the Factory. On deletion no new
-bindings land on it (the scheduler skips deleting factories), unclaimed bindings are undone and land
-elsewhere, running jobs get `spec.drainGraceSeconds` to finish and are then stopped and requeued;
-when no binding of the factory is left, the finalizer goes.
+Factory (`gigafactory.dev/drain`): kopf's finalizer, added and removed by kopf (factorykopf.py), not
+here. On deletion no new bindings land on it (the scheduler skips deleting factories), unclaimed
+bindings are undone and land elsewhere, running jobs get `spec.drainGraceSeconds` to finish and are
+then stopped and requeued (binding/lifecycle.py decides); when no binding of the factory is left,
+kopf's delete handler returns and kopf removes the finalizer.
 
 The decisions here are pure; the writes carry the resourceVersion they were computed from, so a
 finalizer list changed by someone else meanwhile is re-read, never clobbered.

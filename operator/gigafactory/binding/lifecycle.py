@@ -78,13 +78,12 @@ class Finalize:
 
 
 @dataclasses.dataclass(frozen=True)
-class SetFinalizer:
-    """Add (a Factory first seen) or remove (a drained Factory) the Factory's drain finalizer."""
+class Drained:
+    """A deleted Factory has no binding left: whoever waits for its drain may let it go (kopf's
+    delete handler, factorykopf.py, which then removes the finalizer)."""
 
-    add: bool
 
-
-Action = Arm | Disarm | RequestStop | EndWaiting | Expire | DropBinding | Finalize | SetFinalizer
+Action = Arm | Disarm | RequestStop | EndWaiting | Expire | DropBinding | Finalize | Drained
 WRITES = (RequestStop, EndWaiting, Expire, Finalize)  # the actions that make a job busy while they run
 
 
@@ -236,22 +235,26 @@ def finalize_actions(body: Mapping[str, Any], *, binding: leases.Binding | None,
     return actions
 
 
+def drain_ends(factory: Mapping[str, Any], *, stop_grace_seconds: float) -> datetime.datetime | None:
+    """When a deleted Factory's drain ends at the latest: its running jobs are stopped at the drain
+    deadline, and whatever a runner has not let go `stop_grace_seconds` later is undone then."""
+    deadline = drain_deadline(factory)
+    return None if deadline is None else deadline + datetime.timedelta(seconds=stop_grace_seconds)
+
+
 def drain_actions(factory: Mapping[str, Any], *, bindings: Iterable[leases.Binding], live_pods: Collection[tuple[str, str]],
                   busy: Collection[str], now: datetime.datetime, stop_grace_seconds: float) -> list[Action]:
-    """Every Factory carries the drain finalizer; a deleted one lets its bindings go — unclaimed ones
-    at once, running ones stopped after spec.drainGraceSeconds and undone (requeued) when their
-    runner is gone or the stop grace ran out too — and then loses the finalizer. `bindings` are the
-    factory's; `live_pods` the (namespace, pod) keys whose heartbeat is current; `busy` the uids of
-    jobs with a write in flight (left for their task's end)."""
-    name = str(_meta(factory).get("name"))
-    has = constants.FINALIZER_FACTORY in finalizers(factory)
+    """A deleted Factory lets its bindings go — unclaimed ones at once, running ones stopped after
+    spec.drainGraceSeconds and undone (requeued) when their runner is gone or the stop grace ran out
+    too — and, when none is left, is Drained. The finalizer is not decided here: kopf owns it
+    (factorykopf.py). `bindings` are the factory's; `live_pods` the (namespace, pod) keys whose
+    heartbeat is current; `busy` the uids of jobs with a write in flight (left for their task's end)."""
     if not deleting(factory):
-        return [] if has else [SetFinalizer(add=True)]
-    if not has:
         return []
+    name = str(_meta(factory).get("name"))
     mine = list(bindings)
     if not mine:
-        return [Disarm("drain", ("", name)), SetFinalizer(add=False)]
+        return [Disarm("drain", ("", name)), Drained()]
     deadline = drain_deadline(factory) or now
     hard = deadline + datetime.timedelta(seconds=stop_grace_seconds)
     actions: list[Action] = []

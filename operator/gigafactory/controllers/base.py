@@ -73,8 +73,11 @@ class Base:
         # Before this operator's first explanation of a job, its start counts as the last one (so a
         # restart does not rewrite every waiting job). Loop clock.
         self.started_at = 0.0
-        self.factory_tasks: set[str] = set()  # factories with a finalizer write in flight
         self.started = False
+        self.working = asyncio.Event()  # set with `started`: this replica leads and its caches are synced
+        # Deleted factories whose drain someone awaits (kopf's delete handler, factorykopf.py): set,
+        # and forgotten, when no binding of the factory is left (lifecycle.Drained) or it is gone.
+        self.drains: dict[str, asyncio.Event] = {}
         self.cycles = 0
         self.elector: electing.LeaderElector | None = None
         self.event_budget = caches.TokenBucket(rate=settings.bind_events_per_second, burst=10 * settings.bind_events_per_second)
@@ -141,9 +144,6 @@ class Base:
     async def _finalize(self, body: Body) -> None:
         raise NotImplementedError
 
-    async def _factory_finalizer(self, body: Body, *, add: bool) -> None:
-        raise NotImplementedError
-
     # --- the shared machinery ---
 
     def wake(self) -> None:
@@ -160,6 +160,12 @@ class Base:
 
     def _disarm(self, key: caches.TimerKey) -> None:
         self.timers.disarm(key)
+
+    def _drained(self, name: str) -> None:
+        """No binding of the factory `name` is left (or the factory is gone): its waiters may go on."""
+        waiting = self.drains.pop(name, None)
+        if waiting is not None:
+            waiting.set()
 
     def _release(self, uid: str, key: tuple[str, str]) -> None:
         """A job's write ended: it may take the next one (a report or deletion that came meanwhile)."""
@@ -180,10 +186,8 @@ class Base:
                 self._arm((action.kind, *action.key), action.at, self._on_timer(action))
             elif isinstance(action, lifecycle.DropBinding):
                 self._spawn(self._drop_binding(action.binding), name=f"drop:{action.binding.name}")
-            elif isinstance(action, lifecycle.SetFinalizer):
-                name = str(body["metadata"]["name"])
-                self.factory_tasks.add(name)
-                self._spawn(self._factory_finalizer(body, add=action.add), name=f"factory-finalizer:{name}")
+            elif isinstance(action, lifecycle.Drained):
+                self._drained(str(body["metadata"]["name"]))
             else:
                 self._start_write(body, action)
 

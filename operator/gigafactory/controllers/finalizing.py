@@ -1,8 +1,9 @@
 """Finalization and drain: what must happen before an AgentJob or a Factory may disappear.
 
 A deleted job stops its attempt, waits (bounded) for its runner to let the binding go, then has its
-branch and logs cleaned up and its finalizer removed; a deleted Factory lets its bindings go and then
-its finalizer (binding/lifecycle.py decides each step, binding/cleanup.py writes).
+branch and logs cleaned up and its finalizer removed (binding/lifecycle.py decides each step,
+binding/cleanup.py writes). A deleted Factory lets its bindings go; its finalizer is kopf's: kopf's
+delete handler (factorykopf.py) awaits `drain` and returns once no binding is left, and kopf removes it.
 """
 
 import asyncio
@@ -140,15 +141,16 @@ class Finalizing(base.Base):
             await self.client.create(kubeclient.EVENTS, event, namespace=event["metadata"]["namespace"])
 
     def _on_factory(self, event: str, body: base.Body) -> None:
-        if event != "DELETED" and self.started:
-            self._maybe_drain(body)
+        if self.started:
+            if event == "DELETED":
+                self._drained(str(body["metadata"]["name"]))  # gone: nothing is left to wait for
+            else:
+                self._maybe_drain(body)
         self.wake()
 
     def _maybe_drain(self, body: base.Body) -> None:
-        """A Factory's drain finalizer and, once deleted, its bindings (binding/lifecycle.py decides)."""
+        """A deleted Factory's bindings (binding/lifecycle.py decides); Drained wakes its waiters."""
         name = str(body["metadata"]["name"])
-        if name in self.factory_tasks:
-            return
         bindings = [b for b in map(leases.parse_binding, list(self.bindings.cache.values())) if b is not None and b.factory == name]
         now = self.now()
         live = {key for key, beat in self.beats.items() if lifecycle.pod_alive(beat, now=now)}
@@ -161,18 +163,25 @@ class Finalizing(base.Base):
         if body is not None:
             self._maybe_drain(body)
 
-    async def _factory_finalizer(self, body: base.Body, *, add: bool) -> None:
-        name = str(body["metadata"]["name"])
+    async def drain(self, name: str, *, timeout: float) -> bool:
+        """Let the deleted Factory `name` go: what kopf's delete handler awaits (factorykopf.py) before
+        kopf removes the finalizer. Waits (at most `timeout` seconds) until this replica works — it
+        leads and its caches are synced; a standby waits here and never says drained — then until no
+        binding of the factory is left; the drain itself is the controllers' (each binding gone,
+        each drain timer brings the factory back to lifecycle.drain_actions). True once drained."""
         try:
-            if add:
-                await cleanup.add_finalizer(self.client, kubeclient.FACTORIES, body, constants.FINALIZER_FACTORY)
-            elif await cleanup.remove_finalizer(self.client, kubeclient.FACTORIES, body, constants.FINALIZER_FACTORY):
-                logger.info("factory drained", extra={"factory": name})
-        except Exception:
-            logger.exception("factory finalizer write failed", extra={"factory": name})
-            await asyncio.sleep(1)
-        finally:
-            self.factory_tasks.discard(name)
-            current = self.factories.cache.get(("", name))
-            if current is not None and current is not body:
-                self._maybe_drain(current)
+            async with asyncio.timeout(timeout):
+                await self.working.wait()
+                waiting = self.drains.setdefault(name, asyncio.Event())
+                body = self.factories.cache.get(("", name))
+                if body is None:
+                    # Unknown to the synced informer (gone, or too new to be seen yet): the scheduler
+                    # never bound anything to it under this name, unless a binding still says so.
+                    if not any(b is not None and b.factory == name for b in map(leases.parse_binding, list(self.bindings.cache.values()))):
+                        self._drained(name)
+                else:
+                    self._maybe_drain(body)
+                await waiting.wait()
+            return True
+        except TimeoutError:
+            return False

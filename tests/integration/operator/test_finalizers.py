@@ -1,10 +1,14 @@
 """Finalizers (SPEC invariant 6): a deleted AgentJob goes only after its binding is released and its
-cleanup ran, also when its factory is gone; a deleted Factory drains before it goes."""
+cleanup ran, also when its factory is gone; a deleted Factory drains before it goes (its finalizer is
+kopf's, removed when kopf's delete handler returns: factorykopf.py), also one enrolled before kopf owned
+it, and never by a standby replica."""
+
+import json
 
 import git
 import pytest
 
-from gigafactory import kubeclient
+from gigafactory import kubeclient, leases
 from tests.conftest import wait_for
 from tests.gitrepos import commit_file, make_remote
 from tests.integration.operator import stubs
@@ -12,9 +16,15 @@ from tests.integration.operator import stubs
 pytestmark = pytest.mark.xdist_group("operator")
 
 FINALIZER = "gigafactory.dev/cleanup"
+DRAIN = "gigafactory.dev/drain"  # a Factory's: kopf's finalizer, under the name the operator gave it before kopf did
 
 
 phase = stubs.phase
+
+
+def factory_meta(api, name) -> dict | None:
+    found = api.call("list", kubeclient.FACTORIES, field_selector=f"metadata.name={name}")[0]
+    return found[0]["metadata"] if found else None
 
 
 def exists(api, namespace, name) -> bool:
@@ -167,8 +177,8 @@ def test_a_deleted_factory_drains_moves_unclaimed_bindings_and_requeues_running_
     api.create_factory(old, namespace, slotsPerPod=2, drainGraceSeconds=2)
     runner = stubs.StubRunner(api, pod=f"{old}-0", namespace=namespace, factory=old, slots=2)
     runner.announce()
-    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_STOP_GRACE_SECONDS="60"):
-        wait_for(lambda: "gigafactory.dev/drain" in (api.call("get", kubeclient.FACTORIES, old)["metadata"].get("finalizers") or []),
+    with stubs.operators(kubeconfig, tmp_path, GIGAFACTORY_STOP_GRACE_SECONDS="60") as operators:
+        wait_for(lambda: DRAIN in (api.call("get", kubeclient.FACTORIES, old)["metadata"].get("finalizers") or []),
                  timeout=10, message="drain finalizer on the factory")
         running_job(api, namespace, runner, "long")
         api.create_job(namespace, "unclaimed")
@@ -182,14 +192,18 @@ def test_a_deleted_factory_drains_moves_unclaimed_bindings_and_requeues_running_
         moved = api.job(namespace, "unclaimed")["status"]["attempts"][-1]
         assert (moved["reason"], moved["counted"]) == ("FactoryDeleted", False)
         assert phase(api, namespace, "long") == "Running"
+        # The running job holds the factory: kopf's delete handler has not returned, the finalizer stays.
+        held = factory_meta(api, old)
+        assert held is not None and held.get("deletionTimestamp") and DRAIN in held["finalizers"]
         # After drainGraceSeconds the runner is asked to stop; it reports, the job requeues, the factory goes.
         stop = wait_for(lambda: next((b["metadata"].get("annotations", {}).get("gigafactory.dev/stop") for b in runner.bindings()
                                       if b["metadata"].get("annotations", {}).get("gigafactory.dev/stop")), None),
                         timeout=10, message="drain stop request")
         assert stop == "Drained"
         runner.report(namespace, "long", outcome="Stopped", reason="Drained", message="stopped: factory drained")
-        wait_for(lambda: not api.call("list", kubeclient.FACTORIES, field_selector=f"metadata.name={old}")[0],
-                 timeout=10, message="factory gone after the drain")
+        wait_for(lambda: factory_meta(api, old) is None, timeout=10, message="factory gone after the drain")
+        # kopf's handler let it go (the operator's loop has no finalizer write for Factories any more).
+        assert f'"factory drained", "factory": "{old}"' in operators[0].logs()
         last = wait_for(lambda: (api.job(namespace, "long")["status"].get("attempts") or [None])[-1], timeout=10, message="fold")
         assert (last["outcome"], last["counted"]) == ("Stopped", False)
         # The requeued job waits for a free slot elsewhere (the new pod holds the moved job): nothing lost.
@@ -212,3 +226,69 @@ def test_a_deleted_jobs_log_configmaps_go_with_it(api, kubeconfig, namespace, tm
         delete_job(api, namespace, "logged")
         wait_for(lambda: not exists(api, namespace, "logged"), timeout=10, message="job gone")
     assert not api.call("list", kubeclient.CONFIGMAPS, namespace=namespace, field_selector=f"metadata.name={name}")[0]
+
+
+def test_a_factory_enrolled_before_kopf_owned_its_finalizer_drains_and_goes(api, kubeconfig, namespace, tmp_path) -> None:
+    """What an operator from before kopf owned the finalizer left: a Factory carrying gigafactory.dev/drain
+    (that operator's own write, no kopf annotation), deleted while no operator ran, a binding still on
+    it. kopf knows its finalizer by name alone: the Factory drains and goes, with no migration."""
+    old = stubs.unique("legacy")
+    api.create_factory(old, namespace, drainGraceSeconds=600)
+    version = api.call("get", kubeclient.FACTORIES, old)["metadata"]["resourceVersion"]
+    api.call("patch", kubeclient.FACTORIES, old, {"metadata": {"finalizers": [DRAIN], "resourceVersion": version}})
+    runner = stubs.StubRunner(api, pod=f"{old}-0", namespace=namespace, factory=old)
+    runner.announce()
+    no_claim_timeout = {"GIGAFACTORY_CLAIM_TIMEOUT_SECONDS": "600"}  # the binding must outlive the pause
+    with stubs.operators(kubeconfig, tmp_path, **no_claim_timeout):
+        api.create_job(namespace, "legacy")
+        wait_for(lambda: phase(api, namespace, "legacy") == "Bound", timeout=10, message="bound")
+    meta = factory_meta(api, old)
+    assert meta is not None and meta["finalizers"] == [DRAIN]
+    # The new operator ran over it and wrote nothing of kopf's there (no diff base, no progress).
+    assert not [key for key in meta.get("annotations") or {} if "kopf" in key]
+    api.call("delete", kubeclient.FACTORIES, old)
+    assert (factory_meta(api, old) or {}).get("deletionTimestamp")  # held by the finalizer: no operator runs
+    with stubs.operators(kubeconfig, tmp_path, **no_claim_timeout) as (operator,):
+        wait_for(lambda: factory_meta(api, old) is None, timeout=15, message="the old factory drained and gone")
+        assert f'"factory drained", "factory": "{old}"' in operator.logs()
+    undone = api.job(namespace, "legacy")["status"]["attempts"][-1]
+    assert (undone["reason"], undone["counted"]) == ("FactoryDeleted", False)
+    assert runner.bindings() == []
+
+
+def test_a_standby_replica_never_lets_a_deleted_factory_go(api, kubeconfig, namespace, tmp_path) -> None:
+    """Every replica runs kopf; only the leader drains. A standby's delete handler waits for leadership
+    (bounded: the drain's end and a stop grace) and asks kopf to call again: the finalizer stays, also
+    for a Factory without any binding, which a leader would let go at once, and also when the standby
+    stops meanwhile (a rolling update). When a standby comes to lead, its waiting handler drains at once."""
+    leader_lease = stubs.unique("leader")
+    api.call("create", kubeclient.LEASES, {
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": leader_lease, "namespace": namespace},
+        "spec": {"holderIdentity": "another-replica", "leaseDurationSeconds": 600, "renewTime": leases.format_micro_time(leases.now())},
+    }, namespace=namespace)
+    pool = stubs.unique("standby")
+    api.create_factory(pool, namespace, drainGraceSeconds=0)
+    elected = {"GIGAFACTORY_LEADER_ELECTION": "true", "GIGAFACTORY_NAMESPACE": namespace, "GIGAFACTORY_LEADER_LEASE_NAME": leader_lease,
+               "GIGAFACTORY_STOP_GRACE_SECONDS": "1"}
+    with stubs.operators(kubeconfig, tmp_path, **elected) as (standby,):
+        wait_for(lambda: DRAIN in ((factory_meta(api, pool) or {}).get("finalizers") or []), timeout=10,
+                 message="the standby's kopf enrols the factory too")
+        api.call("delete", kubeclient.FACTORIES, pool)
+        wait_for(lambda: standby.logs().count("failed temporarily: standing by") >= 2, timeout=30,
+                 message="the standby's handler, called again, still standing by")
+        meta = factory_meta(api, pool)
+        assert meta is not None and DRAIN in meta["finalizers"]
+        assert json.loads(meta["annotations"]["kopf.gigafactory.dev/drain"])["retries"] >= 1
+        # Stopped while its handler waits (called a third time): kopf cancels it; the finalizer stays.
+        wait_for(lambda: standby.logs().count("standing by, the leader drains it") >= 3, timeout=30, message="a third call")
+        standby.stop()
+        assert standby.process is not None and standby.process.returncode == 0
+    meta = factory_meta(api, pool)
+    assert meta is not None and DRAIN in meta["finalizers"]
+    assert "factory drained" not in standby.logs()
+    with stubs.operators(kubeconfig, tmp_path, **elected) as (standby,):
+        wait_for(lambda: "standing by, the leader drains it" in standby.logs(), timeout=10, message="the handler waits")
+        # The other replica hands the Lease back: this one leads, and its waiting handler drains.
+        api.call("patch", kubeclient.LEASES, leader_lease, {"spec": {"holderIdentity": None}}, namespace=namespace)
+        wait_for(lambda: factory_meta(api, pool) is None, timeout=20, message="the new leader let the factory go")
+        assert f'"factory drained", "factory": "{pool}"' in standby.logs()

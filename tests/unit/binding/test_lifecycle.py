@@ -179,11 +179,18 @@ def drain(body, bindings, *, now, live=(("runners", "pool-0"),), busy=()):
     return lc.drain_actions(body, bindings=bindings, live_pods=set(live), busy=set(busy), now=now, stop_grace_seconds=20)
 
 
-def test_a_factory_gets_its_finalizer_once_and_loses_it_when_drained() -> None:
-    assert drain(factory(finalizer=False), [], now=at(0)) == [lc.SetFinalizer(add=True)]
-    assert drain(factory(), [BINDING], now=at(0)) == []
-    assert drain(factory(deleting=True), [], now=at(1)) == [lc.Disarm("drain", ("", "pool")), lc.SetFinalizer(add=False)]
-    assert drain(factory(deleting=True, finalizer=False), [BINDING], now=at(1)) == []
+@pytest.mark.parametrize("finalizer", [True, False])
+def test_a_factory_drains_only_once_deleted_and_is_drained_when_no_binding_is_left(finalizer) -> None:
+    """The finalizer is kopf's (factorykopf.py): no decision adds or removes it, with it or without."""
+    assert drain(factory(finalizer=finalizer), [], now=at(0)) == []
+    assert drain(factory(finalizer=finalizer), [BINDING], now=at(0)) == []
+    assert drain(factory(deleting=True, finalizer=finalizer), [], now=at(1)) == [lc.Disarm("drain", ("", "pool")), lc.Drained()]
+    assert lc.Drained() not in drain(factory(deleting=True, finalizer=finalizer), [BINDING], now=at(1))
+
+
+def test_the_drain_ends_at_its_deadline_plus_the_stop_grace() -> None:
+    assert lc.drain_ends(factory(deleting=True, grace=60), stop_grace_seconds=20) == at(80)
+    assert lc.drain_ends(factory(grace=60), stop_grace_seconds=20) is None
 
 
 def test_a_draining_factory_undoes_unclaimed_bindings_at_once_and_waits_out_the_grace_for_running_ones() -> None:
