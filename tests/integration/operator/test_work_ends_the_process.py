@@ -13,7 +13,7 @@ from gigafactory import app, config, kopfmain
 async def test_a_work_task_that_dies_ends_gigafactory_operator_with_status_1(kubeconfig, monkeypatch) -> None:
     started = asyncio.Event()
 
-    async def dying_work(settings: config.OperatorSettings, client: object) -> None:
+    async def dying_work(operator: object) -> None:
         started.set()
         await asyncio.sleep(0)  # (it ran, then:)
         raise RuntimeError("the scheduling loop died")
@@ -29,7 +29,7 @@ async def test_a_cancelled_operator_stops_without_an_error(kubeconfig, monkeypat
     """The other way round: a stop from outside (SIGTERM, kopf's stop flag) is a clean stop, not a failure."""
     running = asyncio.Event()
 
-    async def idle_work(settings: config.OperatorSettings, client: object) -> None:
+    async def idle_work(operator: object) -> None:
         running.set()
         await asyncio.Event().wait()
 
