@@ -37,31 +37,205 @@ class Condition(TypedDict, total=False):
     observedGeneration: int
 
 
-def _mapping(value: object) -> dict[str, Any]:
+class PushedBranch(TypedDict, total=False):
+    """attempts[].pushed: what a runner announced on its binding Lease before pushing."""
+
+    branch: str
+    commit: str
+
+
+class DiffStat(TypedDict, total=False):
+    filesChanged: int
+    insertions: int
+    deletions: int
+
+
+class Result(TypedDict, total=False):
+    """status.result, report.result: what a successful attempt produced (runner-written)."""
+
+    branch: str
+    commit: str
+    baseCommit: str
+    changedFiles: list[str]
+    diffstat: DiffStat
+    summary: str
+
+
+class ModelTokens(TypedDict, total=False):
+    model: str
+    inputTokens: int
+    outputTokens: int
+    requests: int
+
+
+class Assignment(TypedDict, total=False):
+    """status.assignment: the current binding (operator-written; the runner adds claimedAt)."""
+
+    factory: str
+    pod: str
+    podNamespace: str
+    attempt: int
+    lease: str
+    leaseNamespace: str
+    boundAt: str
+    claimedAt: str
+    score: int
+    scores: dict[str, int]
+    prices: list[dict[str, Any]]
+
+
+class AttemptRecord(TypedDict, total=False):
+    """One entry of status.attempts (folded from a runner's report)."""
+
+    attempt: int
+    factory: str
+    pod: str
+    score: int
+    scores: dict[str, int]
+    startedAt: str
+    finishedAt: str
+    outcome: str
+    reason: str
+    message: str
+    exitCode: int
+    counted: bool
+    logRef: str
+    tokens: list[ModelTokens]
+    cost: float
+    pushed: PushedBranch
+
+
+class Report(TypedDict, total=False):
+    """status.report: how a runner says its attempt ended, until the operator folds it in."""
+
+    attempt: int
+    pod: str
+    outcome: str
+    reason: str
+    message: str
+    exitCode: int
+    finishedAt: str
+    logRef: str
+    result: Result
+    tokens: list[ModelTokens]
+
+
+class JobStatus(TypedDict, total=False):
+    """An AgentJob's status (models/agentjobs.py's AgentJobStatus, as the API hands it over). Read the
+    nested parts a runner writes through assignment(), report(), result() and attempts(): they check
+    the shape; the fields here only name it."""
+
+    phase: str
+    reason: str
+    conditions: list[Condition]
+    observedGeneration: int
+    attempt: int
+    assignment: Assignment
+    factory: str
+    pod: str
+    attempts: list[AttemptRecord]
+    tokens: int
+    cost: float
+    requeueAt: str
+    startTime: str
+    completionTime: str
+    result: Result
+    report: Report
+    countFrom: int
+    retryRequest: str
+
+
+class LeaseSpec(TypedDict, total=False):
+    """A coordination.k8s.io/v1 Lease's spec (heartbeat, binding and leader Leases)."""
+
+    holderIdentity: str | None
+    leaseDurationSeconds: int
+    acquireTime: str | None
+    renewTime: str | None
+    leaseTransitions: int
+
+
+class ScalingSpec(TypedDict, total=False):
+    minReplicas: int
+    maxReplicas: int
+    warmSlots: int
+    scaleDownDelaySeconds: int
+    template: dict[str, Any]
+
+
+class FactorySpec(TypedDict, total=False):
+    """A Factory's spec (models/factories.py's FactorySpec, as the API hands it over)."""
+
+    capabilities: list[str]
+    agents: list[str]
+    slotsPerPod: int
+    subscriptions: list[str]
+    namespaces: list[str]
+    costWeight: float
+    unschedulable: bool
+    drainGraceSeconds: int
+    scaling: ScalingSpec
+    prices: list[dict[str, Any]]
+
+
+class FactoryStatus(TypedDict, total=False):
+    phase: str
+    conditions: list[Condition]
+    observedGeneration: int
+    pods: list[dict[str, Any]]
+    readyPods: int
+    slotsTotal: int
+    slotsUsed: int
+    scaling: dict[str, Any]
+
+
+def mapping(value: object) -> dict[str, Any]:
+    """value when it is a JSON object, else {}."""
     return cast(dict[str, Any], value) if isinstance(value, dict) else {}
+
+
+def items(value: object) -> list[Any]:
+    """value when it is a JSON array, else []."""
+    return value if isinstance(value, list) else []
+
 
 
 def meta(obj: Mapping[str, Any]) -> ObjectMeta:
     """metadata ({} when missing)."""
-    return cast(ObjectMeta, _mapping(obj.get("metadata")))
+    return cast(ObjectMeta, mapping(obj.get("metadata")))
+
+
+def uid(obj: Mapping[str, Any]) -> str:
+    """metadata.uid ("" when missing)."""
+    return text(meta(obj), "uid")
+
+
+def name(obj: Mapping[str, Any]) -> str:
+    """metadata.name ("" when missing)."""
+    return text(meta(obj), "name")
+
+
+def namespace(obj: Mapping[str, Any]) -> str:
+    """metadata.namespace ("" when missing: a cluster-scoped object)."""
+    return text(meta(obj), "namespace")
 
 
 def spec(obj: Mapping[str, Any]) -> dict[str, Any]:
     """spec ({} when missing)."""
-    return _mapping(obj.get("spec"))
+    return mapping(obj.get("spec"))
 
 
 def status(obj: Mapping[str, Any]) -> dict[str, Any]:
     """status ({} when missing or not an object)."""
-    return _mapping(obj.get("status"))
+    return mapping(obj.get("status"))
 
 
 def field(obj: Mapping[str, Any], *path: str) -> dict[str, Any]:
     """The object at a path of keys ({} where any step is missing or not an object):
     field(job, "status", "assignment")."""
-    current: dict[str, Any] = _mapping(obj)
+    current: dict[str, Any] = mapping(obj)
     for key in path:
-        current = _mapping(current.get(key))
+        current = mapping(current.get(key))
     return current
 
 
@@ -72,11 +246,11 @@ def text(obj: Mapping[str, Any], key: str, default: str = "") -> str:
 
 
 def labels(obj: Mapping[str, Any]) -> dict[str, str]:
-    return _mapping(meta(obj).get("labels"))
+    return mapping(meta(obj).get("labels"))
 
 
 def annotations(obj: Mapping[str, Any]) -> dict[str, str]:
-    return _mapping(meta(obj).get("annotations"))
+    return mapping(meta(obj).get("annotations"))
 
 
 def finalizers(obj: Mapping[str, Any]) -> list[str]:
@@ -97,4 +271,70 @@ def condition(obj: Mapping[str, Any], type: str) -> Condition | None:
 
 def data(obj: Mapping[str, Any]) -> dict[str, str]:
     """A ConfigMap's (or a Secret's) data ({} when missing)."""
-    return _mapping(obj.get("data"))
+    return mapping(obj.get("data"))
+
+
+# --- AgentJobs ---
+
+
+def job_status(obj: Mapping[str, Any]) -> JobStatus:
+    """An AgentJob's status ({} when missing or not an object)."""
+    return cast(JobStatus, mapping(obj.get("status")))
+
+
+def phase(obj: Mapping[str, Any], default: str = "Pending") -> str:
+    """An AgentJob's status.phase (default while it has none, or a misshapen one)."""
+    return text(status(obj), "phase") or default
+
+
+def assignment(obj: Mapping[str, Any]) -> Assignment:
+    """status.assignment, the current binding ({} when there is none)."""
+    return cast(Assignment, field(obj, "status", "assignment"))
+
+
+def report(obj: Mapping[str, Any]) -> Report:
+    """status.report, written by the runner ({} when none or misshapen)."""
+    return cast(Report, field(obj, "status", "report"))
+
+
+def result(part: Mapping[str, Any]) -> Result:
+    """The result a job's status or a report holds ({} when none or misshapen): result(status(job))."""
+    return cast(Result, mapping(part.get("result")))
+
+
+def attempts(obj: Mapping[str, Any]) -> list[AttemptRecord]:
+    """status.attempts, the entries that are objects, oldest first."""
+    value = status(obj).get("attempts")
+    return [cast(AttemptRecord, item) for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def pushed(record: Mapping[str, Any]) -> PushedBranch:
+    """An attempt record's pushed branch ({} when none or misshapen)."""
+    return cast(PushedBranch, mapping(record.get("pushed")))
+
+
+def placement(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """(factory, pod) of a job's current attempt, or of the last one once it ended ("" when none)."""
+    current, job, done = assignment(obj), status(obj), attempts(obj)
+    last: Mapping[str, Any] = done[-1] if done else {}
+    factory = text(current, "factory") or text(job, "factory") or text(last, "factory")
+    pod = text(current, "pod") or text(job, "pod") or text(last, "pod")
+    return factory, pod
+
+
+# --- Leases and Factories ---
+
+
+def lease_spec(obj: Mapping[str, Any]) -> LeaseSpec:
+    """A Lease's spec ({} when missing)."""
+    return cast(LeaseSpec, mapping(obj.get("spec")))
+
+
+def factory_spec(obj: Mapping[str, Any]) -> FactorySpec:
+    """A Factory's spec ({} when missing)."""
+    return cast(FactorySpec, mapping(obj.get("spec")))
+
+
+def factory_status(obj: Mapping[str, Any]) -> FactoryStatus:
+    """A Factory's status ({} when missing)."""
+    return cast(FactoryStatus, mapping(obj.get("status")))
