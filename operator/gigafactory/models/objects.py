@@ -258,6 +258,11 @@ def finalizers(obj: Mapping[str, Any]) -> list[str]:
     return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
+def deleting(obj: Mapping[str, Any]) -> bool:
+    """Whether the object is being deleted (metadata.deletionTimestamp is set)."""
+    return bool(meta(obj).get("deletionTimestamp"))
+
+
 def conditions(obj: Mapping[str, Any]) -> list[Condition]:
     """status.conditions, the entries that are objects."""
     value = status(obj).get("conditions")
@@ -306,6 +311,12 @@ def attempts(obj: Mapping[str, Any]) -> list[AttemptRecord]:
     """status.attempts, the entries that are objects, oldest first."""
     value = status(obj).get("attempts")
     return [cast(AttemptRecord, item) for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def tokens(part: Mapping[str, Any]) -> list[ModelTokens]:
+    """The tokens a report or an attempt record counts, the entries that are objects."""
+    value = part.get("tokens")
+    return [cast(ModelTokens, item) for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def pushed(record: Mapping[str, Any]) -> PushedBranch:
