@@ -191,7 +191,7 @@ class FactoryStatus(TypedDict, total=False):
 
 def mapping(value: object) -> dict[str, Any]:
     """value when it is a JSON object, else {}."""
-    return cast(dict[str, Any], value) if isinstance(value, dict) else {}
+    return value if isinstance(value, dict) else {}
 
 
 def items(value: object) -> list[Any]:
@@ -199,40 +199,53 @@ def items(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+# Each accessor reads its part in place, in the shape `value: View | None = ...; return value if
+# isinstance(value, dict) else {}`: typed without a cast (a runtime call), since the scheduler's
+# snapshot reads every job through them.
+
 
 def meta(obj: Mapping[str, Any]) -> ObjectMeta:
     """metadata ({} when missing)."""
-    return cast(ObjectMeta, mapping(obj.get("metadata")))
+    value: ObjectMeta | None = obj.get("metadata")
+    return value if isinstance(value, dict) else {}
+
+
+def _meta_text(obj: Mapping[str, Any], key: str) -> str:
+    meta = obj.get("metadata")
+    value = meta.get(key) if isinstance(meta, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def uid(obj: Mapping[str, Any]) -> str:
     """metadata.uid ("" when missing)."""
-    return text(meta(obj), "uid")
+    return _meta_text(obj, "uid")
 
 
 def name(obj: Mapping[str, Any]) -> str:
     """metadata.name ("" when missing)."""
-    return text(meta(obj), "name")
+    return _meta_text(obj, "name")
 
 
 def namespace(obj: Mapping[str, Any]) -> str:
     """metadata.namespace ("" when missing: a cluster-scoped object)."""
-    return text(meta(obj), "namespace")
+    return _meta_text(obj, "namespace")
 
 
 def spec(obj: Mapping[str, Any]) -> dict[str, Any]:
     """spec ({} when missing)."""
-    return mapping(obj.get("spec"))
+    value = obj.get("spec")
+    return value if isinstance(value, dict) else {}
 
 
 def status(obj: Mapping[str, Any]) -> dict[str, Any]:
     """status ({} when missing or not an object)."""
-    return mapping(obj.get("status"))
+    value = obj.get("status")
+    return value if isinstance(value, dict) else {}
 
 
 def field(obj: Mapping[str, Any], *path: str) -> dict[str, Any]:
     """The object at a path of keys ({} where any step is missing or not an object):
-    field(job, "status", "assignment")."""
+    field(job, "spec", "repo")."""
     current: dict[str, Any] = mapping(obj)
     for key in path:
         current = mapping(current.get(key))
@@ -284,7 +297,8 @@ def data(obj: Mapping[str, Any]) -> dict[str, str]:
 
 def job_status(obj: Mapping[str, Any]) -> JobStatus:
     """An AgentJob's status ({} when missing or not an object)."""
-    return cast(JobStatus, mapping(obj.get("status")))
+    value: JobStatus | None = obj.get("status")
+    return value if isinstance(value, dict) else {}
 
 
 def phase(obj: Mapping[str, Any], default: str = "Pending") -> str:
@@ -294,17 +308,20 @@ def phase(obj: Mapping[str, Any], default: str = "Pending") -> str:
 
 def assignment(obj: Mapping[str, Any]) -> Assignment:
     """status.assignment, the current binding ({} when there is none)."""
-    return cast(Assignment, field(obj, "status", "assignment"))
+    value: Assignment | None = status(obj).get("assignment")
+    return value if isinstance(value, dict) else {}
 
 
 def report(obj: Mapping[str, Any]) -> Report:
     """status.report, written by the runner ({} when none or misshapen)."""
-    return cast(Report, field(obj, "status", "report"))
+    value: Report | None = status(obj).get("report")
+    return value if isinstance(value, dict) else {}
 
 
 def result(part: Mapping[str, Any]) -> Result:
     """The result a job's status or a report holds ({} when none or misshapen): result(status(job))."""
-    return cast(Result, mapping(part.get("result")))
+    value: Result | None = part.get("result")
+    return value if isinstance(value, dict) else {}
 
 
 def attempts(obj: Mapping[str, Any]) -> list[AttemptRecord]:
@@ -321,7 +338,8 @@ def tokens(part: Mapping[str, Any]) -> list[ModelTokens]:
 
 def pushed(record: Mapping[str, Any]) -> PushedBranch:
     """An attempt record's pushed branch ({} when none or misshapen)."""
-    return cast(PushedBranch, mapping(record.get("pushed")))
+    value: PushedBranch | None = record.get("pushed")
+    return value if isinstance(value, dict) else {}
 
 
 def placement(obj: Mapping[str, Any]) -> tuple[str, str]:
@@ -338,14 +356,17 @@ def placement(obj: Mapping[str, Any]) -> tuple[str, str]:
 
 def lease_spec(obj: Mapping[str, Any]) -> LeaseSpec:
     """A Lease's spec ({} when missing)."""
-    return cast(LeaseSpec, mapping(obj.get("spec")))
+    value: LeaseSpec | None = obj.get("spec")
+    return value if isinstance(value, dict) else {}
 
 
 def factory_spec(obj: Mapping[str, Any]) -> FactorySpec:
     """A Factory's spec ({} when missing)."""
-    return cast(FactorySpec, mapping(obj.get("spec")))
+    value: FactorySpec | None = obj.get("spec")
+    return value if isinstance(value, dict) else {}
 
 
 def factory_status(obj: Mapping[str, Any]) -> FactoryStatus:
     """A Factory's status ({} when missing)."""
-    return cast(FactoryStatus, mapping(obj.get("status")))
+    value: FactoryStatus | None = obj.get("status")
+    return value if isinstance(value, dict) else {}
