@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from gigafactory import constants, kubeauth, kubeconfigs
+from gigafactory.models import objects
 from gigafactory.kubeerrors import (
     AlreadyExists as AlreadyExists,
     ApiError as ApiError,
@@ -270,7 +271,7 @@ class Client:
             params["continue"] = meta["continue"]
 
     async def create(self, resource: Resource, body: Body, *, namespace: str | None = None) -> Body:
-        namespace = namespace or (body.get("metadata") or {}).get("namespace")
+        namespace = namespace or objects.namespace(body) or None
         return await self.request("POST", resource.path(namespace=namespace), body=body)
 
     async def patch(
@@ -356,8 +357,7 @@ class Client:
 
 
 def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+    return objects.namespace(obj), objects.name(obj)
 
 
 EventHandler = Callable[[str, Body], Awaitable[None] | None]
@@ -444,8 +444,8 @@ class Informer:
                     field_selector=self.field_selector,
                     resource_version=self.resource_version,
                 ):
-                    obj = event.get("object") or {}
-                    version = (obj.get("metadata") or {}).get("resourceVersion")
+                    obj = objects.mapping(event.get("object"))
+                    version = objects.meta(obj).get("resourceVersion")
                     if version:
                         self.resource_version = version
                     kind = event.get("type")

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gigafactory import constants
+from gigafactory.models import objects
 
 LEASE_API_VERSION = "coordination.k8s.io/v1"
 
@@ -70,12 +71,18 @@ def binding_lease_name(job_uid: str, attempt: int) -> str:
 
 def expires_at(lease: Mapping[str, Any]) -> datetime.datetime | None:
     """When a Lease stops being valid: renewTime (or acquireTime) + leaseDurationSeconds."""
-    spec = lease.get("spec") or {}
+    spec = objects.lease_spec(lease)
     renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
     duration = spec.get("leaseDurationSeconds")
     if renewed is None or not isinstance(duration, int):
         return None
     return renewed + datetime.timedelta(seconds=duration)
+
+
+def holder(lease: Mapping[str, Any]) -> str | None:
+    """Who holds a Lease (spec.holderIdentity; None when nobody, or a misshapen one)."""
+    value = objects.lease_spec(lease).get("holderIdentity")
+    return value if isinstance(value, str) and value else None
 
 
 def is_expired(lease: Mapping[str, Any], at: datetime.datetime) -> bool:
@@ -155,16 +162,14 @@ def _split(value: str | None) -> frozenset[str]:
 
 def parse_heartbeat(lease: Mapping[str, Any]) -> Heartbeat | None:
     """A heartbeat Lease → Heartbeat; None if it is not one or is malformed (never raises)."""
-    meta = lease.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    annotations = meta.get("annotations") or {}
+    meta, labels, annotations = objects.meta(lease), objects.labels(lease), objects.annotations(lease)
     if labels.get(constants.LABEL_ROLE) != constants.ROLE_HEARTBEAT or not labels.get(constants.LABEL_FACTORY):
         return None
     try:
         slots = max(0, int(annotations.get(constants.ANNOTATION_SLOTS, "0")))
     except ValueError:
         slots = 0
-    spec = lease.get("spec") or {}
+    spec = objects.lease_spec(lease)
     return Heartbeat(
         pod=str(meta.get("name", "")),
         namespace=str(meta.get("namespace", "")),
@@ -242,9 +247,7 @@ def build_binding_lease(
 
 def parse_binding(lease: Mapping[str, Any]) -> Binding | None:
     """A binding Lease → Binding; None if it is not one or is malformed (never raises)."""
-    meta = lease.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    annotations = meta.get("annotations") or {}
+    meta, labels, annotations = objects.meta(lease), objects.labels(lease), objects.annotations(lease)
     if labels.get(constants.LABEL_ROLE) != constants.ROLE_BINDING:
         return None
     try:
@@ -254,7 +257,7 @@ def parse_binding(lease: Mapping[str, Any]) -> Binding | None:
         job_uid = str(annotations[ANNOTATION_JOB_UID])
     except (KeyError, ValueError):
         return None
-    spec = lease.get("spec") or {}
+    spec = objects.lease_spec(lease)
     return Binding(
         name=str(meta.get("name", "")),
         namespace=str(meta.get("namespace", "")),

@@ -66,6 +66,7 @@ class ModelTokens(TypedDict, total=False):
     inputTokens: int
     outputTokens: int
     requests: int
+    cost: float  # the operator's estimate, in attempt records (a runner's own is dropped)
 
 
 class Assignment(TypedDict, total=False):

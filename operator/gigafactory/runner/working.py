@@ -219,8 +219,7 @@ class Working(attempts.Claims):
         """The branch exists: if an earlier attempt of this job announced pushing exactly the commit the
         remote holds (and then went silent), that push is this job's result: report it, run nothing."""
         tip = await self.workspace.remote_tip(mirror, branch)
-        earlier = [a for a in (job.get("status") or {}).get("attempts") or ()
-                   if (a.get("pushed") or {}).get("branch") == branch and (a.get("pushed") or {}).get("commit") == tip]
+        earlier = [a for a in objects.attempts(job) if objects.pushed(a).get("branch") == branch and objects.pushed(a).get("commit") == tip]
         if tip is None or not earlier:
             return None
         base = await self.workspace.resolve_base(mirror, base_ref)
