@@ -69,11 +69,16 @@ def binding_lease_name(job_uid: str, attempt: int) -> str:
     return f"gf-{job_uid}-{attempt}"
 
 
+def renewed_at(lease: Mapping[str, Any]) -> datetime.datetime | None:
+    """When a Lease was last renewed (renewTime, else acquireTime)."""
+    spec = objects.lease_spec(lease)
+    return parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
+
+
 def expires_at(lease: Mapping[str, Any]) -> datetime.datetime | None:
     """When a Lease stops being valid: renewTime (or acquireTime) + leaseDurationSeconds."""
-    spec = objects.lease_spec(lease)
-    renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
-    duration = spec.get("leaseDurationSeconds")
+    renewed = renewed_at(lease)
+    duration = objects.lease_spec(lease).get("leaseDurationSeconds")
     if renewed is None or not isinstance(duration, int):
         return None
     return renewed + datetime.timedelta(seconds=duration)

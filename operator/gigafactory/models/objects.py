@@ -13,6 +13,9 @@ scheduler; these only name the shape).
 from collections.abc import Mapping
 from typing import Any, TypedDict, cast
 
+from gigafactory import constants
+from gigafactory.models import agentjobs
+
 
 class ObjectMeta(TypedDict, total=False):
     name: str
@@ -302,9 +305,26 @@ def job_status(obj: Mapping[str, Any]) -> JobStatus:
     return value if isinstance(value, dict) else {}
 
 
-def phase(obj: Mapping[str, Any], default: str = "Pending") -> str:
+def phase(obj: Mapping[str, Any], default: str = agentjobs.Phase.PENDING.value) -> str:
     """An AgentJob's status.phase (default while it has none, or a misshapen one)."""
     return text(status(obj), "phase") or default
+
+
+# The condition that says why a job is in its phase, for a job written before status.reason existed.
+_PHASE_CONDITIONS = {agentjobs.Phase.SUCCEEDED.value: constants.ConditionType.COMPLETE.value,
+                     agentjobs.Phase.FAILED.value: constants.ConditionType.FAILED.value,
+                     agentjobs.Phase.RUNNING.value: constants.ConditionType.RUNNING.value}
+
+
+def phase_reason(obj: Mapping[str, Any]) -> str:
+    """Why an AgentJob is in its phase: status.reason; else the reason of the condition that goes with
+    the phase (Scheduled for a waiting or bound one); else "Cancelled" for a cancelled one, or ""."""
+    reason = status(obj).get("reason")
+    if reason:
+        return str(reason)
+    current = phase(obj)
+    found = condition(obj, _PHASE_CONDITIONS.get(current, constants.ConditionType.SCHEDULED.value)) or {}
+    return str(found.get("reason") or (current if current == agentjobs.Phase.CANCELLED.value else ""))
 
 
 def assignment(obj: Mapping[str, Any]) -> Assignment:
@@ -329,6 +349,15 @@ def attempts(obj: Mapping[str, Any]) -> list[AttemptRecord]:
     """status.attempts, the entries that are objects, oldest first."""
     value = status(obj).get("attempts")
     return [cast(AttemptRecord, item) for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def attempt_records(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every attempt a job has a record of: status.attempts, then status.report (an attempt its runner
+    reported on that the operator has not folded in yet), the entries that are objects."""
+    found: list[Mapping[str, Any]] = list(attempts(obj))
+    if report(obj):
+        found.append(report(obj))
+    return found
 
 
 def tokens(part: Mapping[str, Any]) -> list[ModelTokens]:
