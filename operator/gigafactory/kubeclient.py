@@ -265,7 +265,7 @@ class Client:
                 item.setdefault("apiVersion", resource.api_version)
                 item.setdefault("kind", resource.kind)
                 items.append(item)
-            meta = page.get("metadata") or {}
+            meta = objects.field(page, "metadata")  # a ListMeta: continue, resourceVersion
             if not meta.get("continue"):
                 return items, str(meta.get("resourceVersion", ""))
             params["continue"] = meta["continue"]
@@ -351,7 +351,7 @@ class Client:
                     continue
                 event = json.loads(line)
                 if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
+                    status = objects.mapping(event.get("object"))
                     raise _error_for(int(status.get("code") or 500), status, "")
                 yield event
 

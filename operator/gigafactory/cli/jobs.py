@@ -68,7 +68,7 @@ def _context_namespace(path: str) -> str:
     current = data.get("current-context")
     for ctx in data.get("contexts") or []:
         if ctx.get("name") == current:
-            return (ctx.get("context") or {}).get("namespace") or "default"
+            return objects.text(objects.field(ctx, "context"), "namespace") or "default"
     return "default"
 
 
