@@ -88,40 +88,36 @@ class Assignment(TypedDict, total=False):
     prices: list[dict[str, Any]]
 
 
-class AttemptRecord(TypedDict, total=False):
-    """One entry of status.attempts (folded from a runner's report)."""
+class Ending(TypedDict, total=False):
+    """How an attempt ended: what its runner's report says, and what its record keeps of it."""
 
     attempt: int
-    factory: str
     pod: str
-    score: int
-    scores: dict[str, int]
-    startedAt: str
-    finishedAt: str
     outcome: str
     reason: str
     message: str
     exitCode: int
-    counted: bool
+    finishedAt: str
     logRef: str
     tokens: list[ModelTokens]
+
+
+class AttemptRecord(Ending, total=False):
+    """One entry of status.attempts (folded from a runner's report, or an undone binding)."""
+
+    factory: str
+    score: int
+    scores: dict[str, int]
+    startedAt: str
+    counted: bool
     cost: float
     pushed: PushedBranch
 
 
-class Report(TypedDict, total=False):
+class Report(Ending, total=False):
     """status.report: how a runner says its attempt ended, until the operator folds it in."""
 
-    attempt: int
-    pod: str
-    outcome: str
-    reason: str
-    message: str
-    exitCode: int
-    finishedAt: str
-    logRef: str
     result: Result
-    tokens: list[ModelTokens]
 
 
 class JobStatus(TypedDict, total=False):
