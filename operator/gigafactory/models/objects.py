@@ -325,13 +325,15 @@ def phase_reason(obj: Mapping[str, Any]) -> str:
 
 def assignment(obj: Mapping[str, Any]) -> Assignment:
     """status.assignment, the current binding ({} when there is none)."""
-    value: Assignment | None = status(obj).get("assignment")
+    job = obj.get("status")
+    value: Assignment | None = job.get("assignment") if isinstance(job, dict) else None
     return value if isinstance(value, dict) else {}
 
 
 def report(obj: Mapping[str, Any]) -> Report:
     """status.report, written by the runner ({} when none or misshapen)."""
-    value: Report | None = status(obj).get("report")
+    job = obj.get("status")
+    value: Report | None = job.get("report") if isinstance(job, dict) else None
     return value if isinstance(value, dict) else {}
 
 
