@@ -6,6 +6,7 @@ so both sides of the protocol agree by construction.
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -59,6 +60,8 @@ def parse_time(value: str | None) -> datetime.datetime | None:
         return None
 
 
+# Cached: the snapshot keys every job's repository, and a fleet's jobs share few repositories.
+@functools.lru_cache(maxsize=4096)
 def repo_key(url: str) -> str:
     """A short stable key for a repository URL, as runners announce their warm mirrors."""
     normalized = url.strip().rstrip("/").removesuffix(".git").lower()
