@@ -385,7 +385,7 @@ def job_detail(job: Body, pending: Iterable[Body], *, now: datetime.datetime, ag
     explanation, position = _explanation(job, pending, now=now, aging_seconds_per_point=aging_seconds_per_point)
     refs = [(r.get("logRef"), r.get("pod"), r.get("attempt")) for r in objects.attempt_records(job) if r.get("logRef")]
     log_ref = (bodies.text(refs[-1][0]), bodies.text(refs[-1][1]), bodies.number(refs[-1][2])) if refs else None
-    result = objects.mapping(status.get("result")) or None
+    result = objects.result(status) or None
     return JobDetail(namespace=bodies.text(meta.get("namespace")), name=name, phase=objects.phase(job), reason=objects.phase_reason(job),
                      spec=tuple(fields), prompt=prompt, conditions=conditions, attempts=tuple(attempts), explanation=explanation,
                      position=position, queue=bodies.text(spec.get("queue")) or "default", result=result, log_ref=log_ref)
