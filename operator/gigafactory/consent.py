@@ -12,12 +12,14 @@ accepts the ConfigMap it names only when the name and labels bind it to the atte
 the job (docs/security.md, "Runner policies").
 """
 
+import base64
 import re
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
 from gigafactory import constants
+from gigafactory.models import objects
 
 FIELD = "spec.repo.credentialsSecret"
 
@@ -49,7 +51,7 @@ def url_host(url: str) -> str | None:
 
 def allowed_hosts(secret: Mapping[str, Any]) -> list[str]:
     """The hosts a Secret's owner allows its credentials to go to (comma- or space-separated)."""
-    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    annotations = objects.annotations(secret)
     text = str(annotations.get(constants.ANNOTATION_ALLOWED_HOSTS) or "")
     return [h.strip().lower() for h in re.split(r"[,\s]+", text) if h.strip()]
 
@@ -58,10 +60,8 @@ def check_secret(secret: Mapping[str, Any], *, url: str) -> None:
     """Raise Refused unless the Secret is marked for Gigafactory and allows the host of `url`.
 
     A local repository (dev mode, tests) connects nowhere: only the label is required then."""
-    meta = secret.get("metadata") or {}
-    name = meta.get("name", "?")
-    labels = meta.get("labels") or {}
-    if labels.get(constants.LABEL_CREDENTIALS) != "true":
+    name = objects.name(secret) or "?"
+    if objects.labels(secret).get(constants.LABEL_CREDENTIALS) != "true":
         raise Refused("SecretNotForGigafactory",
                       f"{FIELD}: Secret {name} is not marked for Gigafactory use (label {constants.LABEL_CREDENTIALS}: \"true\"); "
                       "its contents were sent nowhere")
@@ -73,6 +73,14 @@ def check_secret(secret: Mapping[str, Any], *, url: str) -> None:
         raise Refused("HostNotAllowed",
                       f"{FIELD}: Secret {name} may not be sent to host {host or url!r} "
                       f"(its annotation {constants.ANNOTATION_ALLOWED_HOSTS} allows: {', '.join(hosts) or 'none'})")
+
+
+def secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
+    """A credentials Secret's keys, decoded (data, then stringData over it); only for a Secret that
+    passed `check_secret`."""
+    decoded = {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in objects.data(secret).items()}
+    decoded.update(objects.mapping(secret.get("stringData")))
+    return decoded
 
 
 # --- log references ---
@@ -96,8 +104,7 @@ def parse_log_ref(ref: Any, *, pod: Any) -> tuple[str, str] | None:
 
 def log_belongs(configmap: Mapping[str, Any], *, pod: str, job_uid: str) -> bool:
     """Whether a log ConfigMap was made for this job's attempt on this pod: its name and labels say so."""
-    meta = configmap.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    return (str(meta.get("name") or "").startswith(log_name_prefix(pod))
+    labels = objects.labels(configmap)
+    return (objects.name(configmap).startswith(log_name_prefix(pod))
             and labels.get(constants.LABEL_ROLE) == "log" and labels.get(constants.LABEL_POD) == pod
             and labels.get(constants.LABEL_JOB_UID) == job_uid)

@@ -25,7 +25,7 @@ import rich.table
 
 from gigafactory import constants, crdgen, kubeclient
 from gigafactory.binding.scaler import DELETION_COST
-from gigafactory.models import agentjobs
+from gigafactory.models import agentjobs, objects
 from gigafactory.runner import executing
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class ProcessProvider:
                         await self.client.delete(kubeclient.PODS, pod, namespace=self.namespace)
             stopping = {pod for pod, proc in mine.items() if getattr(proc, "gigafactory_stopping", False)}
             running = [pod for pod in mine if pod not in stopping]
-            want = int((deployment.get("spec") or {}).get("replicas") or 0)
+            want = int(objects.spec(deployment).get("replicas") or 0)
             template_env = {e["name"]: e.get("value") for c in deployment["spec"]["template"]["spec"].get("containers", [])[:1]
                             for e in c.get("env") or [] if "value" in e}
             while len(running) < want:
@@ -138,7 +138,7 @@ class ProcessProvider:
                 for pod in running:
                     try:
                         body = await self.client.get(kubeclient.PODS, pod, namespace=self.namespace)
-                        costs[pod] = int(((body["metadata"].get("annotations") or {}).get(DELETION_COST)) or 0)
+                        costs[pod] = int(objects.annotations(body).get(DELETION_COST) or 0)
                     except (kubeclient.ApiError, ValueError):
                         costs[pod] = 0
                 # As the ReplicaSet: lowest pod-deletion-cost first, then the newest.
@@ -264,8 +264,8 @@ class Board:
         self.seen: dict[tuple[str, str], list[str]] = {}
 
     def record(self, event: str, body: dict[str, Any]) -> None:
-        key = (body["metadata"].get("namespace", ""), body["metadata"]["name"])
-        phase = (body.get("status") or {}).get("phase") or "Pending"
+        key = kubeclient.object_key(body)
+        phase = objects.phase(body)
         if event == "DELETED":  # a job of the same name may come back (a rerun on an existing server)
             self.seen.pop(key, None)
             return
@@ -280,28 +280,26 @@ class Board:
                                 ("RUNNER", {"no_wrap": True}), ("BRANCH", {"overflow": "fold"}), ("REASON", {"ratio": 1})):
             table.add_column(header, **options)
         for key, job in sorted(jobs.items()):
-            status = job.get("status") or {}
-            result = status.get("result") or {}
-            last = (status.get("attempts") or [{}])[-1]
-            runner = (status.get("assignment") or {}).get("pod") or last.get("pod", "")
-            phases = " → ".join(self.seen.get(key) or [status.get("phase", "Pending")])
-            table.add_row(key[1], phases, str(status.get("attempt", 0)), runner, result.get("branch", ""), _reason(status),
+            status = objects.job_status(job)
+            _, runner = objects.placement(job)
+            phases = " → ".join(self.seen.get(key) or [objects.phase(job)])
+            table.add_row(key[1], phases, str(status.get("attempt", 0)), runner, objects.text(objects.result(status), "branch"), _reason(job),
                           style="red" if status.get("phase") in ("Failed", "Cancelled") else None)
         return table
 
 
-def _reason(status: dict[str, Any]) -> str:
+def _reason(job: dict[str, Any]) -> str:
     """Why a job is where it is: a failed attempt's outcome and message, or why a pending job waits."""
-    phase = status.get("phase") or "Pending"
-    last = (status.get("attempts") or [{}])[-1]
+    phase, done = objects.phase(job), objects.attempts(job)
+    last: objects.AttemptRecord = done[-1] if done else {}
     if phase == "Succeeded":
         return ""
     if last.get("outcome") and last.get("outcome") != "Succeeded":
         return " ".join(filter(None, [last.get("outcome"), last.get("reason"), last.get("message")]))[:120]
     if phase == "Pending":
-        for condition in status.get("conditions") or []:
-            if condition.get("type") == constants.ConditionType.SCHEDULED.value and condition.get("status") == "False":
-                return f"{condition.get('reason', '')}: {condition.get('message', '')}"[:120]
+        condition = objects.condition(job, constants.ConditionType.SCHEDULED.value)
+        if condition is not None and condition.get("status") == "False":
+            return f"{condition.get('reason', '')}: {condition.get('message', '')}"[:120]
     return ""
 
 
@@ -454,7 +452,7 @@ async def run(options: Options) -> int:
                 while not stop.is_set():
                     live.update(board.table(informer.cache))
                     done = wanted and all(
-                        (informer.cache.get(key, {}).get("status") or {}).get("phase") in {p.value for p in agentjobs.TERMINAL_PHASES}
+                        objects.phase(informer.cache.get(key, {})) in {p.value for p in agentjobs.TERMINAL_PHASES}
                         for key in wanted
                     )
                     if done and not reported:

@@ -28,6 +28,7 @@ import uuid
 from typing import Any
 
 from gigafactory import constants, kubeclient, leases
+from gigafactory.models import objects
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +65,19 @@ class LeaderElector:
 
     def _see(self, event: str, body: Body) -> None:
         self._body = None if event == "DELETED" else body
-        spec = (body.get("spec") or {}) if event != "DELETED" else {}
+        spec = objects.lease_spec(self._body or {})
         record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions"))
         if record != self._record:
             self._record = record
             self._observed_at = time.monotonic()
         self._changed.set()
 
+    def _spec(self) -> objects.LeaseSpec:
+        """The leader Lease's spec as last seen ({} when there is none)."""
+        return objects.lease_spec(self._body or {})
+
     def _expired(self) -> bool:
-        spec = (self._body or {}).get("spec") or {}
+        spec = self._spec()
         if not spec.get("holderIdentity"):
             return True
         duration = spec.get("leaseDurationSeconds") or self.lease_seconds
@@ -87,7 +92,7 @@ class LeaderElector:
             self.watching = True
             try:
                 while not await self._try_take():
-                    spec = (self._body or {}).get("spec") or {}
+                    spec = self._spec()
                     duration = spec.get("leaseDurationSeconds") or self.lease_seconds
                     left = max(0.05, duration - (time.monotonic() - self._observed_at)) if self._body else self.retry_seconds
                     self._changed.clear()
@@ -117,7 +122,7 @@ class LeaderElector:
             except kubeclient.ApiError as exc:
                 logger.warning("cannot create the leader Lease: %s", exc)
                 return False
-        spec = self._body.get("spec") or {}
+        spec = self._spec()
         if spec.get("holderIdentity") != self.identity and not self._expired():
             return False
         transitions = int(spec.get("leaseTransitions") or 0) + (spec.get("holderIdentity") != self.identity)
@@ -143,7 +148,7 @@ class LeaderElector:
             await asyncio.sleep(self.retry_seconds)
             try:
                 self._body = await self.client.patch(kubeclient.LEASES, self.name, {
-                    "metadata": {"resourceVersion": (self._body or {}).get("metadata", {}).get("resourceVersion")},
+                    "metadata": {"resourceVersion": objects.meta(self._body or {}).get("resourceVersion")},
                     "spec": {"renewTime": leases.format_micro_time(leases.now()), "holderIdentity": self.identity},
                 }, namespace=self.namespace)
                 last = time.monotonic()
@@ -153,9 +158,9 @@ class LeaderElector:
                     self._body = await self.client.get(kubeclient.LEASES, self.name, namespace=self.namespace)
                 except kubeclient.ApiError:
                     pass
-                if ((self._body or {}).get("spec") or {}).get("holderIdentity") != self.identity:
+                if self._spec().get("holderIdentity") != self.identity:
                     self.leading = False
-                    raise LostLeadership(f"the leader Lease is held by {((self._body or {}).get('spec') or {}).get('holderIdentity')}") from None
+                    raise LostLeadership(f"the leader Lease is held by {self._spec().get('holderIdentity')}") from None
             except kubeclient.NotFound:
                 self.leading = False
                 raise LostLeadership("the leader Lease was deleted") from None

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from gigafactory import constants, kubeauth, kubeconfigs
+from gigafactory.models import objects
 from gigafactory.kubeerrors import (
     AlreadyExists as AlreadyExists,
     ApiError as ApiError,
@@ -264,13 +265,13 @@ class Client:
                 item.setdefault("apiVersion", resource.api_version)
                 item.setdefault("kind", resource.kind)
                 items.append(item)
-            meta = page.get("metadata") or {}
+            meta = objects.field(page, "metadata")  # a ListMeta: continue, resourceVersion
             if not meta.get("continue"):
                 return items, str(meta.get("resourceVersion", ""))
             params["continue"] = meta["continue"]
 
     async def create(self, resource: Resource, body: Body, *, namespace: str | None = None) -> Body:
-        namespace = namespace or (body.get("metadata") or {}).get("namespace")
+        namespace = namespace or objects.namespace(body) or None
         return await self.request("POST", resource.path(namespace=namespace), body=body)
 
     async def patch(
@@ -350,14 +351,13 @@ class Client:
                     continue
                 event = json.loads(line)
                 if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
+                    status = objects.mapping(event.get("object"))
                     raise _error_for(int(status.get("code") or 500), status, "")
                 yield event
 
 
 def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+    return objects.namespace(obj), objects.name(obj)
 
 
 EventHandler = Callable[[str, Body], Awaitable[None] | None]
@@ -444,8 +444,8 @@ class Informer:
                     field_selector=self.field_selector,
                     resource_version=self.resource_version,
                 ):
-                    obj = event.get("object") or {}
-                    version = (obj.get("metadata") or {}).get("resourceVersion")
+                    obj = objects.mapping(event.get("object"))
+                    version = objects.meta(obj).get("resourceVersion")
                     if version:
                         self.resource_version = version
                     kind = event.get("type")

@@ -6,12 +6,14 @@ so both sides of the protocol agree by construction.
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gigafactory import constants
+from gigafactory.models import objects
 
 LEASE_API_VERSION = "coordination.k8s.io/v1"
 
@@ -58,6 +60,8 @@ def parse_time(value: str | None) -> datetime.datetime | None:
         return None
 
 
+# Cached: the snapshot keys every job's repository, and a fleet's jobs share few repositories.
+@functools.lru_cache(maxsize=4096)
 def repo_key(url: str) -> str:
     """A short stable key for a repository URL, as runners announce their warm mirrors."""
     normalized = url.strip().rstrip("/").removesuffix(".git").lower()
@@ -68,14 +72,25 @@ def binding_lease_name(job_uid: str, attempt: int) -> str:
     return f"gf-{job_uid}-{attempt}"
 
 
+def renewed_at(lease: Mapping[str, Any]) -> datetime.datetime | None:
+    """When a Lease was last renewed (renewTime, else acquireTime)."""
+    spec = objects.lease_spec(lease)
+    return parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
+
+
 def expires_at(lease: Mapping[str, Any]) -> datetime.datetime | None:
     """When a Lease stops being valid: renewTime (or acquireTime) + leaseDurationSeconds."""
-    spec = lease.get("spec") or {}
-    renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
-    duration = spec.get("leaseDurationSeconds")
+    renewed = renewed_at(lease)
+    duration = objects.lease_spec(lease).get("leaseDurationSeconds")
     if renewed is None or not isinstance(duration, int):
         return None
     return renewed + datetime.timedelta(seconds=duration)
+
+
+def holder(lease: Mapping[str, Any]) -> str | None:
+    """Who holds a Lease (spec.holderIdentity; None when nobody, or a misshapen one)."""
+    value = objects.lease_spec(lease).get("holderIdentity")
+    return value if isinstance(value, str) and value else None
 
 
 def is_expired(lease: Mapping[str, Any], at: datetime.datetime) -> bool:
@@ -155,16 +170,14 @@ def _split(value: str | None) -> frozenset[str]:
 
 def parse_heartbeat(lease: Mapping[str, Any]) -> Heartbeat | None:
     """A heartbeat Lease → Heartbeat; None if it is not one or is malformed (never raises)."""
-    meta = lease.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    annotations = meta.get("annotations") or {}
+    meta, labels, annotations = objects.meta(lease), objects.labels(lease), objects.annotations(lease)
     if labels.get(constants.LABEL_ROLE) != constants.ROLE_HEARTBEAT or not labels.get(constants.LABEL_FACTORY):
         return None
     try:
         slots = max(0, int(annotations.get(constants.ANNOTATION_SLOTS, "0")))
     except ValueError:
         slots = 0
-    spec = lease.get("spec") or {}
+    spec = objects.lease_spec(lease)
     return Heartbeat(
         pod=str(meta.get("name", "")),
         namespace=str(meta.get("namespace", "")),
@@ -242,9 +255,7 @@ def build_binding_lease(
 
 def parse_binding(lease: Mapping[str, Any]) -> Binding | None:
     """A binding Lease → Binding; None if it is not one or is malformed (never raises)."""
-    meta = lease.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    annotations = meta.get("annotations") or {}
+    meta, labels, annotations = objects.meta(lease), objects.labels(lease), objects.annotations(lease)
     if labels.get(constants.LABEL_ROLE) != constants.ROLE_BINDING:
         return None
     try:
@@ -254,7 +265,7 @@ def parse_binding(lease: Mapping[str, Any]) -> Binding | None:
         job_uid = str(annotations[ANNOTATION_JOB_UID])
     except (KeyError, ValueError):
         return None
-    spec = lease.get("spec") or {}
+    spec = objects.lease_spec(lease)
     return Binding(
         name=str(meta.get("name", "")),
         namespace=str(meta.get("namespace", "")),

@@ -13,6 +13,8 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
+from gigafactory.models import objects
+
 MAX_MODELS = 100  # distinct model labels of the spending metrics; more share "other"
 LOG_FIELDS = ("job", "pod", "factory", "lease", "reason", "count", "seconds", "port", "identity")
 
@@ -69,17 +71,17 @@ class Metrics:
 
     def count_spending(self, body: Mapping[str, Any], record: Mapping[str, Any]) -> None:
         """Count one folded attempt's tokens and estimated cost (its record in status.attempts)."""
-        meta = body.get("metadata") or {}
-        labels = {"factory": str(record.get("factory") or ""), "queue": str((body.get("spec") or {}).get("queue") or ""),
-                  "namespace": str(meta.get("namespace") or "")}
-        for used in record.get("tokens") or ():
+        labels = {"factory": str(record.get("factory") or ""), "queue": str(objects.spec(body).get("queue") or ""),
+                  "namespace": objects.namespace(body)}
+        for used in objects.tokens(record):
             model = self.model_label(str(used.get("model") or "unknown"))
             for direction in ("input", "output"):
                 count = used.get(f"{direction}Tokens")
                 if isinstance(count, int) and count > 0:
                     self.agent_tokens.labels(**labels, model=model, direction=direction).inc(count)
-            if isinstance(used.get("cost"), (int, float)) and used["cost"] > 0:
-                self.agent_cost.labels(**labels, model=model).inc(used["cost"])
+            cost = used.get("cost")
+            if isinstance(cost, (int, float)) and cost > 0:
+                self.agent_cost.labels(**labels, model=model).inc(cost)
 
     def render(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)

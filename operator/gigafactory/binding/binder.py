@@ -10,6 +10,7 @@ from typing import Any
 
 from gigafactory import constants, kubeclient, leases
 from gigafactory.binding import cleanup, patches
+from gigafactory.models import objects
 from gigafactory.scheduling import cycle
 
 logger = logging.getLogger(__name__)
@@ -132,26 +133,25 @@ async def fold(client: kubeclient.Client, *, body: Mapping[str, Any]) -> Body | 
     """Fold a matching report into the job, then delete its binding Lease. Returns the patch that went
     through (its last attempt record is the one folded), or None when none did: the caller counts what
     the attempt spent from it, so exactly once per attempt (the write carries a resourceVersion)."""
-    meta = body.get("metadata") or {}
-    namespace, name = meta.get("namespace"), meta.get("name")
-    assignment = ((body.get("status") or {}).get("assignment") or {}).copy()
+    namespace, name = objects.namespace(body), objects.name(body)
+    assignment = objects.assignment(body).copy()
     written: list[Body] = []
 
     async def write(fresh: Body) -> bool:
         if not patches.report_matches(fresh):
             return False
-        assignment.update((fresh.get("status") or {}).get("assignment") or {})
+        assignment.update(objects.assignment(fresh))
         patch = patches.fold_patch(body=fresh, now=leases.now())
-        await client.patch(kubeclient.AGENTJOBS, str(name), patch, namespace=namespace, subresource="status")
+        await client.patch(kubeclient.AGENTJOBS, name, patch, namespace=namespace, subresource="status")
         written.append(patch)
         return True
 
     try:
         patch = patches.fold_patch(body=body, now=leases.now())
-        await client.patch(kubeclient.AGENTJOBS, str(name), patch, namespace=namespace, subresource="status")
+        await client.patch(kubeclient.AGENTJOBS, name, patch, namespace=namespace, subresource="status")
         written.append(patch)
     except kubeclient.Conflict:
-        await _with_fresh_job(client, str(namespace), str(name), write)
+        await _with_fresh_job(client, namespace, name, write)
     except kubeclient.NotFound:
         return None
     if written and assignment.get("lease"):
@@ -166,9 +166,8 @@ async def explain(client: kubeclient.Client, *, body: Mapping[str, Any], message
     patch = patches.unschedulable_patch(body=body, message=message, now=leases.now(), reason=reason)
     if patch is None:
         return False
-    meta = body.get("metadata") or {}
     try:
-        await client.patch(kubeclient.AGENTJOBS, meta["name"], patch, namespace=meta.get("namespace"), subresource="status")
+        await client.patch(kubeclient.AGENTJOBS, objects.name(body), patch, namespace=objects.namespace(body), subresource="status")
     except (kubeclient.Conflict, kubeclient.NotFound):
         return False
     return True

@@ -16,7 +16,6 @@ The decisions here are pure; the writes carry the resourceVersion they were comp
 finalizer list changed by someone else meanwhile is re-read, never clobbered.
 """
 
-import base64
 import datetime
 import logging
 from collections.abc import Mapping
@@ -24,19 +23,16 @@ from typing import Any
 
 from gigafactory import consent, constants, kubeclient, leases
 from gigafactory.binding import trust
-from gigafactory.models import agentjobs
+from gigafactory.models import agentjobs, objects
 
 logger = logging.getLogger(__name__)
 
 Body = dict[str, Any]
 
 
-def finalizers(body: Mapping[str, Any]) -> list[str]:
-    return list((body.get("metadata") or {}).get("finalizers") or [])
-
-
-def deleting(body: Mapping[str, Any]) -> bool:
-    return bool((body.get("metadata") or {}).get("deletionTimestamp"))
+# The readers of models/objects.py, under the names the finalizers' code uses.
+finalizers = objects.finalizers
+deleting = objects.deleting
 
 
 async def add_finalizer(
@@ -46,7 +42,7 @@ async def add_finalizer(
     The patched object; None when the object is gone or being deleted (no finalizer may be added then)."""
     current: Mapping[str, Any] = body
     for _ in range(tries):
-        meta = current.get("metadata") or {}
+        meta = objects.meta(current)
         if finalizer in finalizers(current):
             return dict(current)
         if deleting(current):
@@ -73,7 +69,7 @@ async def remove_finalizer(
     """Remove `finalizer`, keeping every other one. True when it is gone (or the object is)."""
     current: Mapping[str, Any] = body
     for _ in range(tries):
-        meta = current.get("metadata") or {}
+        meta = objects.meta(current)
         if finalizer not in finalizers(current):
             return True
         rest = [f for f in finalizers(current) if f != finalizer]
@@ -98,17 +94,15 @@ def pushed_branches(body: Mapping[str, Any]) -> list[tuple[str, str]]:
     went silent). Always: all of them; OnFailure: only those of a job that did not end Succeeded (the
     debris of lost attempts, never a successful job's work); Never: none. Not all are to be believed:
     `branches_to_delete` keeps those the job's spec names."""
-    policy = ((body.get("spec") or {}).get("cleanup") or {}).get("deleteBranch") or agentjobs.DeleteBranchPolicy.NEVER.value
-    status = body.get("status") or {}
+    policy = objects.field(body, "spec", "cleanup").get("deleteBranch") or agentjobs.DeleteBranchPolicy.NEVER.value
+    status = objects.job_status(body)
     if policy == agentjobs.DeleteBranchPolicy.NEVER.value:
         return []
     if policy == agentjobs.DeleteBranchPolicy.ON_FAILURE.value and status.get("phase") == agentjobs.Phase.SUCCEEDED.value:
         return []
-    found = [status.get("result") or {}, *((a.get("pushed") or {}) for a in status.get("attempts") or ())]
+    found: list[Mapping[str, Any]] = [objects.result(status), *(objects.pushed(a) for a in objects.attempts(body))]
     pairs: list[tuple[str, str]] = []
     for item in found:
-        if not isinstance(item, Mapping):
-            continue
         pair = (str(item.get("branch") or ""), str(item.get("commit") or ""))
         if all(pair) and pair not in pairs:
             pairs.append(pair)
@@ -130,7 +124,7 @@ def log_configmaps(body: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     naming another pod's log is not the attempt's and is left out (consent.parse_log_ref); the caller
     still checks the ConfigMap's labels (consent.log_belongs) before it deletes anything."""
     found: list[tuple[str, str, str]] = []
-    for record in (body.get("status") or {}).get("attempts") or ():
+    for record in objects.attempts(body):
         ref = consent.parse_log_ref(record.get("logRef"), pod=record.get("pod"))
         if ref is not None and (*ref, str(record["pod"])) not in found:
             found.append((*ref, str(record["pod"])))
@@ -141,18 +135,16 @@ async def read_credentials(client: kubeclient.Client, body: Mapping[str, Any]) -
     """The job's credentials Secret, decoded; {} when the job names none; None when it is missing.
     Raises consent.Refused when the Secret is not marked for Gigafactory use or for the job's host:
     the cleanup sends it nowhere then, as the runner would not have."""
-    spec = body.get("spec") or {}
-    name = (spec.get("repo") or {}).get("credentialsSecret")
+    repo = objects.field(body, "spec", "repo")
+    name = objects.text(repo, "credentialsSecret")
     if not name:
         return {}
     try:
-        secret = await client.get(kubeclient.SECRETS, name, namespace=(body.get("metadata") or {}).get("namespace"))
+        secret = await client.get(kubeclient.SECRETS, name, namespace=objects.namespace(body))
     except kubeclient.NotFound:
         return None
-    consent.check_secret(secret, url=str((spec.get("repo") or {}).get("url") or ""))
-    data = {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.get("data") or {}).items()}
-    data.update(secret.get("stringData") or {})
-    return data
+    consent.check_secret(secret, url=objects.text(repo, "url"))
+    return consent.secret_data(secret)
 
 
 def drain_deadline(factory: Mapping[str, Any]) -> datetime.datetime | None:
@@ -165,7 +157,7 @@ def drain_deadline(factory: Mapping[str, Any]) -> datetime.datetime | None:
 
 
 def cleanup_event(body: Mapping[str, Any], *, reason: str, message: str, type: str = "Normal", now: datetime.datetime) -> Body:
-    meta = body.get("metadata") or {}
+    meta = objects.meta(body)
     stamp = now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "apiVersion": "v1", "kind": "Event",

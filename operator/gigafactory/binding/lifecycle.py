@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from gigafactory import constants, leases
 from gigafactory.binding import patches
-from gigafactory.models import agentjobs
+from gigafactory.models import agentjobs, objects
 
 TimerKind = Literal["deadline", "ttl", "finalize", "drain", "binding", "orphan"]
 TERMINAL = frozenset(p.value for p in agentjobs.TERMINAL_PHASES)
@@ -87,25 +87,14 @@ Action = Arm | Disarm | RequestStop | EndWaiting | Expire | DropBinding | Finali
 WRITES = (RequestStop, EndWaiting, Expire, Finalize)  # the actions that make a job busy while they run
 
 
-def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
-    return body.get("metadata") or {}
-
-
-def _status(body: Mapping[str, Any]) -> Mapping[str, Any]:
-    return body.get("status") or {}
+_meta = objects.meta
+# The readers of models/objects.py, under the names the decisions here and their callers use.
+finalizers = objects.finalizers
+deleting = objects.deleting
 
 
 def object_key(body: Mapping[str, Any]) -> tuple[str, str]:
-    meta = _meta(body)
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
-
-
-def finalizers(body: Mapping[str, Any]) -> list[str]:
-    return list(_meta(body).get("finalizers") or [])
-
-
-def deleting(body: Mapping[str, Any]) -> bool:
-    return bool(_meta(body).get("deletionTimestamp"))
+    return objects.namespace(body), objects.name(body)
 
 
 def drain_deadline(factory: Mapping[str, Any]) -> datetime.datetime | None:
@@ -132,8 +121,8 @@ def pod_alive(beat: leases.Heartbeat | None, *, now: datetime.datetime) -> bool:
 
 def ttl_at(body: Mapping[str, Any]) -> datetime.datetime | None:
     """ttlSecondsAfterFinished: when a finished job is deleted (None: never, or it is going already)."""
-    ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
-    finished = leases.parse_time(_status(body).get("completionTime"))
+    ttl = objects.spec(body).get("ttlSecondsAfterFinished")
+    finished = leases.parse_time(objects.job_status(body).get("completionTime"))
     if ttl is None or finished is None or deleting(body):
         return None
     return finished + datetime.timedelta(seconds=int(ttl))
@@ -145,8 +134,7 @@ def stop_actions(body: Mapping[str, Any], *, binding: leases.Binding | None, now
     TTL timer is armed; a job still going has its deadline timer, since the deadline passes without
     any event. `binding` is the Lease the job's assignment names, as the cache shows it (None: none)."""
     key = object_key(body)
-    status = _status(body)
-    if status.get("phase") in TERMINAL:
+    if objects.job_status(body).get("phase") in TERMINAL:
         at = ttl_at(body)
         done: list[Action] = [Disarm("deadline", key)]
         return done + [Arm("ttl", key, at)] if at is not None else done
@@ -157,7 +145,7 @@ def stop_actions(body: Mapping[str, Any], *, binding: leases.Binding | None, now
     reason = patches.stop_reason(body, now=now)
     if reason is None:
         return actions
-    if (status.get("assignment") or {}).get("lease"):
+    if objects.assignment(body).get("lease"):
         if binding is not None and not binding.stop:
             actions.append(RequestStop(reason))
         # (gone: the fold or undo follows; already asked: nothing to write)
@@ -189,13 +177,12 @@ def orphan_actions(body: Mapping[str, Any], *, lease_present: bool, armed: bool,
     a way that could not be reverted, or a Lease deleted by hand): past twice the claim timeout it is
     undone like an unclaimed binding; a timer fires at that instant, nothing polls. Twice: a Lease
     still on its way through the informer is not an orphan."""
-    status = _status(body)
-    if status.get("phase") != agentjobs.Phase.BOUND.value:
+    if objects.job_status(body).get("phase") != agentjobs.Phase.BOUND.value:
         return []
     key = object_key(body)
     if lease_present:
         return [Disarm("orphan", key)]
-    assignment = status.get("assignment") or {}
+    assignment = objects.assignment(body)
     bound_at = leases.parse_time(assignment.get("boundAt"))
     if bound_at is None:
         return []
@@ -205,7 +192,7 @@ def orphan_actions(body: Mapping[str, Any], *, lease_present: bool, armed: bool,
     namespace, name = lease_key(assignment)
     binding = leases.Binding(
         name=name, namespace=namespace, pod=str(assignment.get("pod") or ""), factory=str(assignment.get("factory") or ""),
-        job_namespace=key[0], job_name=key[1], job_uid=str(_meta(body).get("uid")), attempt=int(assignment.get("attempt") or 0),
+        job_namespace=key[0], job_name=key[1], job_uid=objects.uid(body), attempt=int(assignment.get("attempt") or 0),
         holder=None, claimed=False, stop=None, expires_at=deadline, resource_version=None,
     )
     return [Disarm("orphan", key), Expire(binding)]

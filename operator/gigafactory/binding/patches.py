@@ -61,8 +61,7 @@ def bind_patch(*, body: Mapping[str, Any], decision: cycle.Decision, now: dateti
     """`model_prices`: the factory's spec.prices, copied into the binding so that the runner enforces
     spec.agent.limits.cost and the fold prices the attempt with the very figures of its bind."""
     job, pod = decision.job, decision.pod
-    status = body.get("status") or {}
-    meta = body.get("metadata") or {}
+    status, meta = objects.job_status(body), objects.meta(body)
     message = f"bound to pod {pod.namespace}/{pod.name} of factory {pod.factory} (score {decision.score})"
     patch_status: Body = {
         "phase": Phase.BOUND.value,
@@ -84,7 +83,7 @@ def bind_patch(*, body: Mapping[str, Any], decision: cycle.Decision, now: dateti
         },
         "requeueAt": None,
         "conditions": set_condition(
-            status.get("conditions"), type=constants.ConditionType.SCHEDULED.value, status="True",
+            objects.conditions(body), type=constants.ConditionType.SCHEDULED.value, status="True",
             reason=REASON_BOUND, message=message, now=now, generation=meta.get("generation"),
         ),
     }
@@ -99,11 +98,11 @@ def unschedulable_patch(*, body: Mapping[str, Any], message: str, now: datetime.
     the job), or None when the job already says exactly that (a cycle that changes nothing writes nothing)."""
     current = objects.condition(body, constants.ConditionType.SCHEDULED.value)
     if current is not None and current.get("status") == "False" and current.get("reason") == reason \
-            and current.get("message") == message and (body.get("status") or {}).get("reason") == reason:
+            and current.get("message") == message and objects.job_status(body).get("reason") == reason:
         return None
-    meta = body.get("metadata") or {}
+    meta = objects.meta(body)
     conditions = set_condition(
-        (body.get("status") or {}).get("conditions"), type=constants.ConditionType.SCHEDULED.value, status="False",
+        objects.conditions(body), type=constants.ConditionType.SCHEDULED.value, status="False",
         reason=reason, message=message, now=now, generation=meta.get("generation"),
     )
     return {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": {"reason": reason, "conditions": conditions}}
@@ -111,9 +110,7 @@ def unschedulable_patch(*, body: Mapping[str, Any], message: str, now: datetime.
 
 def report_matches(body: Mapping[str, Any]) -> bool:
     """The fencing rule of docs/protocol.md: a report of the current attempt, from the bound pod."""
-    status = body.get("status") or {}
-    report = status.get("report")
-    assignment = status.get("assignment") or {}
+    status, report, assignment = objects.job_status(body), objects.report(body), objects.assignment(body)
     return bool(
         report
         and report.get("attempt") == status.get("attempt")
@@ -131,17 +128,16 @@ def _finish(
     result: Mapping[str, Any] | None,
     now: datetime.datetime,
 ) -> Body:
-    meta = body.get("metadata") or {}
-    status = body.get("status") or {}
-    attempts = list(status.get("attempts") or ())
+    meta, status = objects.meta(body), objects.job_status(body)
+    attempts: list[Mapping[str, Any]] = list(objects.attempts(body))
     # Only this run's attempts count: those before a `gigafactory retry` had their budget.
     current = [a for a in attempts if int(a.get("attempt") or 0) >= int(status.get("countFrom") or 0)]
-    verdict = retries.decide(spec=body.get("spec") or {}, attempts=current, outcome=outcome, exit_code=exit_code, now=now,
+    verdict = retries.decide(spec=objects.spec(body), attempts=current, outcome=outcome, exit_code=exit_code, now=now,
                              reason=str(record.get("reason") or ""), seed=str(meta.get("uid") or ""))
     record["counted"] = verdict.counted
     # Keep the newest records if the list would outgrow the schema's bound.
     attempts = (attempts + [record])[-1200:]
-    conditions = status.get("conditions")
+    conditions: list[Body] = [dict(c) for c in objects.conditions(body)]
     generation = meta.get("generation")
     scheduled = "Requeued" if verdict.phase is Phase.PENDING else "Finished"
     conditions = set_condition(conditions, type=constants.ConditionType.SCHEDULED.value, status="False",
@@ -171,11 +167,10 @@ def _finish(
 
 def fold_patch(*, body: Mapping[str, Any], now: datetime.datetime) -> Body:
     """Fold a matching report (check `report_matches` first) into attempts, result and phase."""
-    status = body.get("status") or {}
-    report = status["report"]
-    assignment = status.get("assignment") or {}
+    report: Mapping[str, Any] = objects.report(body)
+    assignment = objects.assignment(body)
     outcome = agentjobs.Outcome(report["outcome"])
-    result = report.get("result")
+    result: Mapping[str, Any] | None = objects.result(report) or None
     problem = trust.report_problem(body, report)
     if problem is not None:
         # A report naming a branch the job never asked for (a forged or confused runner): the attempt
@@ -198,8 +193,8 @@ def fold_patch(*, body: Mapping[str, Any], now: datetime.datetime) -> Body:
         record["exitCode"] = report["exitCode"]
     if report.get("logRef"):
         record["logRef"] = report["logRef"]
-    if report.get("tokens"):
-        record["tokens"], record["cost"] = priced_tokens(report["tokens"], assignment.get("prices") or ())
+    if objects.tokens(report):
+        record["tokens"], record["cost"] = priced_tokens(objects.tokens(report), objects.items(assignment.get("prices")))
     record = {k: v for k, v in record.items() if v is not None}
     return _finish(body=body, record=record, outcome=outcome, exit_code=report.get("exitCode"), result=result, now=now)
 
@@ -218,7 +213,7 @@ def priced_tokens(tokens: Sequence[Mapping[str, Any]], model_prices: Sequence[Ma
 def totals(status: Mapping[str, Any], record: Mapping[str, Any]) -> Body:
     """The job's running totals (status.tokens, status.cost, for printer columns) with this attempt
     added. Added, not summed from attempts: the list drops its oldest records past its bound."""
-    used = sum(int(t.get("inputTokens") or 0) + int(t.get("outputTokens") or 0) for t in record.get("tokens") or ())
+    used = sum(int(t.get("inputTokens") or 0) + int(t.get("outputTokens") or 0) for t in objects.tokens(record))
     result: Body = {}
     if used or status.get("tokens") is not None:
         result["tokens"] = int(status.get("tokens") or 0) + used
@@ -229,10 +224,9 @@ def totals(status: Mapping[str, Any], record: Mapping[str, Any]) -> Body:
 
 def binding_is_current(body: Mapping[str, Any], binding: leases.Binding) -> bool:
     """Whether the job still holds this binding (so undoing it is right)."""
-    status = body.get("status") or {}
-    assignment = status.get("assignment") or {}
+    status, assignment = objects.job_status(body), objects.assignment(body)
     return (
-        (body.get("metadata") or {}).get("uid") == binding.job_uid
+        objects.uid(body) == binding.job_uid
         and status.get("phase") in (Phase.BOUND.value, Phase.RUNNING.value)
         and assignment.get("attempt") == binding.attempt
         and assignment.get("pod") == binding.pod
@@ -243,9 +237,8 @@ def undo_patch(*, body: Mapping[str, Any], reason: str, message: str, now: datet
                pushed: tuple[str, str] | None = None) -> Body:
     """Record the current attempt as InfraError (ClaimTimeout, LeaseExpired, LeaseCreateFailed) and requeue.
     `pushed`: the (branch, commit) its runner announced before going silent, for the next attempt to adopt."""
-    status = body.get("status") or {}
-    assignment = status.get("assignment") or {}
-    record = {
+    status, assignment = objects.job_status(body), objects.assignment(body)
+    record: Body = {
         "attempt": assignment.get("attempt") or status.get("attempt") or 1,
         "factory": assignment.get("factory"),
         "pod": assignment.get("pod"),
@@ -269,7 +262,7 @@ def undo_patch(*, body: Mapping[str, Any], reason: str, message: str, now: datet
 
 
 def bind_event(*, body: Mapping[str, Any], decision: cycle.Decision, now: datetime.datetime) -> Body:
-    meta = body.get("metadata") or {}
+    meta = objects.meta(body)
     pod = decision.pod
     breakdown = ", ".join(f"{name}={score}" for name, score in decision.scores.items())
     return {
@@ -294,8 +287,8 @@ def bind_event(*, body: Mapping[str, Any], decision: cycle.Decision, now: dateti
 
 def deadline(body: Mapping[str, Any]) -> datetime.datetime | None:
     """When spec.activeDeadlineSeconds runs out: counted from the first bind (status.startTime)."""
-    seconds = (body.get("spec") or {}).get("activeDeadlineSeconds")
-    started = leases.parse_time((body.get("status") or {}).get("startTime"))
+    seconds = objects.spec(body).get("activeDeadlineSeconds")
+    started = leases.parse_time(objects.job_status(body).get("startTime"))
     if not seconds or started is None:
         return None
     return started + datetime.timedelta(seconds=int(seconds))
@@ -303,7 +296,7 @@ def deadline(body: Mapping[str, Any]) -> datetime.datetime | None:
 
 def stop_reason(body: Mapping[str, Any], *, now: datetime.datetime) -> str | None:
     """Why this job's attempt must stop now, if it must: spec.cancel, spec.suspend, the deadline."""
-    spec = body.get("spec") or {}
+    spec = objects.spec(body)
     if spec.get("cancel"):
         return leases.STOP_CANCELLED
     end = deadline(body)
@@ -319,12 +312,12 @@ INVALID_SPEC = "InvalidSpec"
 
 def end_waiting_patch(*, body: Mapping[str, Any], reason: str, now: datetime.datetime, message: str | None = None) -> Body:
     """A job that holds no binding ends at once: Cancelled (spec.cancel) or Failed (deadline, InvalidSpec)."""
-    meta = body.get("metadata") or {}
+    meta = objects.meta(body)
     cancelled = reason == leases.STOP_CANCELLED
     phase = Phase.CANCELLED if cancelled else Phase.FAILED
     if message is None:
         message = "cancelled by spec.cancel" if cancelled else "spec.activeDeadlineSeconds ran out"
-    conditions = set_condition((body.get("status") or {}).get("conditions"), type=constants.ConditionType.SCHEDULED.value,
+    conditions = set_condition(objects.conditions(body), type=constants.ConditionType.SCHEDULED.value,
                                status="False", reason=reason, message=message, now=now, generation=meta.get("generation"))
     if not cancelled:
         conditions = set_condition(conditions, type=constants.ConditionType.FAILED.value, status="True", reason=reason,
@@ -336,22 +329,20 @@ def end_waiting_patch(*, body: Mapping[str, Any], reason: str, now: datetime.dat
 
 def retry_requested(body: Mapping[str, Any]) -> str | None:
     """The retry request a Failed or Cancelled job carries and the operator has not honoured yet."""
-    meta = body.get("metadata") or {}
-    status = body.get("status") or {}
-    request = (meta.get("annotations") or {}).get(constants.ANNOTATION_RETRY)
+    meta, status = objects.meta(body), objects.job_status(body)
+    request = objects.annotations(body).get(constants.ANNOTATION_RETRY)
     if not request or request == status.get("retryRequest") or meta.get("deletionTimestamp"):
         return None
-    if status.get("phase") not in (Phase.FAILED.value, Phase.CANCELLED.value) or (body.get("spec") or {}).get("cancel"):
+    if status.get("phase") not in (Phase.FAILED.value, Phase.CANCELLED.value) or objects.spec(body).get("cancel"):
         return None
     return str(request)[:128]
 
 
 def retry_patch(*, body: Mapping[str, Any], request: str, now: datetime.datetime) -> Body:
     """Back to Pending with a fresh attempt budget (the history stays); the deadline counts anew."""
-    meta = body.get("metadata") or {}
-    status = body.get("status") or {}
+    meta, status = objects.meta(body), objects.job_status(body)
     generation = meta.get("generation")
-    conditions = set_condition(status.get("conditions"), type=constants.ConditionType.SCHEDULED.value, status="False",
+    conditions = set_condition(objects.conditions(body), type=constants.ConditionType.SCHEDULED.value, status="False",
                                reason="RetryRequested", message=f"sent back to the queue by a retry request ({request})",
                                now=now, generation=generation)
     for kind in (constants.ConditionType.COMPLETE.value, constants.ConditionType.FAILED.value):

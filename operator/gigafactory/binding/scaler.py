@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gigafactory import constants, kubeclient, leases
+from gigafactory.models import objects
 from gigafactory.scheduling import framework, scaling, snapshots
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def deployment_name(factory: str) -> str:
 
 
 def _seccomp_problem(context: Mapping[str, Any], path: str) -> str | None:
-    kind = (context.get("seccompProfile") or {}).get("type")
+    kind = objects.field(context, "seccompProfile").get("type")
     if kind not in (None, "RuntimeDefault", "Localhost"):
         return f"{path}.seccompProfile.type: {kind} (RuntimeDefault or Localhost only)"
     return None
@@ -53,12 +54,12 @@ def _context_problems(context: Mapping[str, Any], path: str) -> list[str]:
         problems.append(f"{path}.runAsUser: 0 (runner pods run as non-root)")
     if (problem := _seccomp_problem(context, path)) is not None:
         problems.append(problem)
-    if (context.get("appArmorProfile") or {}).get("type") == "Unconfined":
+    if objects.field(context, "appArmorProfile").get("type") == "Unconfined":
         problems.append(f"{path}.appArmorProfile.type: Unconfined")
-    selinux = context.get("seLinuxOptions") or {}
+    selinux = objects.field(context, "seLinuxOptions")
     if selinux.get("type", "") not in ALLOWED_SELINUX_TYPES or selinux.get("user") or selinux.get("role"):
         problems.append(f"{path}.seLinuxOptions: only the container types, no user or role")
-    if (context.get("windowsOptions") or {}).get("hostProcess"):
+    if objects.field(context, "windowsOptions").get("hostProcess"):
         problems.append(f"{path}.windowsOptions.hostProcess: true")
     return problems
 
@@ -75,8 +76,8 @@ def restrict_template(template: Mapping[str, Any], *, service_account: str) -> t
     forced: Body = copy.deepcopy(dict(template))
     problems: list[str] = []
     base = f"{TEMPLATE_FIELD}.spec"
-    meta = forced.setdefault("metadata", {})
-    for key, value in (meta.get("annotations") or {}).items():
+    forced.setdefault("metadata", {})
+    for key, value in objects.annotations(forced).items():
         if str(key).startswith(APPARMOR_PREFIX) and value == "unconfined":
             problems.append(f"{TEMPLATE_FIELD}.metadata.annotations[{key}]: unconfined")
     spec = forced.setdefault("spec", {})
@@ -97,7 +98,7 @@ def restrict_template(template: Mapping[str, Any], *, service_account: str) -> t
     if pod_context.get("sysctls"):
         problems.append(f"{base}.securityContext.sysctls: not allowed")
     pod_context["runAsNonRoot"] = True
-    if not (pod_context.get("seccompProfile") or {}).get("type"):
+    if not objects.field(pod_context, "seccompProfile").get("type"):
         pod_context["seccompProfile"] = {"type": "RuntimeDefault"}
     spec.setdefault("containers", [{"name": "runner", "image": "gigafactory:latest", "args": ["runner"]}])
     for group in ("initContainers", "containers"):
@@ -112,7 +113,7 @@ def restrict_template(template: Mapping[str, Any], *, service_account: str) -> t
                 problems.append(f"{path}.securityContext.privileged: true")
             if context.get("procMount") not in (None, "Default"):
                 problems.append(f"{path}.securityContext.procMount: {context.get('procMount')}")
-            if (context.get("capabilities") or {}).get("add"):
+            if objects.field(context, "capabilities").get("add"):
                 problems.append(f"{path}.securityContext.capabilities.add: not allowed")
             context["allowPrivilegeEscalation"] = False
             context["capabilities"] = {"drop": ["ALL"]}
@@ -132,14 +133,13 @@ def service_account(pattern: str, factory: str) -> str:
 
 def build_template(factory: Mapping[str, Any], *, service_account: str) -> tuple[Body, list[str]]:
     """The pod template of a scaled Factory's Deployment, as the operator runs it, and its refusals."""
-    meta = factory["metadata"]
-    spec = factory.get("spec") or {}
-    name = meta["name"]
-    template, problems = restrict_template((spec.get("scaling") or {}).get("template") or {}, service_account=service_account)
+    spec = objects.factory_spec(factory)
+    name = objects.name(factory)
+    template, problems = restrict_template(objects.field(factory, "spec", "scaling", "template"), service_account=service_account)
     template.setdefault("metadata", {}).setdefault("labels", {}).update({constants.LABEL_FACTORY: name})
     containers = template["spec"]["containers"]
     # The runner's own settings: which factory, how many slots, and who it is (Downward API).
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": "GIGAFACTORY_RUNNER_FACTORY", "value": name},
         {"name": "GIGAFACTORY_RUNNER_SLOTS", "value": str(spec.get("slotsPerPod") or 1)},
         {"name": "GIGAFACTORY_RUNNER_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -195,8 +195,8 @@ class Scaler:
     def plan(self, snap: snapshots.Snapshot, unschedulable: list[snapshots.JobInfo], factories: Mapping[str, Body],
              deployments: Mapping[str, Body]) -> Plan:
         scaled = {name: snap.factories[name] for name, body in factories.items()
-                  if (body.get("spec") or {}).get("scaling") is not None and name in snap.factories
-                  and not (body.get("metadata") or {}).get("deletionTimestamp")}
+                  if objects.factory_spec(body).get("scaling") is not None and name in snap.factories
+                  and not objects.deleting(body)}
         plan = Plan(writes=[], status={}, waiting_for={})
         templates: dict[str, Body] = {}
         for name in list(scaled):
@@ -213,7 +213,7 @@ class Scaler:
             # (by an older operator, or from an earlier template) is scaled to zero.
             del scaled[name]
             deployment = deployments.get(name)
-            current = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
+            current = int(objects.spec(deployment or {}).get("replicas") or 0)
             plan.status[name] = {"desiredReplicas": 0, "currentReplicas": current, "readyReplicas": 0,
                                  "reason": f"runner template refused: {plan.refused[name]}"[:1024]}
             if current:
@@ -225,9 +225,9 @@ class Scaler:
         alive = {pod.key for pod in snap.pods}
         self.leaving &= alive
         for name, info in scaled.items():
-            spec = (factories[name].get("spec") or {}).get("scaling") or {}
+            spec = objects.field(factories[name], "spec", "scaling")
             deployment = deployments.get(name)
-            current = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
+            current = int(objects.spec(deployment or {}).get("replicas") or 0)
             pods = [p for p in snap.pods if p.factory == name and p.key not in self.leaving]
             pool = scaling.Pool(
                 factory=info, min_replicas=int(spec.get("minReplicas") or 0), max_replicas=int(spec.get("maxReplicas", 10)),
@@ -254,7 +254,7 @@ class Scaler:
                     self.scaled_up_at.setdefault(name, snap.now)
                 continue
             wanted = template_hash(templates[name])
-            if (deployment.get("metadata") or {}).get("annotations", {}).get(ANNOTATION_TEMPLATE_HASH) != wanted:
+            if objects.annotations(deployment).get(ANNOTATION_TEMPLATE_HASH) != wanted:
                 # Made from another template (an edit of the Factory, or by an operator that forced
                 # nothing): the forced one replaces it whole; the rollout replaces the pods.
                 plan.writes.append(self._retemplate(name, deployment, templates[name], wanted))
@@ -266,7 +266,7 @@ class Scaler:
         return plan
 
     async def _retemplate(self, name: str, deployment: Body, template: Body, wanted: str) -> None:
-        annotations = (deployment.get("metadata") or {}).get("annotations")
+        annotations = objects.annotations(deployment)
         ops: list[Body] = [{"op": "test", "path": "/metadata/resourceVersion", "value": deployment["metadata"].get("resourceVersion")},
                            {"op": "replace", "path": "/spec/template", "value": template}]
         if annotations:

@@ -15,6 +15,8 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
+from gigafactory.models import objects
+
 # The reason of an attempt whose report names something the job never asked for.
 REASON_REPORT_REJECTED = "ReportRejected"
 # The reason of the Event on a Lease outside the runner namespaces.
@@ -28,8 +30,7 @@ def in_runner_namespaces(namespace: str, declared: frozenset[str] | None) -> boo
 
 def job_branch(body: Mapping[str, Any]) -> str:
     """The branch this job pushes to: spec.repo.branch, else agent/<job name> (as the runner decides)."""
-    repo = (body.get("spec") or {}).get("repo") or {}
-    return str(repo.get("branch") or f"agent/{(body.get('metadata') or {}).get('name')}")
+    return objects.text(objects.field(body, "spec", "repo"), "branch") or f"agent/{objects.name(body)}"
 
 
 def report_problem(body: Mapping[str, Any], report: Mapping[str, Any]) -> str | None:
@@ -53,7 +54,7 @@ def own_push(body: Mapping[str, Any], pushed: tuple[str, str] | None) -> bool:
 
 def ignored_lease_event(lease: Mapping[str, Any], *, message: str, now: datetime.datetime) -> dict[str, Any]:
     """A Warning Event on a Lease the operator ignores, in the Lease's namespace (where whoever made it looks)."""
-    meta = lease.get("metadata") or {}
+    meta = objects.meta(lease)
     stamp = now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "apiVersion": "v1", "kind": "Event",

@@ -12,7 +12,7 @@ import os
 import pathlib
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import rich.console
@@ -22,6 +22,7 @@ import yaml
 
 from gigafactory import config, consent, constants, kubeclient, leases
 from gigafactory.cli import terminal
+from gigafactory.dashboard import bodies
 from gigafactory.models import agentjobs, factories, objects
 from gigafactory.scheduling import queues
 
@@ -67,7 +68,7 @@ def _context_namespace(path: str) -> str:
     current = data.get("current-context")
     for ctx in data.get("contexts") or []:
         if ctx.get("name") == current:
-            return (ctx.get("context") or {}).get("namespace") or "default"
+            return objects.text(objects.field(ctx, "context"), "namespace") or "default"
     return "default"
 
 
@@ -92,40 +93,8 @@ def _run(kubeconfig: str | None, action: Callable[[kubeclient.Client], Awaitable
         fail(f"cannot reach the API server at {credentials.server}: {exc}")
 
 
-def _age(timestamp: str | None) -> str:
-    if not timestamp:
-        return ""
-    created = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    seconds = int((datetime.datetime.now(tz=datetime.timezone.utc) - created).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
-
-
-def _condition(obj: dict[str, Any], kind: str) -> objects.Condition:
-    return objects.condition(obj, kind) or {}
-
-
-def _reason(item: dict[str, Any]) -> str:
-    """Why the job is in its phase: status.reason; for a job written before it existed, the condition that goes with the phase."""
-    status = item.get("status") or {}
-    if status.get("reason"):
-        return str(status["reason"])
-    phase = status.get("phase") or agentjobs.Phase.PENDING.value
-    kind = {agentjobs.Phase.SUCCEEDED.value: constants.ConditionType.COMPLETE, agentjobs.Phase.FAILED.value: constants.ConditionType.FAILED,
-            agentjobs.Phase.RUNNING.value: constants.ConditionType.RUNNING}.get(phase, constants.ConditionType.SCHEDULED)
-    return str(_condition(item, kind.value).get("reason") or ("Cancelled" if phase == agentjobs.Phase.CANCELLED.value else ""))
-
-
-def _placement(item: dict[str, Any]) -> tuple[str, str]:
-    """(factory, pod) of the current attempt, or of the last one once it ended."""
-    status = item.get("status") or {}
-    assignment = status.get("assignment") or {}
-    last = (status.get("attempts") or [{}])[-1]
-    factory = assignment.get("factory") or status.get("factory") or last.get("factory") or ""
-    pod = assignment.get("pod") or status.get("pod") or last.get("pod") or ""
-    return str(factory), str(pod)
+def _age(moment: datetime.datetime | None) -> str:
+    return bodies.age(moment, now=datetime.datetime.now(tz=datetime.timezone.utc))
 
 
 def _jobs_table(items: list[dict[str, Any]], *, all_namespaces: bool) -> rich.table.Table:
@@ -133,20 +102,19 @@ def _jobs_table(items: list[dict[str, Any]], *, all_namespaces: bool) -> rich.ta
     columns = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "PHASE", "QUEUE", "FACTORY", "POD", "ATTEMPT", "AGE", "REASON"]
     for column in columns:
         table.add_column(column, no_wrap=True)
-    for item in sorted(items, key=lambda i: (i["metadata"].get("namespace", ""), i["metadata"]["name"])):
-        status = item.get("status") or {}
-        factory, pod = _placement(item)
+    for item in sorted(items, key=kubeclient.object_key):
+        factory, pod = objects.placement(item)
         row = [
-            item["metadata"]["name"],
-            status.get("phase", "Pending"),
-            (item.get("spec") or {}).get("queue", ""),
+            objects.name(item),
+            objects.phase(item),
+            str(objects.spec(item).get("queue", "")),
             factory,
             pod,
-            str(status.get("attempt", 0)),
-            _age(item["metadata"].get("creationTimestamp")),
-            _reason(item),
+            str(objects.job_status(item).get("attempt", 0)),
+            _age(leases.parse_time(objects.meta(item).get("creationTimestamp"))),
+            objects.phase_reason(item),
         ]
-        table.add_row(*(([item["metadata"].get("namespace", "")] if all_namespaces else []) + row))
+        table.add_row(*(([objects.namespace(item)] if all_namespaces else []) + row))
     return table
 
 
@@ -158,7 +126,7 @@ _NO_OUTPUT = {
 }
 
 
-def _no_log(job: str, status: dict[str, Any], records: list[dict[str, Any]], attempt: int | None) -> str:
+def _no_log(job: str, status: objects.JobStatus, records: list[Mapping[str, Any]], attempt: int | None) -> str:
     """One true line on why there is no log to show."""
     numbers = [r.get("attempt") for r in records]
     current = int(status.get("attempt") or 0)
@@ -217,7 +185,7 @@ async def _validate(client: kubeclient.Client, body: dict[str, Any], namespace: 
                 detail = exc.message.split("strict decoding error:", 1)[1].strip()
                 found += sorted(re.findall(r'(?:unknown|duplicate) field "[^"]*"', detail)) or [detail]
                 continue
-            causes = (exc.body.get("details") or {}).get("causes") or []
+            causes = objects.items(objects.field(exc.body, "details").get("causes"))
             if exc.status != 422 or not causes:
                 raise
             for cause in sorted(causes, key=lambda c: str(c.get("field") or "")):
@@ -257,10 +225,10 @@ def register(app: typer.Typer) -> None:
         source = file if file is not None else filename
         if source is not None:
             label = "<stdin>" if source == "-" else source
-            bodies = _read_manifests(source, label)
+            manifests = _read_manifests(source, label)
         elif name and repo and prompt:
             label = "flags"
-            bodies = [{
+            manifests = [{
                 "apiVersion": constants.API_VERSION, "kind": constants.AGENTJOB_KIND, "metadata": {"name": name},
                 "spec": {"queue": queue, "repo": {"url": repo, "baseRef": base_ref}, "task": {"prompt": prompt}, "agent": {"profile": profile}},
             }]
@@ -268,7 +236,7 @@ def register(app: typer.Typer) -> None:
             fail("give a manifest file (or - for stdin), or --name, --repo and --prompt")
         path = _kubeconfig_path(kubeconfig)
         default_ns = namespace or _context_namespace(path)
-        targets = [(namespace or (body.get("metadata") or {}).get("namespace") or default_ns, body) for body in bodies]
+        targets = [(namespace or objects.namespace(body) or default_ns, body) for body in manifests]
 
         async def send(client: kubeclient.Client) -> list[str]:
             problems: list[str] = []
@@ -276,7 +244,7 @@ def register(app: typer.Typer) -> None:
                 found = await _validate(client, body, ns)
                 if found:
                     where = f"{label}" + (f" (document {index})" if len(targets) > 1 else "")
-                    problems.append(f"{where}: agentjob {ns}/{(body.get('metadata') or {}).get('name') or '?'} is invalid:")
+                    problems.append(f"{where}: agentjob {ns}/{objects.name(body) or '?'} is invalid:")
                     problems.extend(f"  {line}" for line in found)
             if problems:
                 return problems
@@ -381,7 +349,7 @@ def register(app: typer.Typer) -> None:
                 table.add_row(plugin, str(value))
             print_table(table)
             return
-        scheduled = _condition(obj, constants.ConditionType.SCHEDULED.value)
+        scheduled = objects.condition(obj, constants.ConditionType.SCHEDULED.value) or {}
         if status.phase in agentjobs.TERMINAL_PHASES:
             last = status.attempts[-1] if status.attempts else None
             detail = (": last attempt " + " ".join(part for part in (last.outcome.value, last.reason, last.message) if part)) if last else ""
@@ -425,10 +393,7 @@ def register(app: typer.Typer) -> None:
 
         async def fetch(client: kubeclient.Client) -> str:
             job = await client.get(kubeclient.AGENTJOBS, name, namespace=ns)
-            status = job.get("status") or {}
-            records = list(status.get("attempts") or [])
-            if status.get("report"):
-                records.append(status["report"])
+            status, records = objects.job_status(job), objects.attempt_records(job)
             refs = [(r.get("attempt"), r.get("logRef"), r.get("pod")) for r in records if r.get("logRef")]
             if attempt is not None:
                 refs = [ref for ref in refs if ref[0] == attempt]
@@ -444,7 +409,7 @@ def register(app: typer.Typer) -> None:
             if consent.parse_log_ref(log_ref, pod=pod) is None:
                 fail(f"attempt {number} of {ns}/{name} names a log that is not its pod's ({str(log_ref)[:200]!r}, pod {str(pod)[:100]!r}): not shown")
             cm = await client.get(kubeclient.CONFIGMAPS, ref["name"], namespace=ref["namespace"])
-            if not consent.log_belongs(cm, pod=str(pod), job_uid=str(job["metadata"].get("uid"))):
+            if not consent.log_belongs(cm, pod=str(pod), job_uid=objects.uid(job)):
                 fail(f"log {ref['namespace']}/{ref['name']} of attempt {number} of {ns}/{name} is not labelled as this job's "
                      f"on pod {str(pod)[:100]!r}: not shown")
             return objects.text(objects.data(cm), "output")
@@ -459,11 +424,11 @@ def register(app: typer.Typer) -> None:
         async def request(client: kubeclient.Client) -> str:
             for _ in range(5):
                 job = await client.get(kubeclient.AGENTJOBS, name, namespace=ns)
-                phase = (job.get("status") or {}).get("phase") or agentjobs.Phase.PENDING.value
+                phase = objects.phase(job)
                 if phase in {p.value for p in agentjobs.TERMINAL_PHASES}:
                     fail(f"agentjob {ns}/{name} is {phase}: it has finished, there is nothing to cancel"
                          + (" (gigafactory retry runs it again)" if phase != agentjobs.Phase.SUCCEEDED.value else ""))
-                if (job.get("spec") or {}).get("cancel"):
+                if objects.spec(job).get("cancel"):
                     return f"agentjob {ns}/{name} ({phase}): cancel was already requested"
                 # With the resourceVersion read: a job that finishes meanwhile is read again, not cancelled for nothing.
                 patch = {"metadata": {"resourceVersion": job["metadata"]["resourceVersion"]}, "spec": {"cancel": True}}
@@ -483,7 +448,7 @@ def register(app: typer.Typer) -> None:
 
         async def request(client: kubeclient.Client) -> str:
             job = await client.get(kubeclient.AGENTJOBS, name, namespace=ns)
-            phase = (job.get("status") or {}).get("phase") or "Pending"
+            phase = objects.phase(job)
             if phase not in ("Failed", "Cancelled"):
                 fail(f"agentjob {ns}/{name} is {phase}: only a Failed or Cancelled job can be retried"
                      + (" (submit a new job to run it again)" if phase == "Succeeded" else ""))
@@ -516,8 +481,7 @@ def register(app: typer.Typer) -> None:
                 heartbeat_leases = []
             for lease in heartbeat_leases:
                 beat = leases.parse_heartbeat(lease)
-                spec = lease.get("spec") or {}
-                moment = leases.parse_time(spec.get("renewTime")) or leases.parse_time(spec.get("acquireTime"))
+                moment = leases.renewed_at(lease)
                 if beat is not None and moment is not None:
                     # By namespace too: a Lease of the same name elsewhere (which the operator ignores) is not this pod's.
                     renewed[(beat.factory, beat.namespace, beat.pod)] = moment
@@ -537,7 +501,7 @@ def register(app: typer.Typer) -> None:
                 table.add_row(name, fac.status.phase.value, "-", "", "", "", "", "")
             for pod in fac.status.pods:
                 moment = renewed.get((name, pod.namespace or "", pod.name)) or pod.last_heartbeat
-                beat = _age(moment.isoformat()) + " ago" if moment else "never"
+                beat = _age(moment) + " ago" if moment else "never"
                 table.add_row(name, fac.status.phase.value, pod.name, "yes" if pod.ready else "no",
                               str(pod.slots), str(pod.running), sandboxes.get((name, pod.namespace or "", pod.name)) or "?", beat)
         print_table(table)

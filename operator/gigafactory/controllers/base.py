@@ -16,6 +16,7 @@ from typing import Any
 from gigafactory import config, constants, electing, kubeclient, leases, observing
 from gigafactory.binding import lifecycle, scaler, trust
 from gigafactory.controllers import caches
+from gigafactory.models import objects
 from gigafactory.scheduling import framework, plugins, snapshots
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ Body = dict[str, Any]
 
 
 def name_of(body: Mapping[str, Any]) -> str:
-    meta = body.get("metadata") or {}
+    meta = objects.meta(body)
     return f"{meta.get('namespace')}/{meta.get('name')}"
 
 
@@ -193,14 +194,14 @@ class Base:
 
     def _start_write(self, body: Body, action: lifecycle.Action) -> None:
         binding: leases.Binding | None = getattr(action, "binding", None)
-        uid = binding.job_uid if binding is not None else str((body.get("metadata") or {}).get("uid") or "")
+        uid = binding.job_uid if binding is not None else objects.uid(body)
         if uid in self.busy:
             return
         if isinstance(action, lifecycle.Expire):
             self.busy.add(uid)
             self._spawn(self._expire(action.binding, reason=action.reason, message=action.message), name=f"expire:{action.binding.name}")
         elif isinstance(action, lifecycle.RequestStop) and action.binding is not None:
-            job = body if (body.get("metadata") or {}).get("uid") == uid else self.jobs.cache.get(
+            job = body if objects.uid(body) == uid else self.jobs.cache.get(
                 (action.binding.job_namespace, action.binding.job_name))
             if job is not None:
                 self.busy.add(uid)
@@ -230,20 +231,20 @@ class Base:
     # --- Leases outside the runner namespaces ---
 
     def _in_runner_namespaces(self, lease: Body) -> bool:
-        return trust.in_runner_namespaces(str((lease.get("metadata") or {}).get("namespace") or ""), self.runner_namespaces)
+        return trust.in_runner_namespaces(objects.namespace(lease), self.runner_namespaces)
 
     def _on_stray_lease(self, event: str, lease: Body) -> None:
         """A heartbeat or binding Lease outside the runner namespaces: ignored, and reported once per
         Lease (a metric always, an Event on the Lease within a budget), never per renewal."""
-        meta = lease.get("metadata") or {}
-        uid = str(meta.get("uid") or "")
+        meta = objects.meta(lease)
+        uid = objects.uid(lease)
         if event == "DELETED":
             self.strays.discard(uid)
             return
         if uid in self.strays:
             return
         self.strays.add(uid)
-        role = str((meta.get("labels") or {}).get(constants.LABEL_ROLE) or "")
+        role = str(objects.labels(lease).get(constants.LABEL_ROLE) or "")
         self.metrics.leases_ignored.labels(role=role).inc()
         declared = ", ".join(sorted(self.runner_namespaces or ()))
         message = (f"{role} Lease {meta.get('namespace')}/{meta.get('name')} ignored: runner pods count only in the runner "

@@ -14,16 +14,14 @@ from typing import Any
 from gigafactory import kubeclient, leases
 from gigafactory.binding import binder, lifecycle, patches, trust
 from gigafactory.controllers import base
-from gigafactory.models import agentjobs
+from gigafactory.models import agentjobs, objects
 
 logger = logging.getLogger(__name__)
 
 
 class JobLifecycle(base.Base):
     def _on_job(self, event: str, body: base.Body) -> None:
-        meta = body.get("metadata") or {}
-        uid = str(meta.get("uid") or "")
-        status = body.get("status") or {}
+        uid = objects.uid(body)
         if event == "DELETED":
             self.records.forget(uid)  # all it remembers of the job goes at once
             self._disarm(("deadline", *kubeclient.object_key(body)))
@@ -39,7 +37,7 @@ class JobLifecycle(base.Base):
         # Our own explanation coming back (a new message, nothing else) changes nothing the cycle
         # reads: no cycle for it, or ten thousand explanation echoes would mean ten thousand cycles.
         record = self.records.of(uid)
-        if record.assumed is not None and int(status.get("attempt") or 0) >= record.assumed[0]:
+        if record.assumed is not None and int(objects.job_status(body).get("attempt") or 0) >= record.assumed[0]:
             record.assumed = None  # the informer now shows what the bind wrote
         state = scheduling_state(body)
         if record.state != state:
@@ -48,7 +46,7 @@ class JobLifecycle(base.Base):
 
     def _maybe_stop(self, body: base.Body) -> None:
         """Cancel, suspend, deadline, TTL (binding/lifecycle.py decides; this carries it out)."""
-        assignment = (body.get("status") or {}).get("assignment") or {}
+        assignment = objects.assignment(body)
         lease = self.bindings.cache.get(lifecycle.lease_key(assignment)) if assignment.get("lease") else None
         binding = leases.parse_binding(lease) if lease else None
         self._apply(body, lifecycle.stop_actions(body, binding=binding, now=self.now()))
@@ -56,7 +54,7 @@ class JobLifecycle(base.Base):
     def _maybe_retry(self, body: base.Body) -> None:
         """`gigafactory retry` (the gigafactory.dev/retry annotation) on a Failed or Cancelled job."""
         request = patches.retry_requested(body)
-        uid = str((body.get("metadata") or {}).get("uid") or "")
+        uid = objects.uid(body)
         if request is None or uid in self.busy:
             return
         self.busy.add(uid)
@@ -90,10 +88,9 @@ class JobLifecycle(base.Base):
             logger.exception("TTL deletion failed", extra={"job": f"{key[0]}/{key[1]}"})
 
     async def _write_end(self, body: base.Body, reason: str, message: str | None = None) -> None:
-        meta = body.get("metadata") or {}
-        await self.client.patch(kubeclient.AGENTJOBS, str(meta.get("name")),
+        await self.client.patch(kubeclient.AGENTJOBS, objects.name(body),
                                 patches.end_waiting_patch(body=body, reason=reason, now=self.now(), message=message),
-                                namespace=meta.get("namespace"), subresource="status")
+                                namespace=objects.namespace(body), subresource="status")
         logger.info("job ended while waiting", extra={"job": base.name_of(body), "reason": reason})
 
     async def _end_waiting(self, body: base.Body, reason: str, *, message: str) -> None:
@@ -104,7 +101,7 @@ class JobLifecycle(base.Base):
         except Exception:
             logger.exception("could not fail an invalid job", extra={"job": base.name_of(body)})
         finally:
-            self._release(str((body.get("metadata") or {}).get("uid")), kubeclient.object_key(body))
+            self._release(objects.uid(body), kubeclient.object_key(body))
 
     def _on_deadline(self, key: tuple[str, str]) -> None:
         self.timers.fired(("deadline", *key))
@@ -113,8 +110,7 @@ class JobLifecycle(base.Base):
             self._maybe_stop(body)
 
     async def _stop(self, body: base.Body, reason: str) -> None:
-        meta = body.get("metadata") or {}
-        assignment = (body.get("status") or {}).get("assignment") or {}
+        assignment = objects.assignment(body)
         try:
             if assignment.get("lease"):
                 await self.client.patch(kubeclient.LEASES, assignment["lease"], leases.stop_patch(reason),
@@ -127,21 +123,21 @@ class JobLifecycle(base.Base):
         except Exception:
             logger.exception("stop failed", extra={"job": base.name_of(body)})
         finally:
-            self._release(str(meta.get("uid")), kubeclient.object_key(body))
+            self._release(objects.uid(body), kubeclient.object_key(body))
 
     def _maybe_fold(self, body: base.Body) -> None:
         """Start a fold for a job with a matching report, unless a fold or undo of it is running
         (that task looks again when it ends, so a report arriving meanwhile is not missed)."""
-        uid = str((body.get("metadata") or {}).get("uid") or "")
+        uid = objects.uid(body)
         if patches.report_matches(body) and uid not in self.busy:
             self.busy.add(uid)
             self._spawn(self._fold(body), name=f"fold:{base.name_of(body)}")
 
     async def _fold(self, body: base.Body) -> None:
-        uid = str(body["metadata"].get("uid"))
+        uid = objects.uid(body)
         try:
-            assignment = (body.get("status") or {}).get("assignment") or {}
-            report = (body.get("status") or {}).get("report") or {}
+            assignment = objects.assignment(body)
+            report = objects.report(body)
             problem = trust.report_problem(body, report)
             folded = await binder.fold(self.client, body=body)
             if folded is not None:
@@ -266,7 +262,7 @@ class JobLifecycle(base.Base):
         for body in list(self.jobs.cache.values()):
             if not lifecycle.deleting(body):
                 continue
-            assignment = (body.get("status") or {}).get("assignment") or {}
+            assignment = objects.assignment(body)
             if (assignment.get("podNamespace"), assignment.get("pod")) == pod:
                 self._maybe_finalize(body)
 
@@ -274,9 +270,7 @@ class JobLifecycle(base.Base):
 def scheduling_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
     """Everything of a job that the cycle, the fold and the timers read, apart from the spec (whose
     changes move metadata.generation). The Scheduled condition's message is not in it."""
-    meta = body.get("metadata") or {}
-    status = body.get("status") or {}
-    assignment = status.get("assignment") or {}
+    meta, status, assignment = objects.meta(body), objects.job_status(body), objects.assignment(body)
     return (
         meta.get("generation"), meta.get("deletionTimestamp"), status.get("phase"), status.get("attempt"),
         status.get("requeueAt"), assignment.get("pod"), assignment.get("attempt"), bool(status.get("report")),

@@ -35,13 +35,12 @@ class Scheduling(statuses.FactoryStatuses):
         factory's recent record from the attempts the jobs keep."""
         self.success = snapshots.SuccessRatios.from_jobs(self.jobs.cache.values())
         for body in list(self.jobs.cache.values()):
-            status = body.get("status") or {}
-            uid = str((body.get("metadata") or {}).get("uid"))
+            uid = objects.uid(body)
             if patches.report_matches(body):
                 self._maybe_fold(body)
                 continue
-            assignment = status.get("assignment") or {}
-            if status.get("phase") != agentjobs.Phase.BOUND.value or not assignment.get("lease") or cleanup.deleting(body):
+            assignment = objects.assignment(body)
+            if objects.job_status(body).get("phase") != agentjobs.Phase.BOUND.value or not assignment.get("lease") or cleanup.deleting(body):
                 continue  # (a deleted job's binding is not restored: its finalizer lets it go)
             namespace = assignment.get("leaseNamespace") or assignment.get("podNamespace") or ""
             if (namespace, assignment["lease"]) in self.bindings.cache:
@@ -63,7 +62,7 @@ class Scheduling(statuses.FactoryStatuses):
                 # (a namespace being deleted, say): the orphan timer undoes the binding instead.
                 logger.warning("binding lease not restored: %s", exc, extra={"job": base.name_of(body)})
         # Leases of jobs deleted while no operator ran: every Lease must have a live binding.
-        live = {str((b.get("metadata") or {}).get("uid")) for b in self.jobs.cache.values()}
+        live = {objects.uid(b) for b in self.jobs.cache.values()}
         orphans = {b.job_uid for b in map(leases.parse_binding, self.bindings.cache.values()) if b and b.job_uid not in live}
         self._drop_bindings_of(orphans)
         self.started = True
@@ -87,7 +86,7 @@ class Scheduling(statuses.FactoryStatuses):
         pending: list[snapshots.JobInfo] = []
         bodies: dict[str, base.Body] = {}
         for body in self.jobs.cache.values():
-            meta = body.get("metadata") or {}
+            meta = objects.meta(body)
             uid = str(meta.get("uid") or "")
             rv = str(meta.get("resourceVersion") or "")
             record = self.records.of(uid)
@@ -110,9 +109,8 @@ class Scheduling(statuses.FactoryStatuses):
                     record.valid_generation = generation
                 record.resource_version, record.info = rv, info
             info = record.info
-            status = body.get("status") or {}
-            assignment = status.get("assignment")
-            if assignment and status.get("phase") in ACTIVE_PHASES:
+            assignment = objects.assignment(body)
+            if assignment and objects.job_status(body).get("phase") in ACTIVE_PHASES:
                 self._check_orphan(body, assignment, now)
                 key = (assignment.get("podNamespace") or "", assignment.get("pod") or "")
                 used[key] += 1
@@ -155,7 +153,7 @@ class Scheduling(statuses.FactoryStatuses):
             self.scaler.bound(decision.pod.key, snap.now)
         plan = self.scaler.plan(snap, [e.job for e in result.unschedulable],
                                 {b["metadata"]["name"]: b for b in self.factories.cache.values()},
-                                {(d["metadata"].get("labels") or {}).get(constants.LABEL_FACTORY, ""): d for d in self.deployments.cache.values()})
+                                {objects.labels(d).get(constants.LABEL_FACTORY, ""): d for d in self.deployments.cache.values()})
         self.waiting_for = plan.waiting_for
         if plan.recheck_at is not None:
             self._arm(("scale", "", ""), plan.recheck_at, self.wake)
@@ -180,7 +178,7 @@ class Scheduling(statuses.FactoryStatuses):
                 return
             factory = self.factories.cache.get(("", decision.pod.factory)) or {}
             ok = await binder.bind(self.client, body=body, decision=decision, claim_timeout_seconds=self.settings.claim_timeout_seconds,
-                                   model_prices=(factory.get("spec") or {}).get("prices") or ())
+                                   model_prices=objects.factory_spec(factory).get("prices") or ())
         finally:
             if not ok:
                 # Forget the assumption; the job is pending again in the next cycle.

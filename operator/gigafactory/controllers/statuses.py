@@ -8,6 +8,7 @@ from typing import Any
 from gigafactory import constants, kubeclient
 from gigafactory.binding import patches
 from gigafactory.controllers import base
+from gigafactory.models import objects
 from gigafactory.scheduling import snapshots
 
 
@@ -37,7 +38,7 @@ class FactoryStatuses(base.Base):
                     for p in pods
                 ],
             }
-            current = body.get("status") or {}
+            current = objects.factory_status(body)
             generation = body["metadata"].get("generation")
             ready_status, ready_reason, ready_message = ready_condition(desired["phase"], len(ready), len(pods))
             desired["conditions"] = patches.set_condition(

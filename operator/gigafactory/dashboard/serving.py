@@ -24,6 +24,7 @@ from aiohttp import web
 
 from gigafactory import config, consent, kubeclient
 from gigafactory.dashboard import pages, views, watching
+from gigafactory.models import objects
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +139,9 @@ async def _log_tail(request: web.Request, job: dict[str, Any], detail: views.Job
         cm = await request.app[LOGS].get(*parsed)
     except kubeclient.ApiError as exc:
         return None, f"Attempt {attempt}: its log {parsed[0]}/{parsed[1]} cannot be read ({exc.status} {exc.reason})."
-    if not consent.log_belongs(cm, pod=pod, job_uid=str((job.get("metadata") or {}).get("uid"))):
+    if not consent.log_belongs(cm, pod=pod, job_uid=objects.uid(job)):
         return None, f"Attempt {attempt}: log {parsed[0]}/{parsed[1]} is not labelled as this job's on pod {pod[:100]!r}: not shown."
-    output = str((cm.get("data") or {}).get("output", ""))
+    output = objects.text(objects.data(cm), "output")
     lines = output.splitlines()
     return "\n".join(lines[-LOG_LINES:]), f"Attempt {attempt}, the last {min(len(lines), LOG_LINES)} lines (of {len(lines)})."
 
@@ -198,7 +199,7 @@ def _state(watcher: watching.Watcher, topics: list[str]) -> Callable[[], Hashabl
         versions = []
         for ref in jobs:
             namespace, _, name = ref.partition("/")
-            versions.append(((watcher.jobs.cache.get((namespace, name)) or {}).get("metadata") or {}).get("resourceVersion"))
+            versions.append(objects.meta(watcher.jobs.cache.get((namespace, name)) or {}).get("resourceVersion"))
         return (watcher.version(plain) if plain else 0, tuple(versions))
     return state
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from gigafactory import constants, leases
 from gigafactory.dashboard import bodies
-from gigafactory.models import agentjobs
+from gigafactory.models import agentjobs, objects
 from gigafactory.scheduling import queues, snapshots
 
 Body = Mapping[str, Any]
@@ -70,7 +70,7 @@ def _renewals(heartbeat_leases: Iterable[Body]) -> dict[tuple[str, str, str], da
     renewed: dict[tuple[str, str, str], datetime.datetime] = {}
     for lease in heartbeat_leases:
         beat = leases.parse_heartbeat(lease)
-        spec = bodies.mapping(lease.get("spec"))
+        spec = objects.spec(lease)
         moment = leases.parse_time(spec.get("renewTime")) or leases.parse_time(spec.get("acquireTime"))
         if beat is not None and moment is not None:
             renewed[(beat.factory, beat.namespace, beat.pod)] = moment
@@ -82,13 +82,13 @@ def fleet(factories: Iterable[Body], heartbeat_leases: Iterable[Body], jobs: Ite
     Factory status) are shown: a heartbeat Lease it ignores (outside the runner namespaces) is none."""
     renewed = _renewals(heartbeat_leases)
     rows = []
-    for body in sorted(factories, key=lambda b: bodies.text(bodies.meta(b).get("name"))):
-        name = bodies.text(bodies.meta(body).get("name"))
-        spec, status = bodies.mapping(body.get("spec")), bodies.mapping(body.get("status"))
+    for body in sorted(factories, key=objects.name):
+        name = objects.name(body)
+        spec, status = objects.factory_spec(body), objects.factory_status(body)
         pods = []
         freshest: datetime.datetime | None = None
-        for pod in bodies.items(status.get("pods")):
-            pod = bodies.mapping(pod)
+        for pod in objects.items(status.get("pods")):
+            pod = objects.mapping(pod)
             moment = renewed.get((name, bodies.text(pod.get("namespace")), bodies.text(pod.get("name")))) or leases.parse_time(
                 pod.get("lastHeartbeat"))
             if moment is not None and (freshest is None or moment > freshest):
@@ -99,9 +99,9 @@ def fleet(factories: Iterable[Body], heartbeat_leases: Iterable[Body], jobs: Ite
         states = []
         if spec.get("unschedulable"):
             states.append("cordoned")
-        if bodies.meta(body).get("deletionTimestamp"):
+        if objects.deleting(body):
             states.append("draining")
-        scaling = bodies.mapping(status.get("scaling"))
+        scaling = objects.mapping(status.get("scaling"))
         if spec.get("scaling"):
             states.append(f"scaling {bodies.number(scaling.get('currentReplicas'))}→{bodies.number(scaling.get('desiredReplicas'))}")
         rows.append(FactoryRow(
@@ -109,12 +109,12 @@ def fleet(factories: Iterable[Body], heartbeat_leases: Iterable[Body], jobs: Ite
             ready_pods=bodies.number(status.get("readyPods")), total_pods=len(pods),
             slots_used=bodies.number(status.get("slotsUsed")), slots_total=bodies.number(status.get("slotsTotal")),
             heartbeat=bodies.age(freshest, now=now) + " ago" if freshest else "never",
-            capabilities=tuple(map(bodies.text, bodies.items(spec.get("capabilities")))), agents=tuple(map(bodies.text, bodies.items(spec.get("agents")))),
-            subscriptions=tuple(map(bodies.text, bodies.items(spec.get("subscriptions")))), states=tuple(states), pods=tuple(pods),
+            capabilities=tuple(map(bodies.text, objects.items(spec.get("capabilities")))), agents=tuple(map(bodies.text, objects.items(spec.get("agents")))),
+            subscriptions=tuple(map(bodies.text, objects.items(spec.get("subscriptions")))), states=tuple(states), pods=tuple(pods),
         ))
     by_phase = dict.fromkeys(PHASES, 0)
     for job in jobs:
-        phase = bodies.phase_of(job)
+        phase = objects.phase(job)
         by_phase[phase] = by_phase.get(phase, 0) + 1
     return Fleet(factories=tuple(rows), ready_pods=sum(r.ready_pods for r in rows), total_pods=sum(r.total_pods for r in rows),
                  slots_used=sum(r.slots_used for r in rows), slots_total=sum(r.slots_total for r in rows), jobs_by_phase=by_phase)
@@ -146,7 +146,7 @@ class Summary:
 
 
 def summarize(body: Body) -> Summary:
-    meta = bodies.meta(body)
+    meta = objects.meta(body)
     name = bodies.text(meta.get("name"))
     pending = snapshots.is_pending(body)
     waiting_since = None
@@ -157,14 +157,13 @@ def summarize(body: Body) -> Summary:
         except (AttributeError, TypeError, ValueError):
             waiting_since = None
     ended = []
-    for record in bodies.items(bodies.mapping(body.get("status")).get("attempts")):
-        record = bodies.mapping(record)
+    for record in objects.attempts(body):
         finished = leases.parse_time(bodies.text(record.get("finishedAt")))
         if finished is not None:
             ended.append((finished, record.get("outcome") == agentjobs.Outcome.SUCCEEDED.value))
     return Summary(created=bodies.text(meta.get("creationTimestamp")), namespace=bodies.text(meta.get("namespace")), name=name,
-                   lowered=name.lower(), queue=bodies.text(bodies.mapping(body.get("spec")).get("queue")) or "default", phase=bodies.phase_of(body),
-                   factory=bodies.placement(body)[0], pending=pending, waiting_since=waiting_since, ended=tuple(ended), body=body)
+                   lowered=name.lower(), queue=bodies.text(objects.spec(body).get("queue")) or "default", phase=objects.phase(body),
+                   factory=objects.placement(body)[0], pending=pending, waiting_since=waiting_since, ended=tuple(ended), body=body)
 
 
 def newest_first(summaries: Iterable[Summary]) -> list[Summary]:
@@ -291,28 +290,10 @@ def job_list(ordered: Sequence[Summary], filters: Filters, *, now: datetime.date
                    queues=tuple(sorted({s.queue for s in ordered})), factories=tuple(sorted({s.factory for s in ordered} - {""})))
 
 
-def reason_of(body: Body) -> str:
-    """Why the job is in its phase: status.reason, else the condition that goes with the phase."""
-    status = bodies.mapping(body.get("status"))
-    if status.get("reason"):
-        return bodies.text(status["reason"])
-    phase = bodies.phase_of(body)
-    kind = {agentjobs.Phase.SUCCEEDED.value: constants.ConditionType.COMPLETE, agentjobs.Phase.FAILED.value: constants.ConditionType.FAILED,
-            agentjobs.Phase.RUNNING.value: constants.ConditionType.RUNNING}.get(phase, constants.ConditionType.SCHEDULED)
-    return bodies.text(condition(body, kind.value).get("reason"))
-
-
-def condition(body: Body, kind: str) -> Mapping[str, Any]:
-    for item in bodies.items(bodies.mapping(body.get("status")).get("conditions")):
-        if bodies.mapping(item).get("type") == kind:
-            return bodies.mapping(item)
-    return {}
-
-
 def _job_row(job: Body, *, now: datetime.datetime) -> JobRow:
-    meta, spec, status = bodies.meta(job), bodies.mapping(job.get("spec")), bodies.mapping(job.get("status"))
-    factory, pod = bodies.placement(job)
-    return JobRow(namespace=bodies.text(meta.get("namespace")), name=bodies.text(meta.get("name")), phase=bodies.phase_of(job), reason=reason_of(job),
+    meta, spec, status = objects.meta(job), objects.spec(job), objects.status(job)
+    factory, pod = objects.placement(job)
+    return JobRow(namespace=bodies.text(meta.get("namespace")), name=bodies.text(meta.get("name")), phase=objects.phase(job), reason=objects.phase_reason(job),
                   queue=bodies.text(spec.get("queue")) or "default", priority=bodies.number(spec.get("priority")), factory=factory, pod=pod,
                   attempt=bodies.number(status.get("attempt")), age=bodies.age(leases.parse_time(bodies.text(meta.get("creationTimestamp"))), now=now))
 
@@ -356,26 +337,26 @@ class JobDetail:
 
 
 def _scores(value: Any) -> tuple[tuple[str, int], ...]:
-    return tuple(sorted(((str(k), bodies.number(v)) for k, v in bodies.mapping(value).items()), key=lambda kv: (-kv[1], kv[0])))
+    return tuple(sorted(((str(k), bodies.number(v)) for k, v in objects.mapping(value).items()), key=lambda kv: (-kv[1], kv[0])))
 
 
 def job_detail(job: Body, pending: Iterable[Body], *, now: datetime.datetime, aging_seconds_per_point: float) -> JobDetail:
     """Everything the Job page shows of one job. `pending` is every job (its queue position is
     computed among the waiting ones, by the scheduler's own ordering)."""
-    meta, spec, status = bodies.meta(job), bodies.mapping(job.get("spec")), bodies.mapping(job.get("status"))
-    repo, agent, task = bodies.mapping(spec.get("repo")), bodies.mapping(spec.get("agent")), bodies.mapping(spec.get("task"))
-    requirements, retry = bodies.mapping(spec.get("requirements")), bodies.mapping(spec.get("retry"))
+    meta, spec, status = objects.meta(job), objects.spec(job), objects.status(job)
+    repo, agent, task = objects.mapping(spec.get("repo")), objects.mapping(spec.get("agent")), objects.mapping(spec.get("task"))
+    requirements, retry = objects.mapping(spec.get("requirements")), objects.mapping(spec.get("retry"))
     name = bodies.text(meta.get("name"))
     fields = [
         ("Queue", f"{bodies.text(spec.get('queue')) or 'default'} (priority {bodies.number(spec.get('priority'))})"),
         ("Repository", f"{bodies.text(repo.get('url'))} @ {bodies.text(repo.get('baseRef')) or 'main'}"),
         ("Branch", bodies.text(repo.get("branch")) or f"agent/{name}"),
         ("Credentials", bodies.text(repo.get("credentialsSecret")) or "none"),
-        ("Agent", " ".join([bodies.text(agent.get("profile"))] + [bodies.text(a) for a in bodies.items(agent.get("args"))])),
-        ("Environment", ", ".join(bodies.text(bodies.mapping(e).get("name")) for e in bodies.items(agent.get("env"))) or "none"),
-        ("Requires", ", ".join(map(bodies.text, bodies.items(requirements.get("capabilities")))) or "nothing"),
-        ("Prefers", ", ".join(f"{bodies.text(bodies.mapping(p).get('capability'))} ({bodies.number(bodies.mapping(p).get('weight'))})"
-                              for p in bodies.items(requirements.get("preferences"))) or "nothing"),
+        ("Agent", " ".join([bodies.text(agent.get("profile"))] + [bodies.text(a) for a in objects.items(agent.get("args"))])),
+        ("Environment", ", ".join(bodies.text(objects.mapping(e).get("name")) for e in objects.items(agent.get("env"))) or "none"),
+        ("Requires", ", ".join(map(bodies.text, objects.items(requirements.get("capabilities")))) or "nothing"),
+        ("Prefers", ", ".join(f"{bodies.text(objects.mapping(p).get('capability'))} ({bodies.number(objects.mapping(p).get('weight'))})"
+                              for p in objects.items(requirements.get("preferences"))) or "nothing"),
         ("Target factory", bodies.text(spec.get("targetFactory")) or "any"),
         ("Retry", f"up to {bodies.number(retry.get('maxAttempts')) or 3} attempts"),
         ("Deadline", f"{bodies.number(spec.get('activeDeadlineSeconds'))} s" if spec.get("activeDeadlineSeconds") else "none"),
@@ -385,30 +366,27 @@ def job_detail(job: Body, pending: Iterable[Body], *, now: datetime.datetime, ag
         fields.append(("Suspended", "yes"))
     if spec.get("cancel"):
         fields.append(("Cancel", "requested"))
-    prompt_from = bodies.mapping(bodies.mapping(task.get("promptFrom")).get("configMapKeyRef"))
+    prompt_from = objects.mapping(objects.mapping(task.get("promptFrom")).get("configMapKeyRef"))
     prompt = bodies.text(task.get("prompt")) if task.get("prompt") is not None else (
         f"(from ConfigMap {bodies.text(prompt_from.get('name'))}, key {bodies.text(prompt_from.get('key'))})" if prompt_from else "")
     conditions = tuple(
         (bodies.text(c.get("type")), bodies.text(c.get("status")), bodies.text(c.get("reason")), bodies.text(c.get("message")),
          bodies.age(leases.parse_time(bodies.text(c.get("lastTransitionTime"))), now=now))
-        for c in map(bodies.mapping, bodies.items(status.get("conditions"))))
-    attempts = [_attempt_row(bodies.mapping(record), now=now) for record in bodies.items(status.get("attempts"))]
-    assignment = bodies.mapping(status.get("assignment"))
+        for c in objects.conditions(job))
+    attempts = [_attempt_row(record, now=now) for record in objects.attempts(job)]
+    assignment = objects.assignment(job)
     if assignment:
         bound = leases.parse_time(bodies.text(assignment.get("boundAt")))
         attempts.append(AttemptRow(
-            attempt=bodies.number(assignment.get("attempt")), outcome=bodies.phase_of(job), reason=reason_of(job), message="",
+            attempt=bodies.number(assignment.get("attempt")), outcome=objects.phase(job), reason=objects.phase_reason(job), message="",
             factory=bodies.text(assignment.get("factory")), pod=bodies.text(assignment.get("pod")), started=bodies.text(assignment.get("boundAt")),
             finished="", duration=bodies.age(bound, now=now) if bound else "", score=bodies.text(assignment.get("score")),
             scores=_scores(assignment.get("scores")), exit_code="", current=True))
     explanation, position = _explanation(job, pending, now=now, aging_seconds_per_point=aging_seconds_per_point)
-    records = [bodies.mapping(r) for r in bodies.items(status.get("attempts"))]
-    if status.get("report"):
-        records.append(bodies.mapping(status.get("report")))
-    refs = [(r.get("logRef"), r.get("pod"), r.get("attempt")) for r in records if r.get("logRef")]
+    refs = [(r.get("logRef"), r.get("pod"), r.get("attempt")) for r in objects.attempt_records(job) if r.get("logRef")]
     log_ref = (bodies.text(refs[-1][0]), bodies.text(refs[-1][1]), bodies.number(refs[-1][2])) if refs else None
-    result = bodies.mapping(status.get("result")) or None
-    return JobDetail(namespace=bodies.text(meta.get("namespace")), name=name, phase=bodies.phase_of(job), reason=reason_of(job),
+    result = objects.result(status) or None
+    return JobDetail(namespace=bodies.text(meta.get("namespace")), name=name, phase=objects.phase(job), reason=objects.phase_reason(job),
                      spec=tuple(fields), prompt=prompt, conditions=conditions, attempts=tuple(attempts), explanation=explanation,
                      position=position, queue=bodies.text(spec.get("queue")) or "default", result=result, log_ref=log_ref)
 
@@ -428,24 +406,24 @@ def _explanation(job: Body, pending: Iterable[Body], *, now: datetime.datetime,
                  aging_seconds_per_point: float) -> tuple[str, tuple[int, int] | None]:
     """What `gigafactory explain` says of the job's wait (the scheduler's condition and its queue
     position, from scheduling.queues.position), or where it is bound."""
-    status, spec = bodies.mapping(job.get("status")), bodies.mapping(job.get("spec"))
-    phase = bodies.phase_of(job)
-    assignment = bodies.mapping(status.get("assignment"))
+    spec = objects.spec(job)
+    phase = objects.phase(job)
+    assignment = objects.assignment(job)
     if assignment:
         return (f"{phase} on {bodies.text(assignment.get('factory'))}/{bodies.text(assignment.get('pod'))} "
                 f"with score {bodies.number(assignment.get('score'))}/100"), None
     if phase in TERMINAL:  # as `gigafactory explain` says it: how the last attempt ended, and where it ran
-        attempts = bodies.items(status.get("attempts"))
-        last = bodies.mapping(attempts[-1]) if attempts else {}
+        attempts = objects.attempts(job)
+        last: objects.AttemptRecord = attempts[-1] if attempts else {}
         if not last:
-            return (f"{phase}: {reason_of(job)}" if reason_of(job) and reason_of(job) != phase else phase), None
+            return (f"{phase}: {objects.phase_reason(job)}" if objects.phase_reason(job) and objects.phase_reason(job) != phase else phase), None
         ended = " ".join(bodies.text(part) for part in (last.get("outcome"), last.get("reason"), last.get("message")) if part)
         where = f"; it ran on {bodies.text(last.get('factory'))}/{bodies.text(last.get('pod')) or '-'}" if last.get("factory") else ""
         score = f" with score {bodies.number(last.get('score'))}/100" if where and last.get("score") is not None else ""
         return f"{phase}: last attempt {ended}{where}{score}", None
     if spec.get("suspend"):
         return "suspended (spec.suspend): it is not scheduled until resumed", None
-    scheduled = condition(job, constants.ConditionType.SCHEDULED.value)
+    scheduled = objects.condition(job, constants.ConditionType.SCHEDULED.value) or {}
     text = (f"{phase}: {bodies.text(scheduled.get('reason'))}: {bodies.text(scheduled.get('message'))}" if scheduled
             else f"{phase}: the operator has not considered it yet")
     return text, queues.position(job, pending, now=now, aging_seconds_per_point=aging_seconds_per_point)

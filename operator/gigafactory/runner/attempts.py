@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from gigafactory import config, kubeclient, leases
-from gigafactory.models import agentjobs
+from gigafactory.models import agentjobs, objects
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +59,8 @@ class Claims:
         return await self.client.get(kubeclient.AGENTJOBS, binding.job_name, namespace=binding.job_namespace)
 
     def _mine(self, job: dict[str, Any], binding: leases.Binding) -> bool:
-        status = job.get("status") or {}
-        assignment = status.get("assignment") or {}
-        return (job["metadata"].get("uid") == binding.job_uid and status.get("attempt") == binding.attempt
+        status, assignment = objects.job_status(job), objects.assignment(job)
+        return (objects.uid(job) == binding.job_uid and status.get("attempt") == binding.attempt
                 and assignment.get("pod") == self.settings.pod_name)
 
     async def claim(self, attempt: Attempt) -> dict[str, Any] | None:
@@ -72,7 +71,7 @@ class Claims:
                 job = await self._read_job(binding)
             except kubeclient.NotFound:
                 return None
-            if not self._mine(job, binding) or (job.get("status") or {}).get("phase") != agentjobs.Phase.BOUND.value:
+            if not self._mine(job, binding) or objects.job_status(job).get("phase") != agentjobs.Phase.BOUND.value:
                 return None
             now = leases.now()
             if not attempt.lease_claimed:
@@ -126,7 +125,7 @@ class Claims:
                     lease = await self.client.get(kubeclient.LEASES, binding.name, namespace=binding.namespace)
                 except kubeclient.NotFound:
                     lease = None
-                if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.settings.pod_name:
+                if lease is None or leases.holder(lease) != self.settings.pod_name:
                     attempt.lost = True
                     attempt.stop.set()
                     return
@@ -158,7 +157,7 @@ class Claims:
                     return
                 except kubeclient.Conflict:
                     lease = await self.client.get(kubeclient.LEASES, binding.name, namespace=binding.namespace)
-                    if (lease.get("spec") or {}).get("holderIdentity") != self.settings.pod_name:
+                    if leases.holder(lease) != self.settings.pod_name:
                         break
                     attempt.lease_version = lease["metadata"]["resourceVersion"]
             except kubeclient.NotFound:
@@ -217,7 +216,7 @@ class Claims:
                 lease = await self.client.get(kubeclient.LEASES, binding.name, namespace=binding.namespace)
             except kubeclient.NotFound:
                 return
-            if (lease.get("spec") or {}).get("holderIdentity") != self.settings.pod_name:
+            if leases.holder(lease) != self.settings.pod_name:
                 return
             try:
                 await self.client.patch(kubeclient.LEASES, binding.name, leases.release_patch(

@@ -4,7 +4,6 @@ in as hostile input, the push; the report it makes. A branch an earlier attempt 
 report is adopted instead of run again.
 """
 
-import base64
 import logging
 import os
 import pathlib
@@ -58,7 +57,7 @@ class Working(attempts.Claims):
                                     hidden=[str(self.workspace.root)])
 
     async def _secret(self, job: dict[str, Any]) -> remotes.Credentials:
-        name = ((job.get("spec") or {}).get("repo") or {}).get("credentialsSecret")
+        name = objects.text(objects.field(job, "spec", "repo"), "credentialsSecret")
         if not name:
             return remotes.Credentials()
         try:
@@ -69,9 +68,7 @@ class Working(attempts.Claims):
             consent.check_secret(secret, url=str(job["spec"]["repo"]["url"]))
         except consent.Refused as exc:
             raise attempts.AttemptFailed("Rejected", exc.reason, exc.message) from None
-        data = {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret.get("data") or {}).items()}
-        data.update(secret.get("stringData") or {})
-        return remotes.credentials_from_secret(data)
+        return remotes.credentials_from_secret(consent.secret_data(secret))
 
     async def _prompt(self, job: dict[str, Any], spec: agentjobs.AgentJobSpec) -> str:
         if spec.task.prompt is not None:
@@ -222,8 +219,7 @@ class Working(attempts.Claims):
         """The branch exists: if an earlier attempt of this job announced pushing exactly the commit the
         remote holds (and then went silent), that push is this job's result: report it, run nothing."""
         tip = await self.workspace.remote_tip(mirror, branch)
-        earlier = [a for a in (job.get("status") or {}).get("attempts") or ()
-                   if (a.get("pushed") or {}).get("branch") == branch and (a.get("pushed") or {}).get("commit") == tip]
+        earlier = [a for a in objects.attempts(job) if objects.pushed(a).get("branch") == branch and objects.pushed(a).get("commit") == tip]
         if tip is None or not earlier:
             return None
         base = await self.workspace.resolve_base(mirror, base_ref)

@@ -12,6 +12,7 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gigafactory.models import objects
 from gigafactory.scheduling import snapshots
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
@@ -60,12 +61,11 @@ def position(
     Computed on demand from the pending jobs rather than stored in every job's status, which would
     rewrite every waiting job whenever one ahead of it moved.
     """
-    queue = (job.get("spec") or {}).get("queue", "default")
+    queue = objects.spec(job).get("queue", "default")
     infos = [snapshots.job_from_body(body) for body in pending
-             if snapshots.is_pending(body) and (body.get("spec") or {}).get("queue", "default") == queue]
+             if snapshots.is_pending(body) and objects.spec(body).get("queue", "default") == queue]
     entries = order(infos, now=now, aging_seconds_per_point=aging_seconds_per_point)
-    meta = job.get("metadata") or {}
-    key = (meta.get("namespace", ""), meta.get("name"))
+    key = (objects.namespace(job), objects.name(job))
     for entry in entries:
         if entry.job.key == key:
             return entry.position, len(entries)

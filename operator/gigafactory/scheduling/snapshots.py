@@ -15,7 +15,7 @@ from typing import Any
 import pydantic
 
 from gigafactory import leases
-from gigafactory.models import agentjobs
+from gigafactory.models import agentjobs, objects
 
 PodKey = tuple[str, str]  # (namespace, name) of a runner pod
 JobKey = tuple[str, str]  # (namespace, name) of an AgentJob
@@ -183,12 +183,7 @@ class SuccessRatios:
     def from_jobs(cls, bodies: Iterable[Mapping[str, Any]], **kwargs: Any) -> "SuccessRatios":
         """Rebuild the ratios from the attempts the jobs record, oldest first: what a restarted
         operator knows of each factory's recent record (jobs deleted since are forgotten)."""
-        records = [
-            record
-            for body in bodies
-            for record in (body.get("status") or {}).get("attempts") or ()
-            if isinstance(record, Mapping)
-        ]
+        records = [record for body in bodies for record in objects.attempts(body)]
         records.sort(key=lambda record: str(record.get("finishedAt") or ""))
         ratios = cls(**kwargs)
         for record in records:
@@ -218,9 +213,7 @@ def _names(values: Iterable[Any] | None) -> frozenset[str]:
 
 
 def job_from_body(body: Mapping[str, Any]) -> JobInfo:
-    meta = body.get("metadata") or {}
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
+    meta, spec, status = objects.meta(body), objects.spec(body), objects.job_status(body)
     requirements = spec.get("requirements") or {}
     repo = spec.get("repo") or {}
     return JobInfo(
@@ -233,7 +226,7 @@ def job_from_body(body: Mapping[str, Any]) -> JobInfo:
         created_at=leases.parse_time(meta.get("creationTimestamp")),
         requeue_at=leases.parse_time(status.get("requeueAt")),
         attempt=int(status.get("attempt") or 0),
-        agent=str((spec.get("agent") or {}).get("profile") or ""),
+        agent=str(objects.mapping(spec.get("agent")).get("profile") or ""),
         capabilities=_names(requirements.get("capabilities")),
         preferences=tuple(
             (str(p.get("capability")), int(p.get("weight") or 10)) for p in requirements.get("preferences") or () if p.get("capability")
@@ -263,7 +256,7 @@ def spec_problem(body: Mapping[str, Any]) -> str | None:
     """Why the operator cannot act on this job's spec, or None. The CRD schema refuses almost all of
     this at the API server; this catches the rest (and clusters where the schema is not enforced)."""
     try:
-        agentjobs.AgentJobSpec.model_validate(body.get("spec") or {})
+        agentjobs.AgentJobSpec.model_validate(body.get("spec") or {})  # validated as it is: a misshapen spec is the error
         job_from_body(body)
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
@@ -276,13 +269,12 @@ def spec_problem(body: Mapping[str, Any]) -> str | None:
 
 def is_pending(body: Mapping[str, Any]) -> bool:
     """A job waits for the scheduler while its phase is Pending (or unset) and it has no assignment."""
-    status = body.get("status") or {}
+    status = objects.job_status(body)
     return (status.get("phase") or PENDING_PHASE) == PENDING_PHASE and not status.get("assignment")
 
 
 def factory_from_body(body: Mapping[str, Any]) -> FactoryInfo:
-    meta = body.get("metadata") or {}
-    spec = body.get("spec") or {}
+    meta, spec = objects.meta(body), objects.factory_spec(body)
     return FactoryInfo(
         name=str(meta.get("name") or ""),
         agents=_names(spec.get("agents")),
