@@ -21,7 +21,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from gigafactory import consent, constants, kubeclient, leases
+from gigafactory import consent, constants, kubeclient
 from gigafactory.binding import trust
 from gigafactory.models import agentjobs, objects
 
@@ -145,15 +145,6 @@ async def read_credentials(client: kubeclient.Client, body: Mapping[str, Any]) -
         return None
     consent.check_secret(secret, url=objects.text(repo, "url"))
     return consent.secret_data(secret)
-
-
-def drain_deadline(factory: Mapping[str, Any]) -> datetime.datetime | None:
-    """When a deleted Factory's running jobs are stopped: deletionTimestamp + spec.drainGraceSeconds."""
-    began = leases.parse_time((factory.get("metadata") or {}).get("deletionTimestamp"))
-    if began is None:
-        return None
-    grace = int((factory.get("spec") or {}).get("drainGraceSeconds") or 0)
-    return began + datetime.timedelta(seconds=grace)
 
 
 def cleanup_event(body: Mapping[str, Any], *, reason: str, message: str, type: str = "Normal", now: datetime.datetime) -> Body:

@@ -102,7 +102,7 @@ def drain_deadline(factory: Mapping[str, Any]) -> datetime.datetime | None:
     began = leases.parse_time(_meta(factory).get("deletionTimestamp"))
     if began is None:
         return None
-    grace = int((factory.get("spec") or {}).get("drainGraceSeconds") or 0)
+    grace = int(objects.factory_spec(factory).get("drainGraceSeconds") or 0)
     return began + datetime.timedelta(seconds=grace)
 
 

@@ -15,6 +15,7 @@ import tempfile
 from gigafactory import consent, constants, kubeclient, leases, remotes
 from gigafactory.binding import cleanup, lifecycle, trust
 from gigafactory.controllers import base
+from gigafactory.models import objects
 
 logger = logging.getLogger(__name__)
 
@@ -22,13 +23,12 @@ logger = logging.getLogger(__name__)
 class Finalizing(base.Base):
     _git: remotes.Git | None = None
     def _binding_of(self, body: base.Body) -> leases.Binding | None:
-        assignment = (body.get("status") or {}).get("assignment") or {}
+        assignment = objects.assignment(body)
         if not assignment.get("lease"):
             return None
         lease = self.bindings.cache.get((assignment.get("leaseNamespace") or assignment.get("podNamespace") or "", assignment["lease"]))
         binding = leases.parse_binding(lease) if lease else None
-        uid = (body.get("metadata") or {}).get("uid")
-        return binding if binding is not None and binding.job_uid == uid else None
+        return binding if binding is not None and binding.job_uid == objects.uid(body) else None
 
     def _pod_alive(self, binding: leases.Binding) -> bool:
         return lifecycle.pod_alive(self.beats.get((binding.namespace, binding.pod)), now=self.now())
@@ -122,7 +122,7 @@ class Finalizing(base.Base):
     async def _delete_branch(self, body: base.Body, branch: str, commit: str) -> None:
         """Best effort with the job's own credentials: a remote that refuses is reported in an Event,
         and the job still goes (a deletion that waits forever on a dead remote helps nobody)."""
-        url = str(((body.get("spec") or {}).get("repo") or {}).get("url") or "")
+        url = objects.text(objects.field(body, "spec", "repo"), "url")
         try:
             remotes.check_url(url, allow_local=self.settings.allow_local_repos)
             data = await cleanup.read_credentials(self.client, body)
