@@ -27,6 +27,12 @@ import kopf
 
 from gigafactory import app, config, electing, factorykopf, kubeauth, kubeclient, observing
 
+# The registry our handlers (here and in factorykopf) went into when they were imported: `kopf run -m`
+# finds them in kopf's default registry, and main() hands this one to kopf.operator explicitly, since
+# the default is process-wide state that another kopf run in the process may replace (kopf's own CLI
+# sets it and never puts it back).
+REGISTRY = kopf.get_default_registry()
+
 HANDLERS = (factorykopf.drain,)  # kopf's resource handlers: registered with kopf on import
 
 logger = logging.getLogger(__name__)
@@ -120,7 +126,8 @@ async def main(settings: config.OperatorSettings) -> None:
         failures.append(error)
         stop.set()
 
-    await kopf.operator(standalone=True, clusterwide=True, stop_flag=stop, memo=kopf.Memo(settings=settings, end=end))
+    await kopf.operator(standalone=True, clusterwide=True, stop_flag=stop, registry=REGISTRY,
+                        memo=kopf.Memo(settings=settings, end=end))
     if failures:
         raise SystemExit(1)
     logger.info("operator stopped")
