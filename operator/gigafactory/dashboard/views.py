@@ -70,8 +70,7 @@ def _renewals(heartbeat_leases: Iterable[Body]) -> dict[tuple[str, str, str], da
     renewed: dict[tuple[str, str, str], datetime.datetime] = {}
     for lease in heartbeat_leases:
         beat = leases.parse_heartbeat(lease)
-        spec = objects.spec(lease)
-        moment = leases.parse_time(spec.get("renewTime")) or leases.parse_time(spec.get("acquireTime"))
+        moment = leases.renewed_at(lease)
         if beat is not None and moment is not None:
             renewed[(beat.factory, beat.namespace, beat.pod)] = moment
     return renewed
