@@ -338,18 +338,15 @@ async def _dashboard(client: kubeclient.Client, port: int | None) -> Any:
         return
     from gigafactory.dashboard import serving
 
-    try:
-        context = serving.serving(client, serving.Settings(port=port, runner_namespace=RUNNER_NAMESPACE))
-        dashboard = await context.__aenter__()
-    except OSError as exc:
-        console.print(f"no dashboard: cannot serve on 127.0.0.1:{port} ({exc.strerror}); --dashboard-port picks another", markup=False)
-        yield None
-        return
-    console.print(f"dashboard at {dashboard.url}", markup=False)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            dashboard = await stack.enter_async_context(serving.serving(client, serving.Settings(port=port, runner_namespace=RUNNER_NAMESPACE)))
+        except OSError as exc:
+            console.print(f"no dashboard: cannot serve on 127.0.0.1:{port} ({exc.strerror}); --dashboard-port picks another", markup=False)
+            yield None
+            return
+        console.print(f"dashboard at {dashboard.url}", markup=False)
         yield dashboard
-    finally:
-        await context.__aexit__(None, None, None)
 
 
 def embedded_server_installed() -> bool:

@@ -269,7 +269,6 @@ class Dashboard:
 
     url: str
     watcher: watching.Watcher
-    runner: web.AppRunner
 
 
 @contextlib.asynccontextmanager
@@ -286,7 +285,7 @@ async def serving(client: kubeclient.Client, settings: Settings) -> AsyncIterato
             host = f"[{settings.address}]" if ":" in settings.address else settings.address
             if settings.address in ("0.0.0.0", "::"):
                 host = "127.0.0.1"
-            yield Dashboard(url=f"http://{host}:{port}/", watcher=watcher, runner=runner)
+            yield Dashboard(url=f"http://{host}:{port}/", watcher=watcher)
         finally:
             await runner.cleanup()
 

@@ -70,8 +70,7 @@ def _renewals(heartbeat_leases: Iterable[Body]) -> dict[tuple[str, str, str], da
     renewed: dict[tuple[str, str, str], datetime.datetime] = {}
     for lease in heartbeat_leases:
         beat = leases.parse_heartbeat(lease)
-        spec = objects.spec(lease)
-        moment = leases.parse_time(spec.get("renewTime")) or leases.parse_time(spec.get("acquireTime"))
+        moment = leases.renewed_at(lease)
         if beat is not None and moment is not None:
             renewed[(beat.factory, beat.namespace, beat.pod)] = moment
     return renewed
@@ -416,7 +415,8 @@ def _explanation(job: Body, pending: Iterable[Body], *, now: datetime.datetime,
         attempts = objects.attempts(job)
         last: objects.AttemptRecord = attempts[-1] if attempts else {}
         if not last:
-            return (f"{phase}: {objects.phase_reason(job)}" if objects.phase_reason(job) and objects.phase_reason(job) != phase else phase), None
+            reason = objects.phase_reason(job)
+            return (f"{phase}: {reason}" if reason and reason != phase else phase), None
         ended = " ".join(bodies.text(part) for part in (last.get("outcome"), last.get("reason"), last.get("message")) if part)
         where = f"; it ran on {bodies.text(last.get('factory'))}/{bodies.text(last.get('pod')) or '-'}" if last.get("factory") else ""
         score = f" with score {bodies.number(last.get('score'))}/100" if where and last.get("score") is not None else ""

@@ -39,11 +39,14 @@ class Watcher:
         self.heartbeats = kubeclient.Informer(client, kubeclient.LEASES, handler=self._handler(HEARTBEATS), namespace=runner_namespace,
                                               label_selector=f"{constants.LABEL_ROLE}={constants.ROLE_HEARTBEAT}")
 
+    async def _bump(self, topic: str) -> None:
+        self.versions[topic] += 1
+        async with self._changed:
+            self._changed.notify_all()
+
     def _handler(self, topic: str) -> Any:
         async def changed(event: str, body: dict[str, Any]) -> None:
-            self.versions[topic] += 1
-            async with self._changed:
-                self._changed.notify_all()
+            await self._bump(topic)
         return changed
 
     async def _job_changed(self, event: str, body: dict[str, Any]) -> None:
@@ -52,7 +55,7 @@ class Watcher:
             self.summaries.pop(key, None)
         else:
             self.summaries[key] = views.summarize(body)
-        await self._handler(JOBS)(event, body)
+        await self._bump(JOBS)
 
     def ordered_jobs(self) -> list[views.Summary]:
         """Every job's summary, newest first (sorted once per change of the jobs)."""
