@@ -1,9 +1,8 @@
 """Git on the runner: a bare mirror per repository, a worktree and branch per attempt, push, sweep.
 
 Same-repo jobs on one pod never share a worktree path or a local branch (both carry the job's uid
-and the attempt), and every mirror fetch holds that mirror's lock. remotes.Credentials reach git only
-through the environment of the git child (an askpass helper or an ssh key file), never argv,
-config or logs. Git runs in threads so the runner's event loop stays free.
+and the attempt), and every mirror fetch holds that mirror's lock. Every git call is remotes.Git's:
+credentials only through the git child's environment, pinned config, git in threads.
 """
 
 import asyncio
