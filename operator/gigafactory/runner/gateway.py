@@ -170,13 +170,10 @@ class Meter:
                 self.model = holder["model"]
             usage = holder.get("usage")
             if isinstance(usage, dict):
-                self.input = max(self.input, _int(usage.get("input_tokens", usage.get("prompt_tokens")))
-                                 + _int(usage.get("cache_creation_input_tokens")) + _int(usage.get("cache_read_input_tokens")))
-                self.output = max(self.output, _int(usage.get("output_tokens", usage.get("completion_tokens"))))
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+                count = prices.token_count
+                self.input = max(self.input, count(usage.get("input_tokens", usage.get("prompt_tokens")))
+                                 + count(usage.get("cache_creation_input_tokens")) + count(usage.get("cache_read_input_tokens")))
+                self.output = max(self.output, count(usage.get("output_tokens", usage.get("completion_tokens"))))
 
 
 def _error(kind: str, status: int, kind_name: str, message: str) -> web.Response:
