@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from gigafactory import config
 from gigafactory.models import prices
 
 logger = logging.getLogger(__name__)
@@ -305,11 +306,11 @@ class Gateway:
             return _error(upstream.kind, 502, "api_error", f"the model endpoint could not be reached: {type(exc).__name__}")
 
 
-def from_settings(*, anthropic_url: str, anthropic_key: str | None, openai_url: str, openai_key: str | None) -> dict[str, Upstream]:
+def from_settings(settings: config.RunnerSettings) -> dict[str, Upstream]:
     """The upstreams a runner's settings configure: only those with a key."""
     upstreams = {}
-    if anthropic_key:
-        upstreams["anthropic"] = Upstream("anthropic", anthropic_url.rstrip("/"), anthropic_key)
-    if openai_key:
-        upstreams["openai"] = Upstream("openai", openai_url.rstrip("/"), openai_key)
+    for kind, url, key in (("anthropic", settings.anthropic_base_url, settings.anthropic_api_key),
+                           ("openai", settings.openai_base_url, settings.openai_api_key)):
+        if key is not None and key.get_secret_value():
+            upstreams[kind] = Upstream(kind, url.rstrip("/"), key.get_secret_value())
     return upstreams

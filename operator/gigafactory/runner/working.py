@@ -33,10 +33,7 @@ class Working(attempts.Claims):
         self.profiles = profiles.load(settings.profiles_file)
         self.pids = self.workspace.root / "agents"
         self.pids.mkdir(exist_ok=True)
-        upstreams = gateway.from_settings(
-            anthropic_url=settings.anthropic_base_url, openai_url=settings.openai_base_url,
-            anthropic_key=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None,
-            openai_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None)
+        upstreams = gateway.from_settings(settings)
         # With the pool's keys in its settings, agents reach the models only through this gateway.
         self.gateway = gateway.Gateway(upstreams, port=settings.gateway_port) if upstreams else None
         self.sandbox = sandbox.Sandbox(mode=settings.sandbox, network=settings.sandbox_network == "shared",
