@@ -254,10 +254,9 @@ class Gateway:
         session = self._session(request)
         if session is None:
             return _error(upstream.kind, 401, "authentication_error", "invalid x-api-key or bearer token")
-        if session.exceeded is not None:
-            return _error(upstream.kind, 429, "budget_exceeded", f"this job's model budget is spent: {session.exceeded}")
         if session.limits.requests is not None and session.requests >= session.limits.requests:
             session.exceed(f"{session.requests} requests made, the limit is {session.limits.requests}")
+        if session.exceeded is not None:
             return _error(upstream.kind, 429, "budget_exceeded", f"this job's model budget is spent: {session.exceeded}")
         path = request.match_info["path"]
         if (request.method, path) not in ALLOWED[upstream.kind] and not (
