@@ -175,8 +175,8 @@ class Working(attempts.Claims):
             log_ref = await self.save_log(attempt, job, result.tail)
             report: dict[str, Any] = {"outcome": result.outcome, "exitCode": result.exit_code, "logRef": log_ref}
             if session is not None and session.usage:
-                report["tokens"] = [{"model": model[:256], "inputTokens": used["input"], "outputTokens": used["output"],
-                                     "requests": used["requests"]} for model, used in list(session.summary().items())[:32]]
+                report["tokens"] = [{"model": model[:256], "inputTokens": used.input, "outputTokens": used.output,
+                                     "requests": used.requests} for model, used in sorted(session.usage.items())[:32]]
             if result.outcome == "Stopped" and attempt.stop_reason == "RunnerShutdown":
                 report.update(outcome="InfraError", reason="RunnerShutdown", message="the runner shut down before the agent finished")
                 return report
