@@ -251,4 +251,3 @@ class Working(attempts.Claims):
                 return None
             return f"configmap/{self.settings.namespace}/{name}"
         return None
-
