@@ -135,8 +135,6 @@ def _last_line(text: str) -> str:
     return lines[-1][:500] if lines else "no error text"
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class Credentials:
     """What the job's Secret holds: an HTTPS token (and user name) or an SSH key."""

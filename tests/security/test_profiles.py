@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from gigafactory import config, kubeclient, leases
-from gigafactory.runner import profiles, running
+from gigafactory.runner import attempts, profiles, running
 from tests import gitrepos
 from tests.conftest import wait_for
 
@@ -77,8 +77,8 @@ def _job(remote: pathlib.Path, agent: dict[str, Any]) -> dict:
             "spec": {"repo": {"url": str(remote)}, "task": {"prompt": "fix it"}, "agent": agent}}
 
 
-def _attempt() -> running.Attempt:
-    return running.Attempt(leases.Binding(
+def _attempt() -> attempts.Attempt:
+    return attempts.Attempt(leases.Binding(
         name="gf-u1-1", namespace="runners", pod="pod", factory="f", job_namespace="team", job_name="job", job_uid="u1",
         attempt=1, holder="pod", claimed=True, stop=None, expires_at=None, resource_version="1"))
 
@@ -157,7 +157,7 @@ async def test_job_args_cannot_override_the_profiles_own_flags(tmp_path, args, f
     remote = gitrepos.make_remote(tmp_path)
     runner = _runner(tmp_path)  # the shipped profiles: script allows --exit N, --hang, --await-peers N
     job = _job(remote, {"profile": "script", "args": [str(secret) if a == "SECRET" else a.replace("SECRET", str(secret)) for a in args]})
-    with pytest.raises(running.AttemptFailed) as refused:
+    with pytest.raises(attempts.AttemptFailed) as refused:
         await runner.execute(_attempt(), job)
     assert (refused.value.outcome, refused.value.reason) == ("Rejected", "ArgNotAllowed")
     assert refused.value.message.startswith(f"{field}: "), refused.value.message
@@ -191,7 +191,7 @@ async def test_job_env_cannot_choose_what_the_claude_code_profile_runs(tmp_path,
     remote = _hostile_remote(tmp_path, {"claude": _trap(marker), "README.md": "hi\n"}, executable=("claude",))
     runner = _runner(tmp_path)  # the shipped claude-code profile, its command found on the runner's PATH
     assert "claude-code" in runner.agents
-    with pytest.raises(running.AttemptFailed) as refused:
+    with pytest.raises(attempts.AttemptFailed) as refused:
         await runner.execute(_attempt(), _job(remote, {"profile": "claude-code", "env": [{"name": name, "value": "."}]}))
     assert refused.value.outcome == "Rejected" and refused.value.reason in ("InvalidSpec", "EnvNotAllowed")
     assert refused.value.message.startswith("spec.agent.env[0].name: "), refused.value.message
@@ -202,7 +202,7 @@ async def test_env_a_profile_does_not_list_is_refused(tmp_path, claude_on_the_ru
     """Not a loader variable, still not the job's to set: ANTHROPIC_BASE_URL would send the pod's API key
     to a server of the job author's choosing."""
     remote = gitrepos.make_remote(tmp_path)
-    with pytest.raises(running.AttemptFailed) as refused:
+    with pytest.raises(attempts.AttemptFailed) as refused:
         await _runner(tmp_path).execute(_attempt(), _job(remote, {"profile": "claude-code", "env": [
             {"name": "ANTHROPIC_BASE_URL", "value": "https://collector.example"}]}))
     assert (refused.value.outcome, refused.value.reason) == ("Rejected", "EnvNotAllowed")

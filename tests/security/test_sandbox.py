@@ -25,7 +25,7 @@ import git
 import pytest
 
 from gigafactory import config, constants, kubeclient, leases
-from gigafactory.runner import executing, running, sandbox, worktrees
+from gigafactory.runner import attempts, executing, running, sandbox, worktrees
 from tests import gitrepos
 from tests.conftest import wait_for
 from tests.unit.runner import gitserver
@@ -144,12 +144,12 @@ async def _execute(runner: running.Runner, name: str, url: str, profile: str, se
     """One attempt as Runner.handle runs it, up to its report."""
     try:
         return await runner.execute(_attempt(name), _job(name, url, profile, secret))
-    except running.AttemptFailed as exc:
+    except attempts.AttemptFailed as exc:
         return {"outcome": exc.outcome, "reason": exc.reason, "message": exc.message}
 
 
-def _attempt(name: str) -> running.Attempt:
-    return running.Attempt(leases.Binding(
+def _attempt(name: str) -> attempts.Attempt:
+    return attempts.Attempt(leases.Binding(
         name=f"bind-{name}", namespace="runners", pod="pod-0", factory="f", job_namespace="team", job_name=name,
         job_uid=f"uid-{name}", attempt=1, holder="pod-0", claimed=True, stop=None,
         expires_at=datetime.datetime.now(datetime.timezone.utc), resource_version="1"))

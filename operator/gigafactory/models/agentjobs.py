@@ -16,7 +16,6 @@ from gigafactory.models import common, factories
 from gigafactory.models.common import X_LIST_MAP_KEYS, X_LIST_TYPE, X_VALIDATIONS, rule
 from gigafactory.models.spending import AgentLimits as AgentLimits  # re-exported: agentjobs.AgentLimits
 from gigafactory.models.spending import TokensPerModel
-from gigafactory.models.spending import ModelTokens as ModelTokens  # re-exported: agentjobs.ModelTokens
 
 # Characters a branch or ref may hold here: a safe subset of what `git check-ref-format` allows,
 # starting with a letter or digit so that it can never be read as a command-line option.

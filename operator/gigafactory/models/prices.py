@@ -45,9 +45,10 @@ def estimate(tokens: Iterable[Mapping[str, Any]], prices: Iterable[Mapping[str, 
         if price is None:
             continue
         per_model[model] = round(per_model.get(model, 0.0) + cost(
-            input_tokens=_int(used.get("inputTokens")), output_tokens=_int(used.get("outputTokens")), price=price), DIGITS)
+            input_tokens=token_count(used.get("inputTokens")), output_tokens=token_count(used.get("outputTokens")), price=price), DIGITS)
     return per_model, (round(sum(per_model.values()), DIGITS) if per_model else None)
 
 
-def _int(value: Any) -> int:
+def token_count(value: Any) -> int:
+    """A token count read from untrusted JSON (a report, an API's usage): a non-negative int, else 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

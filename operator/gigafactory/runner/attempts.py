@@ -224,4 +224,3 @@ class Claims:
                 return
             except (kubeclient.Conflict, kubeclient.NotFound):
                 continue
-

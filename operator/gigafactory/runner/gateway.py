@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from gigafactory import config
 from gigafactory.models import prices
 
 logger = logging.getLogger(__name__)
@@ -170,13 +171,10 @@ class Meter:
                 self.model = holder["model"]
             usage = holder.get("usage")
             if isinstance(usage, dict):
-                self.input = max(self.input, _int(usage.get("input_tokens", usage.get("prompt_tokens")))
-                                 + _int(usage.get("cache_creation_input_tokens")) + _int(usage.get("cache_read_input_tokens")))
-                self.output = max(self.output, _int(usage.get("output_tokens", usage.get("completion_tokens"))))
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+                count = prices.token_count
+                self.input = max(self.input, count(usage.get("input_tokens", usage.get("prompt_tokens")))
+                                 + count(usage.get("cache_creation_input_tokens")) + count(usage.get("cache_read_input_tokens")))
+                self.output = max(self.output, count(usage.get("output_tokens", usage.get("completion_tokens"))))
 
 
 def _error(kind: str, status: int, kind_name: str, message: str) -> web.Response:
@@ -256,10 +254,9 @@ class Gateway:
         session = self._session(request)
         if session is None:
             return _error(upstream.kind, 401, "authentication_error", "invalid x-api-key or bearer token")
-        if session.exceeded is not None:
-            return _error(upstream.kind, 429, "budget_exceeded", f"this job's model budget is spent: {session.exceeded}")
         if session.limits.requests is not None and session.requests >= session.limits.requests:
             session.exceed(f"{session.requests} requests made, the limit is {session.limits.requests}")
+        if session.exceeded is not None:
             return _error(upstream.kind, 429, "budget_exceeded", f"this job's model budget is spent: {session.exceeded}")
         path = request.match_info["path"]
         if (request.method, path) not in ALLOWED[upstream.kind] and not (
@@ -308,11 +305,11 @@ class Gateway:
             return _error(upstream.kind, 502, "api_error", f"the model endpoint could not be reached: {type(exc).__name__}")
 
 
-def from_settings(*, anthropic_url: str, anthropic_key: str | None, openai_url: str, openai_key: str | None) -> dict[str, Upstream]:
+def from_settings(settings: config.RunnerSettings) -> dict[str, Upstream]:
     """The upstreams a runner's settings configure: only those with a key."""
     upstreams = {}
-    if anthropic_key:
-        upstreams["anthropic"] = Upstream("anthropic", anthropic_url.rstrip("/"), anthropic_key)
-    if openai_key:
-        upstreams["openai"] = Upstream("openai", openai_url.rstrip("/"), openai_key)
+    for kind, url, key in (("anthropic", settings.anthropic_base_url, settings.anthropic_api_key),
+                           ("openai", settings.openai_base_url, settings.openai_api_key)):
+        if key is not None and key.get_secret_value():
+            upstreams[kind] = Upstream(kind, url.rstrip("/"), key.get_secret_value())
     return upstreams

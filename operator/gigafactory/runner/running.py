@@ -20,9 +20,6 @@ from gigafactory.runner import attempts, executing, profiles, sandbox, working
 
 logger = logging.getLogger(__name__)
 
-# Where they were before the attempt's Lease protocol and its work got modules of their own.
-Attempt, AttemptFailed = attempts.Attempt, attempts.AttemptFailed
-
 
 class Runner(working.Working):
     """The process: its heartbeat, its informer on its bindings, one task per claimed attempt (claimed,

@@ -33,10 +33,7 @@ class Working(attempts.Claims):
         self.profiles = profiles.load(settings.profiles_file)
         self.pids = self.workspace.root / "agents"
         self.pids.mkdir(exist_ok=True)
-        upstreams = gateway.from_settings(
-            anthropic_url=settings.anthropic_base_url, openai_url=settings.openai_base_url,
-            anthropic_key=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None,
-            openai_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None)
+        upstreams = gateway.from_settings(settings)
         # With the pool's keys in its settings, agents reach the models only through this gateway.
         self.gateway = gateway.Gateway(upstreams, port=settings.gateway_port) if upstreams else None
         self.sandbox = sandbox.Sandbox(mode=settings.sandbox, network=settings.sandbox_network == "shared",
@@ -178,8 +175,8 @@ class Working(attempts.Claims):
             log_ref = await self.save_log(attempt, job, result.tail)
             report: dict[str, Any] = {"outcome": result.outcome, "exitCode": result.exit_code, "logRef": log_ref}
             if session is not None and session.usage:
-                report["tokens"] = [{"model": model[:256], "inputTokens": used["input"], "outputTokens": used["output"],
-                                     "requests": used["requests"]} for model, used in list(session.summary().items())[:32]]
+                report["tokens"] = [{"model": model[:256], "inputTokens": used.input, "outputTokens": used.output,
+                                     "requests": used.requests} for model, used in sorted(session.usage.items())[:32]]
             if result.outcome == "Stopped" and attempt.stop_reason == "RunnerShutdown":
                 report.update(outcome="InfraError", reason="RunnerShutdown", message="the runner shut down before the agent finished")
                 return report
@@ -254,4 +251,3 @@ class Working(attempts.Claims):
                 return None
             return f"configmap/{self.settings.namespace}/{name}"
         return None
-

@@ -1,9 +1,8 @@
 """Git on the runner: a bare mirror per repository, a worktree and branch per attempt, push, sweep.
 
 Same-repo jobs on one pod never share a worktree path or a local branch (both carry the job's uid
-and the attempt), and every mirror fetch holds that mirror's lock. remotes.Credentials reach git only
-through the environment of the git child (an askpass helper or an ssh key file), never argv,
-config or logs. Git runs in threads so the runner's event loop stays free.
+and the attempt), and every mirror fetch holds that mirror's lock. Every git call is remotes.Git's:
+credentials only through the git child's environment, pinned config, git in threads.
 """
 
 import asyncio
@@ -253,11 +252,11 @@ class Workspace(remotes.Git):
     async def describe(self, git_dir: pathlib.Path, base: str, head: str = "HEAD") -> dict[str, Any]:
         """The change from `base` to `head` (in an attempt's trusted git dir, or in a mirror with a commit
         id) for a report."""
-        git = functools.partial(self._git, None, credentials=remotes.Credentials(), failure=("InfraError", "GitFailed"),
-                                git_dir=git_dir)
-        head = (await git(["rev-parse", head])).strip()
-        names = await git(["-c", "core.quotePath=false", "diff", "--no-ext-diff", "--no-textconv", "--name-only", base, head])
-        numstat = await git(["diff", "--no-ext-diff", "--no-textconv", "--numstat", base, head])
+        run_git = functools.partial(self._git, None, credentials=remotes.Credentials(), failure=("InfraError", "GitFailed"),
+                                    git_dir=git_dir)
+        head = (await run_git(["rev-parse", head])).strip()
+        names = await run_git(["-c", "core.quotePath=false", "diff", "--no-ext-diff", "--no-textconv", "--name-only", base, head])
+        numstat = await run_git(["diff", "--no-ext-diff", "--no-textconv", "--numstat", base, head])
         insertions = deletions = 0
         for line in numstat.splitlines():
             added, removed, _ = (line.split("\t", 2) + ["", ""])[:3]

@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 from gigafactory import config, kubeclient, leases
-from gigafactory.runner import running
+from gigafactory.runner import attempts, running
 from tests import gitrepos
 
 
@@ -37,8 +37,8 @@ def _job(remote: pathlib.Path, **spec) -> dict:
             "metadata": {"name": "job", "namespace": "team", "uid": "u1"}, "spec": base}
 
 
-def _attempt() -> running.Attempt:
-    return running.Attempt(leases.Binding(
+def _attempt() -> attempts.Attempt:
+    return attempts.Attempt(leases.Binding(
         name="gf-u1-1", namespace="runners", pod="pod", factory="f", job_namespace="team", job_name="job", job_uid="u1",
         attempt=1, holder="pod", claimed=True, stop=None, expires_at=None, resource_version="1"))
 
@@ -83,7 +83,7 @@ async def test_bad_input_is_a_classified_failure(runner, tmp_path, spec, outcome
     job = _job(remote, **spec)
     if job["spec"]["task"].get("prompt") is None:
         del job["spec"]["task"]["prompt"]
-    with pytest.raises(running.AttemptFailed) as info:
+    with pytest.raises(attempts.AttemptFailed) as info:
         await runner.execute(_attempt(), job)
     assert (info.value.outcome, info.value.reason) == (outcome, reason)
     assert info.value.message and "s3cret" not in info.value.message
@@ -92,7 +92,7 @@ async def test_bad_input_is_a_classified_failure(runner, tmp_path, spec, outcome
 
 async def test_a_good_job_after_bad_ones_succeeds(runner, tmp_path) -> None:
     remote = gitrepos.make_remote(tmp_path)
-    with pytest.raises(running.AttemptFailed):
+    with pytest.raises(attempts.AttemptFailed):
         await runner.execute(_attempt(), _job(remote, repo={"baseRef": "nope"}))
     report = await runner.execute(_attempt(), _job(remote))
     assert report["outcome"] == "Succeeded" and report["result"]["branch"] == "agent/job"
