@@ -84,7 +84,6 @@ class Drained:
 
 
 Action = Arm | Disarm | RequestStop | EndWaiting | Expire | DropBinding | Finalize | Drained
-WRITES = (RequestStop, EndWaiting, Expire, Finalize)  # the actions that make a job busy while they run
 
 
 _meta = objects.meta
