@@ -36,7 +36,7 @@ class Finalizing(base.Base):
     def _maybe_finalize(self, body: base.Body) -> None:
         """A deleted job with our finalizer (binding/lifecycle.py decides the step; each step's event
         brings the job back here)."""
-        if not cleanup.deleting(body) or constants.FINALIZER_JOB not in cleanup.finalizers(body):
+        if not objects.deleting(body) or constants.FINALIZER_JOB not in objects.finalizers(body):
             return
         uid = str(body["metadata"].get("uid"))
         record = self.records.get(uid)

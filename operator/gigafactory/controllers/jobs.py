@@ -260,7 +260,7 @@ class JobLifecycle(base.Base):
         if not self.started:
             return
         for body in list(self.jobs.cache.values()):
-            if not lifecycle.deleting(body):
+            if not objects.deleting(body):
                 continue
             assignment = objects.assignment(body)
             if (assignment.get("podNamespace"), assignment.get("pod")) == pod:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from gigafactory import constants, kubeclient, leases
-from gigafactory.binding import binder, cleanup, lifecycle, patches, trust
+from gigafactory.binding import binder, lifecycle, patches, trust
 from gigafactory.controllers import base, statuses
 from gigafactory.models import agentjobs, objects
 from gigafactory.scheduling import cycle, snapshots
@@ -40,7 +40,7 @@ class Scheduling(statuses.FactoryStatuses):
                 self._maybe_fold(body)
                 continue
             assignment = objects.assignment(body)
-            if objects.job_status(body).get("phase") != agentjobs.Phase.BOUND.value or not assignment.get("lease") or cleanup.deleting(body):
+            if objects.job_status(body).get("phase") != agentjobs.Phase.BOUND.value or not assignment.get("lease") or objects.deleting(body):
                 continue  # (a deleted job's binding is not restored: its finalizer lets it go)
             namespace = assignment.get("leaseNamespace") or assignment.get("podNamespace") or ""
             if (namespace, assignment["lease"]) in self.bindings.cache:
