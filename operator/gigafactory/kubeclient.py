@@ -356,8 +356,7 @@ class Client:
                 yield event
 
 
-def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
-    return objects.namespace(obj), objects.name(obj)
+object_key = objects.key  # (namespace, name): the informers' cache key
 
 
 EventHandler = Callable[[str, Body], Awaitable[None] | None]

@@ -86,10 +86,6 @@ class Drained:
 Action = Arm | Disarm | RequestStop | EndWaiting | Expire | DropBinding | Finalize | Drained
 
 
-def object_key(body: Mapping[str, Any]) -> tuple[str, str]:
-    return objects.namespace(body), objects.name(body)
-
-
 def drain_deadline(factory: Mapping[str, Any]) -> datetime.datetime | None:
     """When a deleted Factory's running jobs are stopped: deletionTimestamp + spec.drainGraceSeconds."""
     began = leases.parse_time(objects.meta(factory).get("deletionTimestamp"))
@@ -126,7 +122,7 @@ def stop_actions(body: Mapping[str, Any], *, binding: leases.Binding | None, now
     waits); a bound or running one gets a stop request on its binding Lease, once. A finished job's
     TTL timer is armed; a job still going has its deadline timer, since the deadline passes without
     any event. `binding` is the Lease the job's assignment names, as the cache shows it (None: none)."""
-    key = object_key(body)
+    key = objects.key(body)
     if objects.job_status(body).get("phase") in TERMINAL:
         at = ttl_at(body)
         done: list[Action] = [Disarm("deadline", key)]
@@ -172,7 +168,7 @@ def orphan_actions(body: Mapping[str, Any], *, lease_present: bool, armed: bool,
     still on its way through the informer is not an orphan."""
     if objects.job_status(body).get("phase") != agentjobs.Phase.BOUND.value:
         return []
-    key = object_key(body)
+    key = objects.key(body)
     if lease_present:
         return [Disarm("orphan", key)]
     assignment = objects.assignment(body)
@@ -201,7 +197,7 @@ def finalize_actions(body: Mapping[str, Any], *, binding: leases.Binding | None,
     `pod_alive` whether its runner still beats. Each step's event brings the job back here."""
     if not objects.deleting(body) or constants.FINALIZER_JOB not in objects.finalizers(body):
         return []
-    key = object_key(body)
+    key = objects.key(body)
     if binding is None:
         return [Disarm("finalize", key), Finalize()]
     if not (binding.claimed and pod_alive):
