@@ -87,9 +87,8 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 Credentials = kubeauth.Credentials
 
 
-def load_credentials(kubeconfig: str | None = None, *, context: str | None = None) -> Credentials:
-    """Credentials from an explicit kubeconfig file, or the in-cluster service account when None."""
-    return kubeconfigs.load(kubeconfig, context=context)
+# Credentials from an explicit kubeconfig file, or the in-cluster service account when None.
+load_credentials = kubeconfigs.load
 
 
 RETRIES = 10
