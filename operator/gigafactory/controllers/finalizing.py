@@ -26,7 +26,7 @@ class Finalizing(base.Base):
         assignment = objects.assignment(body)
         if not assignment.get("lease"):
             return None
-        lease = self.bindings.cache.get((assignment.get("leaseNamespace") or assignment.get("podNamespace") or "", assignment["lease"]))
+        lease = self.bindings.cache.get(lifecycle.lease_key(assignment))
         binding = leases.parse_binding(lease) if lease else None
         return binding if binding is not None and binding.job_uid == objects.uid(body) else None
 

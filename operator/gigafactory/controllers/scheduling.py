@@ -42,9 +42,10 @@ class Scheduling(statuses.FactoryStatuses):
             assignment = objects.assignment(body)
             if objects.job_status(body).get("phase") != agentjobs.Phase.BOUND.value or not assignment.get("lease") or objects.deleting(body):
                 continue  # (a deleted job's binding is not restored: its finalizer lets it go)
-            namespace = assignment.get("leaseNamespace") or assignment.get("podNamespace") or ""
-            if (namespace, assignment["lease"]) in self.bindings.cache:
+            key = lifecycle.lease_key(assignment)
+            if key in self.bindings.cache:
                 continue
+            namespace = key[0]
             if not trust.in_runner_namespaces(namespace, self.runner_namespaces):
                 continue  # not a runner namespace (any more): no Lease there; the orphan timer undoes the binding
             meta = body["metadata"]
