@@ -63,7 +63,7 @@ class Finalizing(base.Base):
 
     async def _drop_binding(self, binding: leases.Binding) -> None:
         """Delete a binding Lease; its runner, if alive, sees it go and kills the agent."""
-        self._disarm(("finalize", binding.job_namespace, binding.job_name))
+        self.timers.disarm(("finalize", binding.job_namespace, binding.job_name))
         try:
             await self.client.delete(kubeclient.LEASES, binding.name, namespace=binding.namespace)
             logger.info("binding dropped", extra={"lease": binding.name, "job": f"{binding.job_namespace}/{binding.job_name}"})

@@ -157,7 +157,7 @@ class Scheduling(statuses.FactoryStatuses):
                                 {objects.labels(d).get(constants.LABEL_FACTORY, ""): d for d in self.deployments.cache.values()})
         self.waiting_for = plan.waiting_for
         if plan.recheck_at is not None:
-            self._arm(("scale", "", ""), plan.recheck_at, self.wake)
+            self.timers.arm(("scale", "", ""), plan.recheck_at, self.wake)
         writes += plan.writes
         writes += self._explanation_writes(bodies, result.unschedulable)
         writes += self._factory_status_writes(snap, used_before, plan.status, plan.refused)
@@ -231,7 +231,7 @@ class Scheduling(statuses.FactoryStatuses):
             elif message is not None and message != explanation.message:
                 next_due = refresh - ago if next_due is None else min(next_due, refresh - ago)
         if next_due is not None:
-            self._arm(("explain", "", ""), self.now() + datetime.timedelta(seconds=max(0.0, next_due)), self.wake)
+            self.timers.arm(("explain", "", ""), self.now() + datetime.timedelta(seconds=max(0.0, next_due)), self.wake)
         return writes
 
     async def _explain(self, body: base.Body, explanation: cycle.Explanation, waiting: str | None = None) -> None:
@@ -268,7 +268,7 @@ class Scheduling(statuses.FactoryStatuses):
         now = self.now()
         times = [j.requeue_at for j in result.skipped if j.requeue_at is not None and j.requeue_at > now and not j.suspended and not j.cancelled]
         if times:
-            self._arm(("requeue", "", ""), min(times), self.wake)
+            self.timers.arm(("requeue", "", ""), min(times), self.wake)
 
     async def loop(self) -> None:
         while True:
