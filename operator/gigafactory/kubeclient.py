@@ -2,8 +2,9 @@
 
 Why not the official client: it is synchronous (a thread per call) and deserializes every object
 into generated classes; the scheduler's bind path and the runners want many concurrent writes of
-plain dicts, and a watch that survives reconnects and 410 Gone. Credentials still come from the
-official client's kubeconfig loader, so every kubeconfig kubectl understands works here too.
+plain dicts, and a watch that survives reconnects and 410 Gone. Credentials come from kubeconfigs
+(which file, which server) and kubeauth (kept current as tokens rotate and plugins' credentials
+expire; only a legacy auth-provider still goes through the official client's loader).
 
 `Informer` is list-then-watch with a local cache, resumed from the last resourceVersion after a
 dropped connection and re-listed after 410 Gone: the building block of every watcher here.
