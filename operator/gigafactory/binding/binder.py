@@ -137,7 +137,7 @@ async def fold(client: kubeclient.Client, *, body: Mapping[str, Any]) -> Body | 
     assignment = objects.assignment(body).copy()
     written: list[Body] = []
 
-    async def write(fresh: Body) -> bool:
+    async def write(fresh: Mapping[str, Any]) -> bool:
         if not patches.report_matches(fresh):
             return False
         assignment.update(objects.assignment(fresh))
@@ -147,9 +147,7 @@ async def fold(client: kubeclient.Client, *, body: Mapping[str, Any]) -> Body | 
         return True
 
     try:
-        patch = patches.fold_patch(body=body, now=leases.now())
-        await client.patch(kubeclient.AGENTJOBS, name, patch, namespace=namespace, subresource="status")
-        written.append(patch)
+        await write(body)  # the body the caller saw first; on a 409, as the API has it now
     except kubeclient.Conflict:
         await _with_fresh_job(client, namespace, name, write)
     except kubeclient.NotFound:
