@@ -3,7 +3,6 @@ failure. Every write carries the resourceVersion it was computed from, so two op
 operator and a runner) racing on one job let exactly one through; the loser re-reads or requeues."""
 
 import asyncio
-import datetime
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -189,7 +188,3 @@ async def gather_bounded(coros: list[Awaitable[Any]], *, limit: int) -> list[Any
             return await coro
 
     return await asyncio.gather(*(one(c) for c in coros), return_exceptions=True)
-
-
-def now() -> datetime.datetime:
-    return leases.now()
