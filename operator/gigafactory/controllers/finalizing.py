@@ -150,6 +150,10 @@ class Finalizing(base.Base):
 
     def _maybe_drain(self, body: base.Body) -> None:
         """A deleted Factory's bindings (binding/lifecycle.py decides); Drained wakes its waiters."""
+        # Every Factory event and every binding's end come here: a Factory not being deleted (for which
+        # lifecycle.drain_actions says nothing) returns before every binding Lease is parsed.
+        if not objects.deleting(body):
+            return
         name = str(body["metadata"]["name"])
         bindings = [b for b in map(leases.parse_binding, list(self.bindings.cache.values())) if b is not None and b.factory == name]
         now = self.now()
