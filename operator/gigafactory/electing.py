@@ -65,7 +65,7 @@ class LeaderElector:
 
     def _see(self, event: str, body: Body) -> None:
         self._body = None if event == "DELETED" else body
-        spec = objects.lease_spec(self._body or {})
+        spec = self._spec()
         record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions"))
         if record != self._record:
             self._record = record

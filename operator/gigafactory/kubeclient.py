@@ -2,8 +2,9 @@
 
 Why not the official client: it is synchronous (a thread per call) and deserializes every object
 into generated classes; the scheduler's bind path and the runners want many concurrent writes of
-plain dicts, and a watch that survives reconnects and 410 Gone. Credentials still come from the
-official client's kubeconfig loader, so every kubeconfig kubectl understands works here too.
+plain dicts, and a watch that survives reconnects and 410 Gone. Credentials come from kubeconfigs
+(which file, which server) and kubeauth (kept current as tokens rotate and plugins' credentials
+expire; only a legacy auth-provider still goes through the official client's loader).
 
 `Informer` is list-then-watch with a local cache, resumed from the last resourceVersion after a
 dropped connection and re-listed after 410 Gone: the building block of every watcher here.
@@ -87,9 +88,8 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 Credentials = kubeauth.Credentials
 
 
-def load_credentials(kubeconfig: str | None = None, *, context: str | None = None) -> Credentials:
-    """Credentials from an explicit kubeconfig file, or the in-cluster service account when None."""
-    return kubeconfigs.load(kubeconfig, context=context)
+# Credentials from an explicit kubeconfig file, or the in-cluster service account when None.
+load_credentials = kubeconfigs.load
 
 
 RETRIES = 10
@@ -141,18 +141,9 @@ class Client:
         await self.close()
 
     @contextlib.asynccontextmanager
-    async def open(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        data: str | bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: aiohttp.ClientTimeout | None = None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """One HTTP exchange with the current credentials (see `send`), released at the end of the block."""
-        response = await self.send(method, path, params=params, data=data, headers=headers, timeout=timeout)
+    async def open(self, method: str, path: str, **options: Any) -> AsyncIterator[aiohttp.ClientResponse]:
+        """`send`, with the same keywords, and the response released at the end of the block."""
+        response = await self.send(method, path, **options)
         try:
             yield response
         finally:
@@ -356,8 +347,7 @@ class Client:
                 yield event
 
 
-def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
-    return objects.namespace(obj), objects.name(obj)
+object_key = objects.key  # (namespace, name): the informers' cache key
 
 
 EventHandler = Callable[[str, Body], Awaitable[None] | None]

@@ -93,11 +93,6 @@ def holder(lease: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def is_expired(lease: Mapping[str, Any], at: datetime.datetime) -> bool:
-    deadline = expires_at(lease)
-    return deadline is None or at >= deadline
-
-
 # --- heartbeat Leases ---
 
 

@@ -3,7 +3,6 @@ failure. Every write carries the resourceVersion it was computed from, so two op
 operator and a runner) racing on one job let exactly one through; the loser re-reads or requeues."""
 
 import asyncio
-import datetime
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -137,7 +136,7 @@ async def fold(client: kubeclient.Client, *, body: Mapping[str, Any]) -> Body | 
     assignment = objects.assignment(body).copy()
     written: list[Body] = []
 
-    async def write(fresh: Body) -> bool:
+    async def write(fresh: Mapping[str, Any]) -> bool:
         if not patches.report_matches(fresh):
             return False
         assignment.update(objects.assignment(fresh))
@@ -147,9 +146,7 @@ async def fold(client: kubeclient.Client, *, body: Mapping[str, Any]) -> Body | 
         return True
 
     try:
-        patch = patches.fold_patch(body=body, now=leases.now())
-        await client.patch(kubeclient.AGENTJOBS, name, patch, namespace=namespace, subresource="status")
-        written.append(patch)
+        await write(body)  # the body the caller saw first; on a 409, as the API has it now
     except kubeclient.Conflict:
         await _with_fresh_job(client, namespace, name, write)
     except kubeclient.NotFound:
@@ -191,7 +188,3 @@ async def gather_bounded(coros: list[Awaitable[Any]], *, limit: int) -> list[Any
             return await coro
 
     return await asyncio.gather(*(one(c) for c in coros), return_exceptions=True)
-
-
-def now() -> datetime.datetime:
-    return leases.now()

@@ -30,11 +30,6 @@ logger = logging.getLogger(__name__)
 Body = dict[str, Any]
 
 
-# The readers of models/objects.py, under the names the finalizers' code uses.
-finalizers = objects.finalizers
-deleting = objects.deleting
-
-
 async def add_finalizer(
     client: kubeclient.Client, resource: kubeclient.Resource, body: Mapping[str, Any], finalizer: str, *, tries: int = 5
 ) -> Body | None:
@@ -43,11 +38,11 @@ async def add_finalizer(
     current: Mapping[str, Any] = body
     for _ in range(tries):
         meta = objects.meta(current)
-        if finalizer in finalizers(current):
+        if finalizer in objects.finalizers(current):
             return dict(current)
-        if deleting(current):
+        if objects.deleting(current):
             return None
-        patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"), "finalizers": [*finalizers(current), finalizer]}}
+        patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"), "finalizers": [*objects.finalizers(current), finalizer]}}
         try:
             return await client.patch(resource, str(meta.get("name")), patch, namespace=meta.get("namespace"))
         except kubeclient.Conflict:
@@ -70,9 +65,9 @@ async def remove_finalizer(
     current: Mapping[str, Any] = body
     for _ in range(tries):
         meta = objects.meta(current)
-        if finalizer not in finalizers(current):
+        if finalizer not in objects.finalizers(current):
             return True
-        rest = [f for f in finalizers(current) if f != finalizer]
+        rest = [f for f in objects.finalizers(current) if f != finalizer]
         patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"), "finalizers": rest or None}}
         try:
             await client.patch(resource, str(meta.get("name")), patch, namespace=meta.get("namespace"))

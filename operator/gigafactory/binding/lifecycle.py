@@ -84,22 +84,11 @@ class Drained:
 
 
 Action = Arm | Disarm | RequestStop | EndWaiting | Expire | DropBinding | Finalize | Drained
-WRITES = (RequestStop, EndWaiting, Expire, Finalize)  # the actions that make a job busy while they run
-
-
-_meta = objects.meta
-# The readers of models/objects.py, under the names the decisions here and their callers use.
-finalizers = objects.finalizers
-deleting = objects.deleting
-
-
-def object_key(body: Mapping[str, Any]) -> tuple[str, str]:
-    return objects.namespace(body), objects.name(body)
 
 
 def drain_deadline(factory: Mapping[str, Any]) -> datetime.datetime | None:
     """When a deleted Factory's running jobs are stopped: deletionTimestamp + spec.drainGraceSeconds."""
-    began = leases.parse_time(_meta(factory).get("deletionTimestamp"))
+    began = leases.parse_time(objects.meta(factory).get("deletionTimestamp"))
     if began is None:
         return None
     grace = int(objects.factory_spec(factory).get("drainGraceSeconds") or 0)
@@ -123,7 +112,7 @@ def ttl_at(body: Mapping[str, Any]) -> datetime.datetime | None:
     """ttlSecondsAfterFinished: when a finished job is deleted (None: never, or it is going already)."""
     ttl = objects.spec(body).get("ttlSecondsAfterFinished")
     finished = leases.parse_time(objects.job_status(body).get("completionTime"))
-    if ttl is None or finished is None or deleting(body):
+    if ttl is None or finished is None or objects.deleting(body):
         return None
     return finished + datetime.timedelta(seconds=int(ttl))
 
@@ -133,7 +122,7 @@ def stop_actions(body: Mapping[str, Any], *, binding: leases.Binding | None, now
     waits); a bound or running one gets a stop request on its binding Lease, once. A finished job's
     TTL timer is armed; a job still going has its deadline timer, since the deadline passes without
     any event. `binding` is the Lease the job's assignment names, as the cache shows it (None: none)."""
-    key = object_key(body)
+    key = objects.key(body)
     if objects.job_status(body).get("phase") in TERMINAL:
         at = ttl_at(body)
         done: list[Action] = [Disarm("deadline", key)]
@@ -179,7 +168,7 @@ def orphan_actions(body: Mapping[str, Any], *, lease_present: bool, armed: bool,
     still on its way through the informer is not an orphan."""
     if objects.job_status(body).get("phase") != agentjobs.Phase.BOUND.value:
         return []
-    key = object_key(body)
+    key = objects.key(body)
     if lease_present:
         return [Disarm("orphan", key)]
     assignment = objects.assignment(body)
@@ -206,9 +195,9 @@ def finalize_actions(body: Mapping[str, Any], *, binding: leases.Binding | None,
     """A deleted job with our finalizer: stop its attempt, wait (bounded by `stop_grace_seconds`) for
     the runner to let the binding go, then finalize. `binding` is the job's own current binding;
     `pod_alive` whether its runner still beats. Each step's event brings the job back here."""
-    if not deleting(body) or constants.FINALIZER_JOB not in finalizers(body):
+    if not objects.deleting(body) or constants.FINALIZER_JOB not in objects.finalizers(body):
         return []
-    key = object_key(body)
+    key = objects.key(body)
     if binding is None:
         return [Disarm("finalize", key), Finalize()]
     if not (binding.claimed and pod_alive):
@@ -236,9 +225,9 @@ def drain_actions(factory: Mapping[str, Any], *, bindings: Iterable[leases.Bindi
     too — and, when none is left, is Drained. The finalizer is not decided here: kopf owns it
     (factorykopf.py). `bindings` are the factory's; `live_pods` the (namespace, pod) keys whose
     heartbeat is current; `busy` the uids of jobs with a write in flight (left for their task's end)."""
-    if not deleting(factory):
+    if not objects.deleting(factory):
         return []
-    name = str(_meta(factory).get("name"))
+    name = str(objects.meta(factory).get("name"))
     mine = list(bindings)
     if not mine:
         return [Disarm("drain", ("", name)), Drained()]

@@ -67,14 +67,12 @@ def decide(
     if outcome is Outcome.STOPPED and reason == "DeadlineExceeded":
         return Verdict(Phase.FAILED, counted=True, reason="DeadlineExceeded")
     policy = agentjobs.RetryPolicy.model_validate(spec.get("retry") or {})
-    if outcome is Outcome.STOPPED and reason == "BudgetExceeded" and not any(
-            _matches(r, outcome, exit_code) for r in policy.rules):
+    rule = next((r for r in policy.rules if _matches(r, outcome, exit_code)), None)
+    if outcome is Outcome.STOPPED and reason == "BudgetExceeded" and rule is None:
         # The job's own model budget (spec.agent.limits) ran out: another attempt would only spend more.
         return Verdict(Phase.FAILED, counted=True, reason="BudgetExceeded")
     if outcome is Outcome.SUCCEEDED:
         return Verdict(Phase.SUCCEEDED, counted=True, reason="Succeeded")
-    policy = agentjobs.RetryPolicy.model_validate(spec.get("retry") or {})
-    rule = next((r for r in policy.rules if _matches(r, outcome, exit_code)), None)
     action = rule.action if rule is not None else _default_action(outcome)
     if action is agentjobs.RetryAction.FAIL_JOB:
         return Verdict(Phase.FAILED, counted=True, reason=outcome.value)

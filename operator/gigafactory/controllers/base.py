@@ -155,13 +155,6 @@ class Base:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _arm(self, key: caches.TimerKey, at: datetime.datetime, callback: Callable[[], Any]) -> None:
-        """One timer per object, at the instant it expires; re-armed by every renewal."""
-        self.timers.arm(key, at, callback)
-
-    def _disarm(self, key: caches.TimerKey) -> None:
-        self.timers.disarm(key)
-
     def _drained(self, name: str) -> None:
         """No binding of the factory `name` is left (or the factory is gone): its waiters may go on."""
         waiting = self.drains.pop(name, None)
@@ -182,9 +175,9 @@ class Base:
         skipped: that task's end brings the job back to its decision (_release)."""
         for action in actions:
             if isinstance(action, lifecycle.Disarm):
-                self._disarm((action.kind, *action.key))
+                self.timers.disarm((action.kind, *action.key))
             elif isinstance(action, lifecycle.Arm):
-                self._arm((action.kind, *action.key), action.at, self._on_timer(action))
+                self.timers.arm((action.kind, *action.key), action.at, self._on_timer(action))
             elif isinstance(action, lifecycle.DropBinding):
                 self._spawn(self._drop_binding(action.binding), name=f"drop:{action.binding.name}")
             elif isinstance(action, lifecycle.Drained):

@@ -56,10 +56,6 @@ class JobRecords:
     def forget(self, uid: str) -> None:
         self._records.pop(uid, None)
 
-    def assumed(self, uid: str) -> tuple[int, snapshots.PodKey, str] | None:
-        record = self._records.get(uid)
-        return None if record is None else record.assumed
-
     def __len__(self) -> int:
         return len(self._records)
 

@@ -26,7 +26,7 @@ class Finalizing(base.Base):
         assignment = objects.assignment(body)
         if not assignment.get("lease"):
             return None
-        lease = self.bindings.cache.get((assignment.get("leaseNamespace") or assignment.get("podNamespace") or "", assignment["lease"]))
+        lease = self.bindings.cache.get(lifecycle.lease_key(assignment))
         binding = leases.parse_binding(lease) if lease else None
         return binding if binding is not None and binding.job_uid == objects.uid(body) else None
 
@@ -36,7 +36,7 @@ class Finalizing(base.Base):
     def _maybe_finalize(self, body: base.Body) -> None:
         """A deleted job with our finalizer (binding/lifecycle.py decides the step; each step's event
         brings the job back here)."""
-        if not cleanup.deleting(body) or constants.FINALIZER_JOB not in cleanup.finalizers(body):
+        if not objects.deleting(body) or constants.FINALIZER_JOB not in objects.finalizers(body):
             return
         uid = str(body["metadata"].get("uid"))
         record = self.records.get(uid)
@@ -63,7 +63,7 @@ class Finalizing(base.Base):
 
     async def _drop_binding(self, binding: leases.Binding) -> None:
         """Delete a binding Lease; its runner, if alive, sees it go and kills the agent."""
-        self._disarm(("finalize", binding.job_namespace, binding.job_name))
+        self.timers.disarm(("finalize", binding.job_namespace, binding.job_name))
         try:
             await self.client.delete(kubeclient.LEASES, binding.name, namespace=binding.namespace)
             logger.info("binding dropped", extra={"lease": binding.name, "job": f"{binding.job_namespace}/{binding.job_name}"})
@@ -150,6 +150,10 @@ class Finalizing(base.Base):
 
     def _maybe_drain(self, body: base.Body) -> None:
         """A deleted Factory's bindings (binding/lifecycle.py decides); Drained wakes its waiters."""
+        # Every Factory event and every binding's end come here: a Factory not being deleted (for which
+        # lifecycle.drain_actions says nothing) returns before every binding Lease is parsed.
+        if not objects.deleting(body):
+            return
         name = str(body["metadata"]["name"])
         bindings = [b for b in map(leases.parse_binding, list(self.bindings.cache.values())) if b is not None and b.factory == name]
         now = self.now()

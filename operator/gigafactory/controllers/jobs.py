@@ -24,8 +24,8 @@ class JobLifecycle(base.Base):
         uid = objects.uid(body)
         if event == "DELETED":
             self.records.forget(uid)  # all it remembers of the job goes at once
-            self._disarm(("deadline", *kubeclient.object_key(body)))
-            self._disarm(("ttl", *kubeclient.object_key(body)))
+            self.timers.disarm(("deadline", *kubeclient.object_key(body)))
+            self.timers.disarm(("ttl", *kubeclient.object_key(body)))
             self._drop_bindings_of({uid})
             self.wake()
             return
@@ -203,7 +203,7 @@ class JobLifecycle(base.Base):
         key = ("binding", *kubeclient.object_key(body))
         binding = leases.parse_binding(body)
         if event == "DELETED" or binding is None:
-            self._disarm(key)
+            self.timers.disarm(key)
             if binding is not None and self.started:
                 # A binding gone may be what a deleted job or a draining factory waits for.
                 job = self.jobs.cache.get((binding.job_namespace, binding.job_name))
@@ -215,7 +215,7 @@ class JobLifecycle(base.Base):
             self.wake()
             return
         if binding.expires_at is not None:
-            self._arm(key, binding.expires_at, lambda: self._on_binding_expired(key[1:]))
+            self.timers.arm(key, binding.expires_at, lambda: self._on_binding_expired(key[1:]))
 
     def _on_binding_expired(self, key: tuple[str, str]) -> None:
         self.timers.fired(("binding", *key))
@@ -237,9 +237,9 @@ class JobLifecycle(base.Base):
         if beat is not None:
             self.beats[key] = beat
             if beat.expires_at is not None:
-                self._arm(("heartbeat", *key), beat.expires_at, lambda: self._on_heartbeat_lapsed(key))
+                self.timers.arm(("heartbeat", *key), beat.expires_at, lambda: self._on_heartbeat_lapsed(key))
         else:
-            self._disarm(("heartbeat", *key))
+            self.timers.disarm(("heartbeat", *key))
             if before is not None:
                 self._pod_gone(key)
         # A renewal of a ready pod changes nothing the scheduler reads: no cycle for it.
@@ -260,7 +260,7 @@ class JobLifecycle(base.Base):
         if not self.started:
             return
         for body in list(self.jobs.cache.values()):
-            if not lifecycle.deleting(body):
+            if not objects.deleting(body):
                 continue
             assignment = objects.assignment(body)
             if (assignment.get("podNamespace"), assignment.get("pod")) == pod:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from gigafactory import constants, kubeclient, leases
-from gigafactory.binding import binder, cleanup, lifecycle, patches, trust
+from gigafactory.binding import binder, lifecycle, patches, trust
 from gigafactory.controllers import base, statuses
 from gigafactory.models import agentjobs, objects
 from gigafactory.scheduling import cycle, snapshots
@@ -40,11 +40,12 @@ class Scheduling(statuses.FactoryStatuses):
                 self._maybe_fold(body)
                 continue
             assignment = objects.assignment(body)
-            if objects.job_status(body).get("phase") != agentjobs.Phase.BOUND.value or not assignment.get("lease") or cleanup.deleting(body):
+            if objects.job_status(body).get("phase") != agentjobs.Phase.BOUND.value or not assignment.get("lease") or objects.deleting(body):
                 continue  # (a deleted job's binding is not restored: its finalizer lets it go)
-            namespace = assignment.get("leaseNamespace") or assignment.get("podNamespace") or ""
-            if (namespace, assignment["lease"]) in self.bindings.cache:
+            key = lifecycle.lease_key(assignment)
+            if key in self.bindings.cache:
                 continue
+            namespace = key[0]
             if not trust.in_runner_namespaces(namespace, self.runner_namespaces):
                 continue  # not a runner namespace (any more): no Lease there; the orphan timer undoes the binding
             meta = body["metadata"]
@@ -156,7 +157,7 @@ class Scheduling(statuses.FactoryStatuses):
                                 {objects.labels(d).get(constants.LABEL_FACTORY, ""): d for d in self.deployments.cache.values()})
         self.waiting_for = plan.waiting_for
         if plan.recheck_at is not None:
-            self._arm(("scale", "", ""), plan.recheck_at, self.wake)
+            self.timers.arm(("scale", "", ""), plan.recheck_at, self.wake)
         writes += plan.writes
         writes += self._explanation_writes(bodies, result.unschedulable)
         writes += self._factory_status_writes(snap, used_before, plan.status, plan.refused)
@@ -230,7 +231,7 @@ class Scheduling(statuses.FactoryStatuses):
             elif message is not None and message != explanation.message:
                 next_due = refresh - ago if next_due is None else min(next_due, refresh - ago)
         if next_due is not None:
-            self._arm(("explain", "", ""), self.now() + datetime.timedelta(seconds=max(0.0, next_due)), self.wake)
+            self.timers.arm(("explain", "", ""), self.now() + datetime.timedelta(seconds=max(0.0, next_due)), self.wake)
         return writes
 
     async def _explain(self, body: base.Body, explanation: cycle.Explanation, waiting: str | None = None) -> None:
@@ -267,7 +268,7 @@ class Scheduling(statuses.FactoryStatuses):
         now = self.now()
         times = [j.requeue_at for j in result.skipped if j.requeue_at is not None and j.requeue_at > now and not j.suspended and not j.cancelled]
         if times:
-            self._arm(("requeue", "", ""), min(times), self.wake)
+            self.timers.arm(("requeue", "", ""), min(times), self.wake)
 
     async def loop(self) -> None:
         while True:

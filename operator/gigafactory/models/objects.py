@@ -231,6 +231,11 @@ def namespace(obj: Mapping[str, Any]) -> str:
     return _meta_text(obj, "namespace")
 
 
+def key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """(namespace, name): how the informers' caches and the timers know an object."""
+    return namespace(obj), name(obj)
+
+
 def spec(obj: Mapping[str, Any]) -> dict[str, Any]:
     """spec ({} when missing)."""
     value = obj.get("spec")

@@ -91,10 +91,6 @@ class Profile:
     # the job's warm pods always, then pods in rotating order so that ties spread.
     max_pods_to_score: int = 32
 
-    @property
-    def total_weight(self) -> int:
-        return sum(plugin.weight for plugin in self.scorers)
-
 
 def combine(profile: Profile, columns: dict[str, list[int]]) -> tuple[int, int, dict[str, int]]:
     """Weigh the normalized columns into one 0–100 score per candidate; return the best candidate's

@@ -65,7 +65,7 @@ def position(
     infos = [snapshots.job_from_body(body) for body in pending
              if snapshots.is_pending(body) and objects.spec(body).get("queue", "default") == queue]
     entries = order(infos, now=now, aging_seconds_per_point=aging_seconds_per_point)
-    key = (objects.namespace(job), objects.name(job))
+    key = objects.key(job)
     for entry in entries:
         if entry.job.key == key:
             return entry.position, len(entries)
