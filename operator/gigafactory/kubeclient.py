@@ -141,9 +141,18 @@ class Client:
         await self.close()
 
     @contextlib.asynccontextmanager
-    async def open(self, method: str, path: str, **options: Any) -> AsyncIterator[aiohttp.ClientResponse]:
-        """`send`, with the same keywords, and the response released at the end of the block."""
-        response = await self.send(method, path, **options)
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        data: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One HTTP exchange with the current credentials (see `send`), released at the end of the block."""
+        response = await self.send(method, path, params=params, data=data, headers=headers, timeout=timeout)
         try:
             yield response
         finally:
